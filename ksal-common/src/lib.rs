@@ -1,0 +1,190 @@
+//! The contract between the in-kernel KSAL programs (`ksal-ebpf`) and the
+//! host side (`vzhost`): map names, key and value layouts, hook and verdict
+//! ids. Every struct is `#[repr(C)]` with fixed-width fields and explicit
+//! padding so both sides agree byte for byte.
+#![no_std]
+
+/// Map names, as they appear in the eBPF object and under the pin directory.
+pub mod map_names {
+    pub const CONFIG: &str = "KSAL_CONFIG";
+    pub const VPS: &str = "KSAL_VPS";
+    pub const FILE_RULES: &str = "KSAL_FILE_RULES";
+    pub const EVENTS: &str = "KSAL_EVENTS";
+    pub const EVENTS_DROPPED: &str = "KSAL_EVENTS_DROPPED";
+}
+
+/// Program names (the function names in `ksal-ebpf`).
+pub mod program_names {
+    pub const FILE_OPEN: &str = "ksal_file_open";
+    pub const CGROUP_PROBE: &str = "ksal_cgroup_probe";
+}
+
+/// Capacity of the VPS table: how many VPSs one host can register.
+pub const MAX_VPS: u32 = 16384;
+/// Capacity of the file rule table, shared by all VPSs.
+pub const MAX_FILE_RULES: u32 = 65536;
+/// Ring buffer size for events (bytes, a power of two and page multiple).
+pub const EVENTS_RINGBUF_BYTES: u32 = 256 * 1024;
+pub const COMM_LEN: usize = 16;
+
+/// Which hook produced an event or a rule hit.
+#[repr(u32)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Hook {
+    FileOpen = 1,
+}
+
+impl Hook {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::FileOpen),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::FileOpen => "file_open",
+        }
+    }
+}
+
+/// How a VPS's rules are applied.
+pub mod mode {
+    /// Deny and record.
+    pub const ENFORCE: u32 = 1;
+    /// Allow and record.
+    pub const AUDIT: u32 = 2;
+}
+
+/// What happened to the action an event describes.
+pub mod verdict {
+    pub const DENIED: u32 = 1;
+    pub const AUDITED: u32 = 2;
+}
+
+/// File access bits of a rule, matched against the `f_mode` of the open.
+pub mod access {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+    pub const ANY: u32 = READ | WRITE;
+}
+
+/// Byte offsets of the kernel struct fields the programs read, taken from
+/// the running kernel's BTF by the host so one object works on every kernel.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelLayout {
+    pub file_f_inode: u32,
+    pub file_f_mode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub super_block_s_dev: u32,
+    pub _pad: u32,
+}
+
+/// Global configuration, element 0 of the `KSAL_CONFIG` array.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// cgroup v2 depth of the VPS cgroups (the daemon's depth + 1): tasks
+    /// are mapped to their VPS by their ancestor cgroup at this level, so
+    /// child cgroups a VPS makes stay covered.
+    pub vps_cgroup_level: u32,
+    /// Non-zero once the host has filled in the config; programs allow
+    /// everything until then rather than act on zero offsets.
+    pub ready: u32,
+    pub layout: KernelLayout,
+}
+
+/// Value of the `KSAL_VPS` hash map, keyed by the VPS's cgroup v2 id.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct VpsEntry {
+    pub vps_id: u32,
+    pub mode: u32,
+}
+
+/// Key of the `KSAL_FILE_RULES` hash map: one denied inode for one VPS.
+/// `dev` is the kernel's internal encoding (major << 20 | minor).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileRuleKey {
+    pub vps_id: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FileRule {
+    pub rule_id: u32,
+    /// `access::*` bits that are denied.
+    pub access: u32,
+}
+
+/// A denial or audit record sent through the `KSAL_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub ktime_ns: u64,
+    pub cgroup_id: u64,
+    /// Hook-specific object: the inode number for file hooks.
+    pub object: u64,
+    pub vps_id: u32,
+    pub hook: u32,
+    pub rule_id: u32,
+    pub verdict: u32,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Convert a userspace `st_dev` (glibc encoding) to the kernel's `s_dev`.
+pub const fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & 0xfffff)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::{Config, Event, FileRule, FileRuleKey, VpsEntry};
+    // SAFETY: each type is #[repr(C)], Copy, made only of integers with no
+    // implicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for VpsEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FileRuleKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FileRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<KernelLayout>(), 24);
+        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<VpsEntry>(), 8);
+        assert_eq!(size_of::<FileRuleKey>(), 16);
+        assert_eq!(size_of::<FileRule>(), 8);
+        assert_eq!(size_of::<Event>(), 24 + 24 + COMM_LEN);
+    }
+
+    #[test]
+    fn kernel_dev_matches_mkdev() {
+        assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
+        assert_eq!(kernel_dev(0, 45), 45);
+    }
+
+    #[test]
+    fn hooks_round_trip() {
+        assert_eq!(Hook::from_u32(Hook::FileOpen as u32), Some(Hook::FileOpen));
+        assert_eq!(Hook::from_u32(0), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! The Kernel Service Abstraction Layer: small eBPF programs, one module per
+//! hook family, all scoped to VPS tasks through their cgroup v2 ancestor.
+#![no_std]
+#![no_main]
+
+mod events;
+mod files;
+mod maps;
+mod probe;
+mod scope;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program with a reachable panic path,
+    // so this is never executed in a loaded program.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+// LSM programs must be GPL-compatible to be loaded.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

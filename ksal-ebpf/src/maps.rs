@@ -1,0 +1,28 @@
+//! Every map the programs share. Sizes come from `ksal-common`, so the host
+//! knows the capacity it fills.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+};
+use ksal_common::{
+    Config, EVENTS_RINGBUF_BYTES, FileRule, FileRuleKey, MAX_FILE_RULES, MAX_VPS, VpsEntry,
+};
+
+#[map(name = "KSAL_CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// cgroup v2 id of a VPS -> its entry. A task whose ancestor at the VPS
+/// level is not in here is a host task and is never affected.
+#[map(name = "KSAL_VPS")]
+pub static VPS: HashMap<u64, VpsEntry> = HashMap::with_max_entries(MAX_VPS, 0);
+
+#[map(name = "KSAL_FILE_RULES")]
+pub static FILE_RULES: HashMap<FileRuleKey, FileRule> =
+    HashMap::with_max_entries(MAX_FILE_RULES, 0);
+
+#[map(name = "KSAL_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RINGBUF_BYTES, 0);
+
+/// Events that did not fit in the ring buffer, per CPU.
+#[map(name = "KSAL_EVENTS_DROPPED")]
+pub static EVENTS_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

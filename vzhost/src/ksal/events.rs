@@ -1,0 +1,165 @@
+//! Decoding KSAL ring-buffer records into events the host can print.
+use std::{
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use ksal_common::{Event, Hook, verdict};
+use serde::Serialize;
+
+/// One denial or audit record, as the host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KsalEvent {
+    pub vps_id: u32,
+    pub cgroup_id: u64,
+    pub hook: String,
+    pub rule_id: u32,
+    pub verdict: String,
+    pub pid: u32,
+    pub tgid: u32,
+    pub comm: String,
+    /// Hook-specific object (the inode number for file hooks).
+    pub object: u64,
+    pub ktime_ns: u64,
+}
+
+impl KsalEvent {
+    /// Decode a ring-buffer record; `None` for one of the wrong size.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < size_of::<Event>() {
+            return None;
+        }
+        // SAFETY: Event is #[repr(C)] plain integers (any bit pattern is
+        // valid) and the slice holds at least size_of::<Event>() bytes;
+        // read_unaligned copes with any alignment.
+        let raw: Event = unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() };
+        let comm_len = raw
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.comm.len());
+        Some(Self {
+            vps_id: raw.vps_id,
+            cgroup_id: raw.cgroup_id,
+            hook: Hook::from_u32(raw.hook)
+                .map_or_else(|| format!("hook#{}", raw.hook), |h| h.name().to_owned()),
+            rule_id: raw.rule_id,
+            verdict: match raw.verdict {
+                verdict::DENIED => "denied".to_owned(),
+                verdict::AUDITED => "audited".to_owned(),
+                other => format!("verdict#{other}"),
+            },
+            pid: raw.pid,
+            tgid: raw.tgid,
+            comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+            object: raw.object,
+            ktime_ns: raw.ktime_ns,
+        })
+    }
+}
+
+/// Reads events from the KSAL ring buffer.
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+impl EventReader {
+    pub(super) fn new(ring: RingBuf<MapData>) -> Self {
+        Self { ring }
+    }
+
+    /// The next event, waiting at most `timeout` for one to arrive.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<KsalEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(item) = self.ring.next() {
+                if let Some(event) = KsalEvent::decode(&item) {
+                    return Some(event);
+                }
+                continue;
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let mut pfd = libc::pollfd {
+                fd: self.ring.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd for the duration of the call.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+        }
+    }
+
+    /// Every event that arrives within `timeout`, stopping early once
+    /// `done` returns true for one.
+    pub fn collect_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&KsalEvent) -> bool,
+    ) -> Vec<KsalEvent> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(event) = self.next_timeout(left) else {
+                break;
+            };
+            let stop = done(&event);
+            seen.push(event);
+            if stop {
+                break;
+            }
+        }
+        seen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(hook: u32, verdict: u32, comm: &[u8]) -> Vec<u8> {
+        let mut c = [0u8; ksal_common::COMM_LEN];
+        c[..comm.len()].copy_from_slice(comm);
+        let ev = Event {
+            ktime_ns: 1,
+            cgroup_id: 77,
+            object: 12,
+            vps_id: 3,
+            hook,
+            rule_id: 9,
+            verdict,
+            pid: 100,
+            tgid: 99,
+            comm: c,
+        };
+        // SAFETY: Event is plain old data without padding.
+        unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<Event>()).to_vec()
+        }
+    }
+
+    #[test]
+    fn decodes_a_denial() {
+        let ev =
+            KsalEvent::decode(&record(Hook::FileOpen as u32, verdict::DENIED, b"cat")).unwrap();
+        assert_eq!(ev.hook, "file_open");
+        assert_eq!(ev.verdict, "denied");
+        assert_eq!(ev.comm, "cat");
+        assert_eq!(
+            (ev.vps_id, ev.cgroup_id, ev.rule_id, ev.pid),
+            (3, 77, 9, 100)
+        );
+    }
+
+    #[test]
+    fn names_unknown_ids_and_rejects_short_records() {
+        let ev = KsalEvent::decode(&record(42, 7, b"0123456789abcdef")).unwrap();
+        assert_eq!(
+            (ev.hook.as_str(), ev.verdict.as_str()),
+            ("hook#42", "verdict#7")
+        );
+        assert_eq!(ev.comm, "0123456789abcdef");
+        assert!(KsalEvent::decode(&[0u8; 8]).is_none());
+    }
+}

@@ -1,0 +1,275 @@
+//! The host side of the Kernel Service Abstraction Layer: load the embedded
+//! eBPF object, tell it the kernel's struct layout and the VPS cgroup level,
+//! attach the hooks, register VPSs and their rules, and read events.
+pub mod btf;
+mod events;
+pub mod kernel_fs;
+
+use std::{os::unix::fs::MetadataExt as _, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{Lsm, ProgramError},
+};
+use ksal_common::{Config, FileRule, FileRuleKey, VpsEntry, kernel_dev, map_names, program_names};
+
+pub use events::{EventReader, KsalEvent};
+
+/// The compiled KSAL programs, built by build.rs from `ksal-ebpf`.
+static KSAL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ksal"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum KsalError {
+    #[error("loading the KSAL eBPF object failed: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("the KSAL object has no program {0} (vzhost and ksal-ebpf are out of step; rebuild)")]
+    NoProgram(&'static str),
+    #[error("the KSAL object has no map {0} (vzhost and ksal-ebpf are out of step; rebuild)")]
+    NoMap(&'static str),
+    #[error("{}", describe_program_error(program, hook, source))]
+    Program {
+        program: &'static str,
+        hook: &'static str,
+        source: ProgramError,
+    },
+    #[error("KSAL map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+    #[error("cannot resolve policy path {path}: {source}")]
+    Path {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, KsalError>;
+
+fn describe_program_error(program: &str, hook: &str, err: &ProgramError) -> String {
+    let errno = match err {
+        ProgramError::LoadError { io_error, .. } => io_error.raw_os_error(),
+        ProgramError::SyscallError(e) => e.io_error.raw_os_error(),
+        _ => None,
+    };
+    match errno {
+        Some(libc::EPERM) => format!(
+            "the kernel refused to load BPF LSM program {program} for hook {hook} (EPERM): \
+             this host does not permit loading BPF LSM programs (the kernel or a policy \
+             around it refuses BPF_PROG_LOAD for LSM); LSM enforcement needs a host that \
+             allows it, such as the test VM (`cargo xtask vm run`)"
+        ),
+        Some(libc::EINVAL | libc::EOPNOTSUPP) => format!(
+            "the kernel cannot run BPF LSM program {program} for hook {hook}: BPF LSM is not \
+             active (boot with `lsm=...,bpf` and CONFIG_BPF_LSM=y): {err}"
+        ),
+        _ => format!("BPF program {program} for hook {hook} failed: {err}"),
+    }
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> KsalError {
+    move |source| KsalError::Map { map, source }
+}
+
+/// The loaded and attached KSAL.
+pub struct Ksal {
+    ebpf: Ebpf,
+}
+
+impl Ksal {
+    /// Load the KSAL, configure it for this kernel, and attach the LSM hooks.
+    /// VPS cgroups sit at `vps_cgroup_level` in the cgroup v2 hierarchy.
+    pub fn load(vps_cgroup_level: u32) -> Result<Self> {
+        let layout = btf::Btf::from_sys_fs()?.kernel_layout()?;
+        let mut ebpf = EbpfLoader::new().load(KSAL_OBJECT)?;
+        {
+            let map = ebpf
+                .map_mut(map_names::CONFIG)
+                .ok_or(KsalError::NoMap(map_names::CONFIG))?;
+            let mut config: Array<&mut MapData, Config> =
+                Array::try_from(map).map_err(map_err(map_names::CONFIG))?;
+            let value = Config {
+                vps_cgroup_level,
+                ready: 1,
+                layout,
+            };
+            config
+                .set(0, value, 0)
+                .map_err(map_err(map_names::CONFIG))?;
+        }
+        attach_lsm(
+            &mut ebpf,
+            program_names::FILE_OPEN,
+            "file_open",
+            &kernel_btf()?,
+        )?;
+        tracing::info!(vps_cgroup_level, ?layout, "KSAL loaded");
+        Ok(Self { ebpf })
+    }
+
+    fn vps_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsEntry>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::VPS)
+            .ok_or(KsalError::NoMap(map_names::VPS))?;
+        HashMap::try_from(map).map_err(map_err(map_names::VPS))
+    }
+
+    fn file_rules(&mut self) -> Result<HashMap<&mut MapData, FileRuleKey, FileRule>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::FILE_RULES)
+            .ok_or(KsalError::NoMap(map_names::FILE_RULES))?;
+        HashMap::try_from(map).map_err(map_err(map_names::FILE_RULES))
+    }
+
+    /// Put the tasks of cgroup `cgroup_id` (and its descendants) under the
+    /// rules of `vps_id`, in `mode` (`ksal_common::mode`).
+    pub fn register_vps(&mut self, cgroup_id: u64, vps_id: u32, mode: u32) -> Result<()> {
+        self.vps_map()?
+            .insert(cgroup_id, VpsEntry { vps_id, mode }, 0)
+            .map_err(map_err(map_names::VPS))
+    }
+
+    pub fn unregister_vps(&mut self, cgroup_id: u64) -> Result<()> {
+        match self.vps_map()?.remove(&cgroup_id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::VPS)(e)),
+        }
+    }
+
+    /// Deny `vps_id` the `access` (`ksal_common::access`) to the file at
+    /// `path`, identified by device and inode so every other name of the
+    /// same file is covered too.
+    pub fn deny_file(&mut self, vps_id: u32, path: &Path, access: u32, rule_id: u32) -> Result<()> {
+        let key = file_key(vps_id, path)?;
+        self.file_rules()?
+            .insert(key, FileRule { rule_id, access }, 0)
+            .map_err(map_err(map_names::FILE_RULES))
+    }
+
+    pub fn allow_file(&mut self, vps_id: u32, path: &Path) -> Result<()> {
+        let key = file_key(vps_id, path)?;
+        match self.file_rules()?.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::FILE_RULES)(e)),
+        }
+    }
+
+    /// Take the event stream; there is one reader per loaded KSAL.
+    pub fn take_events(&mut self) -> Result<EventReader> {
+        let map = self
+            .ebpf
+            .take_map(map_names::EVENTS)
+            .ok_or(KsalError::NoMap(map_names::EVENTS))?;
+        let ring = RingBuf::try_from(map).map_err(map_err(map_names::EVENTS))?;
+        Ok(EventReader::new(ring))
+    }
+
+    /// Events lost because the ring buffer was full, summed over CPUs.
+    pub fn events_dropped(&self) -> Result<u64> {
+        let map = self
+            .ebpf
+            .map(map_names::EVENTS_DROPPED)
+            .ok_or(KsalError::NoMap(map_names::EVENTS_DROPPED))?;
+        let counts: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err(map_names::EVENTS_DROPPED))?;
+        let per_cpu = counts
+            .get(&0, 0)
+            .map_err(map_err(map_names::EVENTS_DROPPED))?;
+        Ok(per_cpu.iter().sum())
+    }
+}
+
+fn program_error(
+    program: &'static str,
+    hook: &'static str,
+) -> impl Fn(ProgramError) -> KsalError + Copy {
+    move |source| KsalError::Program {
+        program,
+        hook,
+        source,
+    }
+}
+
+fn kernel_btf() -> Result<aya::Btf> {
+    aya::Btf::from_sys_fs().map_err(|e| KsalError::Object(aya::EbpfError::BtfError(e)))
+}
+
+/// Find and verify-load the LSM program `program` for `hook`.
+fn load_lsm<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+    hook: &'static str,
+    btf: &aya::Btf,
+) -> Result<&'a mut Lsm> {
+    let prog: &mut Lsm = ebpf
+        .program_mut(program)
+        .ok_or(KsalError::NoProgram(program))?
+        .try_into()
+        .map_err(program_error(program, hook))?;
+    prog.load(hook, btf).map_err(program_error(program, hook))?;
+    Ok(prog)
+}
+
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    hook: &'static str,
+    btf: &aya::Btf,
+) -> Result<()> {
+    load_lsm(ebpf, program, hook, btf)?
+        .attach()
+        .map_err(program_error(program, hook))?;
+    Ok(())
+}
+
+fn file_key(vps_id: u32, path: &Path) -> Result<FileRuleKey> {
+    let meta = std::fs::metadata(path).map_err(|source| KsalError::Path {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let dev = meta.dev();
+    Ok(FileRuleKey {
+        vps_id,
+        dev: kernel_dev(libc::major(dev), libc::minor(dev)),
+        ino: meta.ino(),
+    })
+}
+
+/// Try to load (not attach) the file_open LSM program: the only reliable
+/// test of whether this kernel lets vzhost enforce LSM hooks.
+pub fn probe_lsm() -> Result<()> {
+    let mut ebpf = EbpfLoader::new().load(KSAL_OBJECT)?;
+    load_lsm(
+        &mut ebpf,
+        program_names::FILE_OPEN,
+        "file_open",
+        &kernel_btf()?,
+    )
+    .map(|_| ())
+}
+
+/// Load the probe cgroup_skb program and attach it to `cgroup_dir` (a
+/// cgroup v2 directory the caller created), then detach it.
+pub fn probe_cgroup_attach(cgroup_dir: &Path) -> Result<()> {
+    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
+    let program = program_names::CGROUP_PROBE;
+    let hook = "cgroup_skb/egress";
+    let wrap = program_error(program, hook);
+    let mut ebpf = EbpfLoader::new().load(KSAL_OBJECT)?;
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(program)
+        .ok_or(KsalError::NoProgram(program))?
+        .try_into()
+        .map_err(wrap)?;
+    prog.load().map_err(wrap)?;
+    let dir = std::fs::File::open(cgroup_dir).map_err(|source| KsalError::Path {
+        path: cgroup_dir.display().to_string(),
+        source,
+    })?;
+    let link = prog
+        .attach(&dir, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
+        .map_err(wrap)?;
+    prog.detach(link).map_err(wrap)
+}

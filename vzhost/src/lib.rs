@@ -1,0 +1,5 @@
+//! vzhost: many virtual private servers on one Linux kernel, kept apart by
+//! the Kernel Service Abstraction Layer (KSAL), a set of eBPF programs.
+pub mod cgroup;
+pub mod doctor;
+pub mod ksal;

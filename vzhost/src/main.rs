@@ -1,0 +1,6 @@
+//! The `vzhost` command.
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
