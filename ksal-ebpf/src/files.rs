@@ -46,7 +46,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
         ino,
     };
     // SAFETY: plain-integer value; see scope::current.
-    let Some(rule) = (unsafe { FILE_RULES.get(&key) }) else {
+    let Some(rule) = (unsafe { FILE_RULES.get(key) }) else {
         return Ok(0);
     };
     let mut wanted = 0;

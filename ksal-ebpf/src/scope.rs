@@ -23,7 +23,7 @@ pub fn current() -> Option<Scope> {
     let cgroup_id = unsafe { bpf_get_current_ancestor_cgroup_id(config.vps_cgroup_level as i32) };
     // SAFETY: values are plain integers; the host only inserts or removes
     // whole entries, so a read never sees a torn value we act on unsafely.
-    let vps = unsafe { VPS.get(&cgroup_id) }?;
+    let vps = unsafe { VPS.get(cgroup_id) }?;
     Some(Scope {
         config,
         cgroup_id,

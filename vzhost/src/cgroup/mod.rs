@@ -32,6 +32,24 @@ fn read(path: &Path) -> Result<String> {
     })
 }
 
+/// cgroup v1 controller names, to tell them from mount options.
+const V1_CONTROLLERS: &[&str] = &[
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "net_prio",
+    "blkio",
+    "perf_event",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
 /// How the host arranges its cgroup hierarchies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Layout {
@@ -73,13 +91,8 @@ impl Layout {
             match fstype {
                 "cgroup2" if layout.unified.is_none() => layout.unified = Some(target.into()),
                 "cgroup" => {
-                    for opt in options.split(',') {
-                        if !matches!(opt, "rw" | "ro")
-                            && !opt.contains('=')
-                            && !opt.starts_with("no")
-                        {
-                            layout.v1.push((opt.to_owned(), target.into()));
-                        }
+                    for opt in options.split(',').filter(|o| V1_CONTROLLERS.contains(o)) {
+                        layout.v1.push((opt.to_owned(), target.into()));
                     }
                 }
                 _ => {}

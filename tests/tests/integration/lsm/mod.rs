@@ -1,0 +1,3 @@
+//! Tests that need BPF LSM: they run in the VM.
+mod doctor;
+mod file_open;
