@@ -144,17 +144,16 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     tally.check("cargo clippy (ksal-ebpf)", ebpf_clippy.is_ok());
 
     section("unit and native integration tests");
-    let (out, ok) = capture(&mut cargo(&[
-        "test",
-        "--no-fail-fast",
-        "--",
-        "--skip",
-        LSM_TEST_FILTER,
-    ]))?;
+    // The integration tests drive the vzhost binary, which `cargo test`
+    // alone does not build for another package's tests.
+    let artifacts = vm::Artifacts::build()?;
+    let (out, ok) = capture(
+        cargo(&["test", "--no-fail-fast", "--", "--skip", LSM_TEST_FILTER])
+            .env("VZHOST_BIN", &artifacts.vzhost),
+    )?;
     tally.libtest("native", &out, ok);
 
     if !args.no_vm {
-        let artifacts = vm::Artifacts::build()?;
         let series: Vec<String> = if args.kernel.is_empty() {
             kernels::SERIES
                 .iter()

@@ -141,9 +141,11 @@ fn run_qemu(
     sink: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Outcome> {
     let mut qemu = Command::new("qemu-system-x86_64");
+    // Single-threaded TCG: with one host thread per vCPU the guest's live text
+    // patching (jump labels, BPF trampolines) races and can Oops the guest.
     qemu.args([
         "-accel",
-        "tcg,thread=multi",
+        "tcg,thread=single",
         "-cpu",
         "max",
         "-smp",
