@@ -1,5 +1,9 @@
 //! vzhost: many virtual private servers on one Linux kernel, kept apart by
 //! the Kernel Service Abstraction Layer (KSAL), a set of eBPF programs.
 pub mod cgroup;
+pub mod daemon;
 pub mod doctor;
 pub mod ksal;
+pub mod ns;
+pub mod rootfs;
+pub mod vps;

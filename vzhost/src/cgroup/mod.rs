@@ -1,6 +1,8 @@
 //! cgroups: where the hierarchies are mounted, which layout the host uses
 //! (pure v2 or hybrid v1+v2), and the v2 identity of a cgroup, which is what
 //! the KSAL programs key on.
+pub mod manager;
+
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},

@@ -1,7 +1,16 @@
-//! Command-line parsing and output for the `vzhost` command.
-use std::process::ExitCode;
+//! The `vzhost` command: a thin client of the daemon's API, plus the daemon
+//! itself, `doctor`, and the internal helpers the daemon re-executes.
+mod client;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use vzhost::{
+    daemon::{self, api::Request},
+    vps::{Limits, lifecycle::CreateRequest, parse_size},
+};
 
 #[derive(Parser)]
 #[command(
@@ -13,6 +22,9 @@ struct Cli {
     /// Output format for commands that print data.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "VZHOST_SOCKET", default_value = daemon::DEFAULT_SOCKET)]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,17 +35,125 @@ enum Output {
     Json,
 }
 
+#[derive(Args, Default)]
+struct LimitArgs {
+    /// Memory limit, e.g. 256M or 1G.
+    #[arg(long)]
+    memory: Option<String>,
+    /// CPU quota in CPUs, e.g. 0.5 or 2.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pids: Option<u64>,
+    /// Disk space the VPS may write, e.g. 1G.
+    #[arg(long)]
+    disk: Option<String>,
+}
+
+impl LimitArgs {
+    fn parse(&self) -> anyhow::Result<Limits> {
+        let size =
+            |field, v: &Option<String>| v.as_deref().map(|v| parse_size(field, v)).transpose();
+        Ok(Limits {
+            memory: size("memory", &self.memory)?,
+            cpus: self.cpus,
+            pids: self.pids,
+            disk: size("disk", &self.disk)?,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the host daemon.
+    Daemon {
+        /// State directory.
+        #[arg(long, default_value = daemon::DEFAULT_ROOT)]
+        root: PathBuf,
+    },
     /// Report which kernel features vzhost relies on are present.
     Doctor,
+    /// Create a VPS.
+    Create {
+        name: String,
+        #[arg(long)]
+        template: Option<String>,
+        #[arg(long)]
+        hostname: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+        /// Seconds between SIGTERM and SIGKILL when stopping.
+        #[arg(long)]
+        stop_timeout: Option<u64>,
+        /// A label, key=value (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Start a VPS.
+    Start { name: String },
+    /// Stop a VPS (SIGTERM to its init, SIGKILL after its stop timeout).
+    Stop { name: String },
+    /// Restart a VPS; its neighbours keep running.
+    Restart { name: String },
+    /// Remove a VPS and all its files.
+    Destroy {
+        name: String,
+        /// Stop it first if it runs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List VPSs.
+    List,
+    /// Run a command in a VPS; exits with the command's status.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// An interactive shell in a VPS, on a pty.
+    Enter { name: String },
+    /// Change limits of a VPS, live, and keep them.
+    Set {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Templates: the shared read-only root filesystems.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+    /// Set a login password in a VPS (read from stdin, or prompted).
+    Passwd { name: String, user: String },
+    #[command(name = "__launch", hide = true)]
+    Launch,
+    #[command(name = "__attach", hide = true)]
+    Attach { plan: String },
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    List,
+    /// Import a template from a directory or a tarball.
+    Import {
+        name: String,
+        path: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("VZHOST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_env("VZHOST_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(
+                    if std::env::args().nth(1).as_deref() == Some("daemon") {
+                        "info"
+                    } else {
+                        "warn"
+                    },
+                )
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -48,23 +168,161 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let call = |req: Request| client::call(&cli.socket, &req);
+    let done = |v: Value| print(cli.output, &v, |_| String::new());
+    match &cli.command {
+        Command::Daemon { root } => {
+            daemon::run(daemon::DaemonConfig {
+                root: root.clone(),
+                socket: cli.socket.clone(),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Doctor => doctor(cli.output),
+        Command::Create {
+            name,
+            template,
+            hostname,
+            limits,
+            stop_timeout,
+            labels,
+        } => {
+            let labels = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .with_context(|| format!("invalid --label {l:?}: use key=value"))
+                })
+                .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+            let v = call(Request::Create(CreateRequest {
+                name: name.clone(),
+                template: template.clone(),
+                hostname: hostname.clone(),
+                limits: limits.parse()?,
+                labels,
+                stop_timeout: *stop_timeout,
+            }))?;
+            print(cli.output, &v, |v| {
+                format!("created {}", v["name"].as_str().unwrap_or_default())
+            })
+        }
+        Command::Start { name } => done(call(Request::Start { name: name.clone() })?),
+        Command::Stop { name } => done(call(Request::Stop { name: name.clone() })?),
+        Command::Restart { name } => done(call(Request::Restart { name: name.clone() })?),
+        Command::Destroy { name, force } => done(call(Request::Destroy {
+            name: name.clone(),
+            force: *force,
+        })?),
+        Command::List => {
+            let v = call(Request::List)?;
+            print(cli.output, &v, list_table)
+        }
+        Command::Exec { name, cmd } => client::exec(&cli.socket, name, cmd),
+        Command::Enter { name } => client::enter(&cli.socket, name),
+        Command::Set { name, limits } => {
+            let v = call(Request::Set {
+                name: name.clone(),
+                limits: limits.parse()?,
+            })?;
+            done(v)
+        }
+        Command::Template { command } => match command {
+            TemplateCommand::List => {
+                let v = call(Request::TemplateList)?;
+                print(cli.output, &v, |v| {
+                    let rows = v.as_array().cloned().unwrap_or_default();
+                    let mut out = format!("{:<20} {}\n", "NAME", "PATH");
+                    for t in rows {
+                        out += &format!(
+                            "{:<20} {}\n",
+                            t["name"].as_str().unwrap_or(""),
+                            t["path"].as_str().unwrap_or("")
+                        );
+                    }
+                    out
+                })
+            }
+            TemplateCommand::Import { name, path } => {
+                let path = std::fs::canonicalize(path)
+                    .with_context(|| format!("template source {}", path.display()))?;
+                done(call(Request::TemplateImport {
+                    name: name.clone(),
+                    path: path.display().to_string(),
+                })?)
+            }
+        },
+        Command::Passwd { name, user } => {
+            let password = client::read_password(user)?;
+            done(call(Request::Passwd {
+                name: name.clone(),
+                user: user.clone(),
+                password,
+            })?)
+        }
+        Command::Launch => {
+            let mut plan = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut plan)?;
+            let plan = serde_json::from_str(&plan).context("launch plan")?;
+            let pid = vzhost::ns::launch::launch(&plan)?;
+            println!("{pid}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attach { plan } => {
+            let plan = serde_json::from_str(plan).context("attach plan")?;
+            let code = vzhost::ns::attach::attach(&plan)?;
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
+        }
     }
+}
+
+fn print(output: Output, v: &Value, table: impl Fn(&Value) -> String) -> anyhow::Result<ExitCode> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Table => {
+            let t = table(v);
+            if !t.is_empty() {
+                print!("{}", if t.ends_with('\n') { t } else { t + "\n" });
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list_table(v: &Value) -> String {
+    let mut out = format!(
+        "{:<24} {:<8} {:<18} {:<24} {}\n",
+        "NAME", "STATUS", "IP", "HOSTNAME", "NPROC"
+    );
+    for row in v.as_array().cloned().unwrap_or_default() {
+        out += &format!(
+            "{:<24} {:<8} {:<18} {:<24} {}\n",
+            row["name"].as_str().unwrap_or(""),
+            row["status"].as_str().unwrap_or(""),
+            row["ip"].as_str().unwrap_or("-"),
+            row["hostname"].as_str().unwrap_or(""),
+            row["nproc"]
+        );
+    }
+    out
 }
 
 fn doctor(output: Output) -> anyhow::Result<ExitCode> {
     let checks = vzhost::doctor::run();
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
-        Output::Table => {
-            let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
-            for c in &checks {
-                let status = if c.ok { "OK" } else { "MISSING" };
-                println!("{:width$}  {status:7}  {}", c.name, c.detail);
-            }
-        }
-    }
+    print(output, &json!(checks), |_| {
+        let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
+        checks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:width$}  {:7}  {}\n",
+                    c.name,
+                    if c.ok { "OK" } else { "MISSING" },
+                    c.detail
+                )
+            })
+            .collect()
+    })?;
     Ok(if checks.iter().all(|c| c.ok) {
         ExitCode::SUCCESS
     } else {

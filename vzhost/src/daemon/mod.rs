@@ -1,0 +1,295 @@
+//! `vzhost daemon`: owns all state, serves the API on a root-only Unix
+//! socket, and re-adopts running VPSs when it restarts. VPSs never depend
+//! on the daemon's process: stopping or killing it leaves them running.
+pub mod api;
+
+use std::{
+    fs,
+    os::{
+        fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    },
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{Arc, Mutex},
+};
+
+use api::{Channel, Request, Response};
+use serde_json::json;
+
+use crate::{
+    cgroup::manager::Hierarchy,
+    ksal::Ksal,
+    vps::{
+        lifecycle::{Host, helper},
+        store::Store,
+    },
+};
+
+pub const DEFAULT_ROOT: &str = "/var/lib/vzhost";
+pub const DEFAULT_SOCKET: &str = "/run/vzhost/vzhost.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("state directory {path}: {source}")]
+    State {
+        path: String,
+        source: crate::vps::store::StoreError,
+    },
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::manager::ManagerError),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("another daemon is serving {0}")]
+    AlreadyRunning(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct DaemonConfig {
+    pub root: PathBuf,
+    pub socket: PathBuf,
+}
+
+type SharedHost = Arc<Mutex<Host>>;
+
+pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
+    let store = Store::open(&cfg.root).map_err(|source| DaemonError::State {
+        path: cfg.root.display().to_string(),
+        source,
+    })?;
+    let cgroups = Hierarchy::for_current_process()?;
+    cgroups.prepare()?;
+    let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
+    let ksal = match Ksal::load(cgroups.vps_level()) {
+        Ok(k) => {
+            tracing::info!("KSAL LSM hooks attached");
+            Some(k)
+        }
+        Err(e) => {
+            tracing::warn!("KSAL LSM hooks unavailable, VPSs run without LSM enforcement: {e}");
+            None
+        }
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| DaemonError::Other(format!("cannot find own executable: {e}")))?;
+    let mut host = Host::new(store, cgroups, ksal, exe);
+    let adopted = host
+        .adopt()
+        .map_err(|e| DaemonError::Other(e.to_string()))?;
+    tracing::info!(count = adopted.len(), "adopted running VPSs");
+    let listener = bind(&cfg.socket)?;
+    let host = Arc::new(Mutex::new(host));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    runtime.block_on(serve(listener, host));
+    let _ = fs::remove_file(&cfg.socket);
+    tracing::info!("daemon stopped; VPSs keep running");
+    Ok(())
+}
+
+fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    let err = |source| DaemonError::Socket {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AlreadyRunning(path.display().to_string()));
+        }
+        fs::remove_file(path).map_err(err)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(err)?;
+    // Root only: the API can do anything to any VPS.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+async fn serve(listener: std::os::unix::net::UnixListener, host: SharedHost) {
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot serve the socket: {e}");
+            return;
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let host = host.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let Ok(std) = stream.into_std() else { return };
+                        if std.set_nonblocking(false).is_ok() {
+                            handle(Channel::new(std), &host);
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("accept: {e}"),
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+        }
+    }
+}
+
+fn handle(mut chan: Channel, host: &SharedHost) {
+    let (request, fds) = match chan.recv::<Request>() {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = chan.send(&Response::Error(format!("bad request: {e}")), &[]);
+            return;
+        }
+    };
+    let response = match dispatch(&mut chan, host, request, fds) {
+        Ok(v) => Response::Ok(v),
+        Err(e) => Response::Error(e),
+    };
+    let _ = chan.send(&response, &[]);
+}
+
+fn lock(host: &SharedHost) -> std::sync::MutexGuard<'_, Host> {
+    host.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn dispatch(
+    chan: &mut Channel,
+    host: &SharedHost,
+    request: Request,
+    fds: Vec<OwnedFd>,
+) -> Result<serde_json::Value, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    match request {
+        Request::Ping => Ok(json!("pong")),
+        Request::Create(req) => reply(lock(host).create(&req)),
+        Request::Start { name } => reply(lock(host).start(&name)),
+        Request::Stop { name } => reply(lock(host).stop(&name)),
+        Request::Restart { name } => reply(lock(host).restart(&name)),
+        Request::Destroy { name, force } => reply(lock(host).destroy(&name, force)),
+        Request::List => reply(lock(host).list()),
+        Request::Set { name, limits } => reply(lock(host).set(&name, &limits)),
+        Request::TemplateList => reply(Ok::<_, String>(lock(host).templates().list())),
+        Request::TemplateImport { name, path } => {
+            let p = lock(host)
+                .templates()
+                .import(&name, Path::new(&path))
+                .map_err(|e| s(&e))?;
+            Ok(json!({ "name": name, "path": p }))
+        }
+        Request::Passwd {
+            name,
+            user,
+            password,
+        } => reply(lock(host).passwd(&name, &user, &password)),
+        Request::Exec { name, argv } => {
+            if argv.is_empty() {
+                return Err("exec needs a command: vzhost exec NAME -- CMD...".into());
+            }
+            let [stdin, stdout, stderr]: [OwnedFd; 3] = fds
+                .try_into()
+                .map_err(|_| "exec needs the caller's stdin, stdout and stderr".to_owned())?;
+            let (plan, exe) = {
+                let h = lock(host);
+                (
+                    h.attach_plan(&name, argv, false).map_err(|e| s(&e))?,
+                    h.exe().to_owned(),
+                )
+            };
+            let code = run_attach(&exe, &plan, [stdin, stdout, stderr])?;
+            Ok(json!({ "exit_code": code }))
+        }
+        Request::Enter { name } => {
+            let (plan, exe, pid) = {
+                let h = lock(host);
+                let plan = h
+                    .attach_plan(&name, vec!["/bin/sh".into(), "-l".into()], true)
+                    .map_err(|e| s(&e))?;
+                (
+                    plan,
+                    h.exe().to_owned(),
+                    h.init_pid(&name).map_err(|e| s(&e))?,
+                )
+            };
+            let (master, slave) =
+                open_vps_pty(pid).map_err(|e| format!("cannot open a pty in VPS {name}: {e}"))?;
+            chan.send(&Response::Ok(json!("pty")), &[master.as_raw_fd()])
+                .map_err(|e| s(&e))?;
+            drop(master);
+            let slaves = [
+                slave.try_clone().map_err(|e| s(&e))?,
+                slave.try_clone().map_err(|e| s(&e))?,
+                slave,
+            ];
+            let code = run_attach(&exe, &plan, slaves)?;
+            Ok(json!({ "exit_code": code }))
+        }
+    }
+}
+
+/// A lifecycle result as an API value.
+fn reply<T: serde::Serialize, E: std::fmt::Display>(
+    r: Result<T, E>,
+) -> Result<serde_json::Value, String> {
+    let v = r.map_err(|e| e.to_string())?;
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+fn run_attach(
+    exe: &Path,
+    plan: &crate::ns::attach::AttachPlan,
+    [stdin, stdout, stderr]: [OwnedFd; 3],
+) -> Result<i32, String> {
+    let status = helper(exe, "__attach")
+        .arg(serde_json::to_string(plan).expect("plan serializes"))
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .status()
+        .map_err(|e| format!("cannot run the attach helper: {e}"))?;
+    use std::os::unix::process::ExitStatusExt as _;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// A pty pair from the VPS's own devpts instance.
+fn open_vps_pty(init_pid: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let ptmx = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/proc/{init_pid}/root/dev/pts/ptmx"))?;
+    let master = OwnedFd::from(ptmx);
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads an int; master is a pty master.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: TIOCGPTPEER returns a new fd for the slave side, or -1.
+    let slave = unsafe {
+        libc::ioctl(
+            master.as_fd().as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if slave < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new fd nothing else owns.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(slave) }))
+}

@@ -1,0 +1,26 @@
+//! Namespaces: starting a VPS's PID 1 in its own user, mount, PID, UTS,
+//! IPC, network and cgroup namespaces (`launch`), and running a command
+//! inside a running VPS (`attach`). Both run in short-lived helper
+//! processes (`vzhost __launch`, `vzhost __attach`), never in the
+//! multi-threaded daemon, so fork is safe and the VPS never depends on the
+//! daemon's process.
+pub mod attach;
+pub mod launch;
+pub mod sys;
+
+use std::{io::Write as _, path::Path};
+
+/// Join the cgroups whose `cgroup.procs` files are given.
+pub(crate) fn join_cgroups(procs: &[impl AsRef<Path>]) -> std::io::Result<()> {
+    for p in procs {
+        let p = p.as_ref();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .and_then(|mut f| f.write_all(b"0"))
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("join cgroup {}: {e}", p.display()))
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! Root filesystems: templates (the shared read-only lower layer) and the
+//! mounts that build a VPS's root from a template and its own upper layer.
+pub mod mounts;
+
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde::Serialize;
+
+use crate::vps::Name;
+
+pub const BUILTIN_BUSYBOX: &str = "busybox";
+const HOST_BUSYBOX: &str = "/bin/busybox";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error(
+        "unknown template {0:?}; see `vzhost template list`, or import one with `vzhost template import NAME PATH`"
+    )]
+    Unknown(String),
+    #[error("invalid template name {0:?}: use a-z, 0-9 and '-'")]
+    BadName(String),
+    #[error("template {0} already exists")]
+    Exists(String),
+    #[error("cannot build the busybox template: {0} (install busybox-static)")]
+    NoBusybox(String),
+    #[error("template source {path}: {why}")]
+    Source { path: String, why: String },
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, TemplateError>;
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError {
+    let path = path.display().to_string();
+    move |source| TemplateError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateInfo {
+    pub name: String,
+    pub path: PathBuf,
+    pub builtin: bool,
+}
+
+/// The template directory of a vzhost root.
+pub struct Templates {
+    dir: PathBuf,
+}
+
+impl Templates {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            dir: root.join("templates"),
+        }
+    }
+
+    /// The path of template `name`, creating the built-in busybox template
+    /// on first use.
+    pub fn resolve(&self, name: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        if path.is_dir() {
+            return Ok(path);
+        }
+        if name == BUILTIN_BUSYBOX {
+            self.install(name, build_busybox)?;
+            return Ok(path);
+        }
+        Err(TemplateError::Unknown(name.to_owned()))
+    }
+
+    pub fn list(&self) -> Vec<TemplateInfo> {
+        let mut out: Vec<TemplateInfo> = fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                TemplateInfo {
+                    builtin: name == BUILTIN_BUSYBOX,
+                    path: e.path(),
+                    name,
+                }
+            })
+            .collect();
+        if !out.iter().any(|t| t.name == BUILTIN_BUSYBOX) {
+            out.push(TemplateInfo {
+                name: BUILTIN_BUSYBOX.into(),
+                path: self.dir.join(BUILTIN_BUSYBOX),
+                builtin: true,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Import a template from a directory or a tarball.
+    pub fn import(&self, name: &str, source: &Path) -> Result<PathBuf> {
+        Name::new(name).map_err(|_| TemplateError::BadName(name.to_owned()))?;
+        if self.dir.join(name).exists() || name == BUILTIN_BUSYBOX {
+            return Err(TemplateError::Exists(name.to_owned()));
+        }
+        let meta = fs::metadata(source).map_err(|e| TemplateError::Source {
+            path: source.display().to_string(),
+            why: e.to_string(),
+        })?;
+        self.install(name, |dest| {
+            let mut cmd = if meta.is_dir() {
+                let mut c = Command::new("cp");
+                c.arg("-a").arg(source.join(".")).arg(dest);
+                c
+            } else {
+                let mut c = Command::new("tar");
+                c.args(["--numeric-owner", "-xpf"])
+                    .arg(source)
+                    .arg("-C")
+                    .arg(dest);
+                c
+            };
+            let out = cmd.output().map_err(io("run cp/tar for", source))?;
+            if !out.status.success() {
+                return Err(TemplateError::Source {
+                    path: source.display().to_string(),
+                    why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                });
+            }
+            if !dest.join("bin/sh").exists() && !dest.join("sbin/init").exists() {
+                return Err(TemplateError::Source {
+                    path: source.display().to_string(),
+                    why: "has neither /bin/sh nor /sbin/init; not a root filesystem".into(),
+                });
+            }
+            Ok(())
+        })?;
+        Ok(self.dir.join(name))
+    }
+
+    /// Build a template in a staging directory and rename it into place.
+    fn install(&self, name: &str, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+        let staging = self.dir.join(format!(".new-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir(&staging).map_err(io("create", &staging))?;
+        fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
+            .map_err(io("chmod", &staging))?;
+        let result = build(&staging).and_then(|()| {
+            let dest = self.dir.join(name);
+            fs::rename(&staging, &dest).map_err(io("rename", &dest))
+        });
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+        result
+    }
+}
+
+const INITTAB: &str = "\
+# vzhost busybox template: init runs these; services go in as ::respawn: lines.
+::sysinit:/bin/mkdir -p /var/log /var/run /tmp
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/sync
+";
+
+const FILES: &[(&str, u32, &str)] = &[
+    (
+        "etc/passwd",
+        0o644,
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    ),
+    (
+        "etc/group",
+        0o644,
+        "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
+    ),
+    (
+        "etc/shadow",
+        0o600,
+        "root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n",
+    ),
+    ("etc/inittab", 0o644, INITTAB),
+    ("etc/hostname", 0o644, "localhost\n"),
+    ("etc/hosts", 0o644, "127.0.0.1 localhost\n::1 localhost\n"),
+    (
+        "etc/profile",
+        0o644,
+        "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexport PS1='\\h:\\w\\$ '\n",
+    ),
+    ("etc/shells", 0o644, "/bin/sh\n"),
+];
+
+/// The built-in template: the host's static busybox with every applet
+/// linked, and the few files a small server needs.
+fn build_busybox(dest: &Path) -> Result<()> {
+    if !Path::new(HOST_BUSYBOX).exists() {
+        return Err(TemplateError::NoBusybox(format!(
+            "{HOST_BUSYBOX} not found"
+        )));
+    }
+    let applets = Command::new(HOST_BUSYBOX)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| TemplateError::NoBusybox(e.to_string()))?;
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "dev", "proc", "sys", "run", "root", "home",
+        "var/log", "var/run", "mnt",
+    ] {
+        fs::create_dir_all(dest.join(d)).map_err(io("create", &dest.join(d)))?;
+    }
+    for (d, mode) in [("tmp", 0o1777), ("root", 0o700)] {
+        let p = dest.join(d);
+        fs::create_dir_all(&p).map_err(io("create", &p))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode)).map_err(io("chmod", &p))?;
+    }
+    let bb = dest.join("bin/busybox");
+    fs::copy(HOST_BUSYBOX, &bb).map_err(io("copy busybox to", &bb))?;
+    for applet in String::from_utf8_lossy(&applets.stdout).lines() {
+        let applet = applet.trim();
+        if applet.is_empty() || applet == "bin/busybox" {
+            continue;
+        }
+        let link = dest.join(applet);
+        if let Some(parent) = link.parent() {
+            fs::create_dir_all(parent).map_err(io("create", parent))?;
+        }
+        symlink("/bin/busybox", &link).map_err(io("symlink", &link))?;
+    }
+    for (path, mode, text) in FILES {
+        let p = dest.join(path);
+        fs::write(&p, text).map_err(io("write", &p))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).map_err(io("chmod", &p))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn busybox_template_is_built_once_and_listed() {
+        if !Path::new(HOST_BUSYBOX).exists() {
+            eprintln!("skipped: no {HOST_BUSYBOX}");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Templates::new(tmp.path());
+        let p = t.resolve("busybox").unwrap();
+        assert!(p.join("bin/sh").is_symlink());
+        assert!(p.join("sbin/init").is_symlink());
+        assert!(
+            fs::read_to_string(p.join("etc/passwd"))
+                .unwrap()
+                .starts_with("root:x:0:0")
+        );
+        assert_eq!(t.resolve("busybox").unwrap(), p);
+        assert!(t.list().iter().any(|i| i.name == "busybox" && i.builtin));
+    }
+
+    #[test]
+    fn unknown_and_bad_imports_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Templates::new(tmp.path());
+        assert!(matches!(t.resolve("nope"), Err(TemplateError::Unknown(_))));
+        let src = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("readme"), "not a rootfs").unwrap();
+        let err = t.import("empty", src.path()).unwrap_err().to_string();
+        assert!(err.contains("not a root filesystem"), "{err}");
+        assert!(!tmp.path().join("templates/empty").exists());
+        assert!(matches!(
+            t.import("Bad", src.path()),
+            Err(TemplateError::BadName(_))
+        ));
+        assert_eq!(
+            fs::read_dir(tmp.path().join("templates")).unwrap().count(),
+            0
+        );
+    }
+
+    #[test]
+    fn imports_a_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = Templates::new(tmp.path());
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir_all(src.path().join("bin")).unwrap();
+        fs::write(src.path().join("bin/sh"), "#!fake").unwrap();
+        let p = t.import("mini", src.path()).unwrap();
+        assert!(p.join("bin/sh").exists());
+        assert!(matches!(
+            t.import("mini", src.path()),
+            Err(TemplateError::Exists(_))
+        ));
+    }
+}

@@ -1,0 +1,671 @@
+//! What the daemon does to VPSs: create, start, stop, restart, destroy, set
+//! limits, list, set passwords, and adopt running VPSs after a restart.
+//! Every step that fails midway undoes what it did: a failed create
+//! leaves nothing, a failed start leaves the VPS stopped and intact.
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write as _,
+    os::{fd::AsFd as _, unix::fs::PermissionsExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    IdMap, Limits, Name, Spec, SpecError,
+    store::{Runtime, Store, StoreError, VpsDir},
+    validate_hostname,
+};
+use crate::{
+    cgroup::manager::{Hierarchy, ManagerError, VpsCgroup},
+    ksal::{Ksal, KsalError},
+    ns::{
+        attach::AttachPlan,
+        launch::LaunchPlan,
+        sys::{
+            is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time,
+        },
+    },
+    rootfs::{TemplateError, Templates},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("VPS {name}: cgroups: {source}")]
+    Cgroup { name: String, source: ManagerError },
+    #[error("VPS {name}: KSAL: {source}")]
+    Ksal {
+        name: String,
+        source: Box<KsalError>,
+    },
+    #[error("VPS {0} is already running")]
+    Running(String),
+    #[error("VPS {0} is running; stop it first, or destroy it with --force")]
+    RunningNoForce(String),
+    #[error("VPS {0} is not running; start it with `vzhost start {0}`")]
+    NotRunning(String),
+    #[error("VPS {name} failed to start: {why}")]
+    Start { name: String, why: String },
+    #[error("VPS {name}: {what}: {source}")]
+    Io {
+        name: String,
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("VPS {name} has no user {user} in its /etc/passwd")]
+    NoUser { name: String, user: String },
+    #[error("no free user-id range is left for a new VPS")]
+    NoIdRange,
+}
+
+pub type Result<T> = std::result::Result<T, LifecycleError>;
+
+/// What `vzhost create` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub name: String,
+    pub template: Option<String>,
+    pub hostname: Option<String>,
+    pub limits: Limits,
+    pub labels: BTreeMap<String, String>,
+    pub stop_timeout: Option<u64>,
+}
+
+/// A row of `vzhost list`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VpsStatus {
+    pub name: String,
+    pub status: String,
+    pub ip: Option<String>,
+    pub hostname: String,
+    pub nproc: u64,
+    pub template: String,
+    pub limits: Limits,
+    pub init_pid: Option<u32>,
+}
+
+const DEFAULT_TEMPLATE: &str = crate::rootfs::BUILTIN_BUSYBOX;
+const DEFAULT_STOP_TIMEOUT: u64 = 10;
+const INIT: &[&str] = &["/sbin/init"];
+
+/// The host: state store, templates, cgroups and the KSAL.
+pub struct Host {
+    store: Store,
+    templates: Templates,
+    cgroups: Hierarchy,
+    ksal: Option<Ksal>,
+    /// The vzhost binary, re-executed for the launch and attach helpers.
+    exe: PathBuf,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Host {
+    pub fn new(store: Store, cgroups: Hierarchy, ksal: Option<Ksal>, exe: PathBuf) -> Self {
+        Self {
+            templates: Templates::new(store.root()),
+            store,
+            cgroups,
+            ksal,
+            exe,
+        }
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
+    fn io(name: &Name, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LifecycleError {
+        let name = name.to_string();
+        let what = what.into();
+        move |source| LifecycleError::Io { name, what, source }
+    }
+
+    fn cgroup_err(name: &Name) -> impl FnOnce(ManagerError) -> LifecycleError {
+        let name = name.to_string();
+        move |source| LifecycleError::Cgroup { name, source }
+    }
+
+    pub fn create(&mut self, req: &CreateRequest) -> Result<Spec> {
+        let name = Name::new(&req.name)?;
+        let hostname = req.hostname.clone().unwrap_or_else(|| name.to_string());
+        validate_hostname(&hostname)?;
+        req.limits.validate()?;
+        if self.store.exists(&name) {
+            return Err(StoreError::Exists(name.to_string()).into());
+        }
+        let template = req
+            .template
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+        self.templates.resolve(&template)?;
+        let existing = self.store.list()?;
+        let idmap = allocate_idmap(existing.iter().map(|s| s.idmap))?;
+        let id = existing.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+        let spec = Spec {
+            name,
+            template,
+            hostname,
+            limits: req.limits.clone(),
+            idmap,
+            labels: req.labels.clone(),
+            stop_timeout: req.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            id,
+        };
+        self.store.create(&spec, |dir| seed_upper(dir, &spec))?;
+        tracing::info!(vps = %spec.name, id, base = idmap.base, "created");
+        Ok(spec)
+    }
+
+    fn cgroup(&self, name: &Name) -> VpsCgroup {
+        self.cgroups.vps(name.as_str())
+    }
+
+    /// The runtime of a VPS whose init is still the process it started.
+    fn live_runtime(&self, name: &Name) -> Option<Runtime> {
+        self.store
+            .runtime(name)
+            .filter(|r| is_same_process(r.init_pid, r.init_start))
+    }
+
+    pub fn start(&mut self, name: &str) -> Result<Runtime> {
+        let name = Name::new(name)?;
+        let spec = self.store.load(&name)?;
+        if self.live_runtime(&name).is_some() {
+            return Err(LifecycleError::Running(name.to_string()));
+        }
+        let span = tracing::info_span!("start", vps = %name);
+        let _enter = span.enter();
+        let template = self.templates.resolve(&spec.template)?;
+        let cgroup = self.cgroup(&name);
+        let result = self.start_in(&spec, &template, &cgroup);
+        if result.is_err() {
+            self.cleanup_stopped(&name, &cgroup);
+        }
+        result
+    }
+
+    fn start_in(&mut self, spec: &Spec, template: &Path, cgroup: &VpsCgroup) -> Result<Runtime> {
+        let name = &spec.name;
+        cgroup.create().map_err(Self::cgroup_err(name))?;
+        cgroup.apply(&spec.limits).map_err(Self::cgroup_err(name))?;
+        if let Some(ksal) = &mut self.ksal {
+            // Registered before the VPS's first process runs.
+            let id = cgroup.id().map_err(Self::cgroup_err(name))?;
+            ksal.register_vps(id, spec.id, ksal_common::mode::ENFORCE)
+                .map_err(|source| LifecycleError::Ksal {
+                    name: name.to_string(),
+                    source: Box::new(source),
+                })?;
+        }
+        let plan = LaunchPlan {
+            vps_dir: self.store.dir(name).0,
+            template: template.to_owned(),
+            idmap: spec.idmap,
+            hostname: spec.hostname.clone(),
+            cgroup_procs: cgroup.procs_files(),
+            init: INIT.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let pid = self.run_launcher(name, &plan)?;
+        let runtime = Runtime {
+            init_pid: pid,
+            init_start: process_start_time(pid).ok_or_else(|| LifecycleError::Start {
+                name: name.to_string(),
+                why: "its init exited at once; see its console.log".into(),
+            })?,
+            started_at: now(),
+        };
+        self.store.set_runtime(name, Some(&runtime))?;
+        tracing::info!(init_pid = pid, "started");
+        Ok(runtime)
+    }
+
+    fn run_launcher(&self, name: &Name, plan: &LaunchPlan) -> Result<u32> {
+        let start_err = |why: String| LifecycleError::Start {
+            name: name.to_string(),
+            why,
+        };
+        let mut child = helper(&self.exe, "__launch")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_err(format!("cannot run {} __launch: {e}", self.exe.display())))?;
+        let json = serde_json::to_vec(plan).expect("plan serializes");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&json);
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| start_err(format!("waiting for the launcher: {e}")))?;
+        if !out.status.success() {
+            return Err(start_err(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| start_err("the launcher reported no init pid".into()))
+    }
+
+    /// After a VPS's init is gone: kill leftovers, remove cgroups, forget it
+    /// in the KSAL, clear the runtime.
+    fn cleanup_stopped(&mut self, name: &Name, cgroup: &VpsCgroup) {
+        if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id()) {
+            let _ = ksal.unregister_vps(id);
+        }
+        if let Err(e) = cgroup.remove() {
+            tracing::warn!(vps = %name, %e, "cannot remove cgroups");
+        }
+        let _ = self.store.set_runtime(name, None);
+    }
+
+    pub fn stop(&mut self, name: &str) -> Result<()> {
+        let name = Name::new(name)?;
+        let spec = self.store.load(&name)?;
+        let runtime = self
+            .live_runtime(&name)
+            .ok_or_else(|| LifecycleError::NotRunning(name.to_string()))?;
+        let span = tracing::info_span!("stop", vps = %name);
+        let _enter = span.enter();
+        let cgroup = self.cgroup(&name);
+        if let Ok(pidfd) = pidfd_open(runtime.init_pid) {
+            // Re-check after opening: the pidfd now pins this very process.
+            if is_same_process(runtime.init_pid, runtime.init_start) {
+                let _ = pidfd_send_signal(pidfd.as_fd(), libc::SIGTERM);
+                let ms = (spec.stop_timeout * 1000).min(i32::MAX as u64) as i32;
+                if !pidfd_wait_exit(pidfd.as_fd(), ms) {
+                    tracing::warn!(timeout = spec.stop_timeout, "init ignored SIGTERM; killing");
+                    let _ = pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                    pidfd_wait_exit(pidfd.as_fd(), 10_000);
+                }
+            }
+        }
+        self.cleanup_stopped(&name, &cgroup);
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    pub fn restart(&mut self, name: &str) -> Result<Runtime> {
+        let vps = Name::new(name)?;
+        if self.live_runtime(&vps).is_some() {
+            self.stop(name)?;
+        }
+        self.start(name)
+    }
+
+    pub fn destroy(&mut self, name: &str, force: bool) -> Result<()> {
+        let name = Name::new(name)?;
+        self.store.load(&name)?;
+        if self.live_runtime(&name).is_some() {
+            if !force {
+                return Err(LifecycleError::RunningNoForce(name.to_string()));
+            }
+            self.stop(name.as_str())?;
+        }
+        let cgroup = self.cgroup(&name);
+        self.cleanup_stopped(&name, &cgroup);
+        self.store.remove(&name)?;
+        tracing::info!(vps = %name, "destroyed");
+        Ok(())
+    }
+
+    /// Change limits; applied at once to a running VPS, and persisted.
+    pub fn set(&mut self, name: &str, limits: &Limits) -> Result<Spec> {
+        let name = Name::new(name)?;
+        let mut spec = self.store.load(&name)?;
+        let mut merged = spec.limits.clone();
+        merged.merge(limits);
+        merged.validate()?;
+        if self.live_runtime(&name).is_some() {
+            self.cgroup(&name)
+                .apply(&merged)
+                .map_err(Self::cgroup_err(&name))?;
+        }
+        spec.limits = merged;
+        self.store.save(&spec)?;
+        Ok(spec)
+    }
+
+    pub fn list(&self) -> Result<Vec<VpsStatus>> {
+        Ok(self
+            .store
+            .list()?
+            .into_iter()
+            .map(|spec| {
+                let runtime = self.live_runtime(&spec.name);
+                let nproc = if runtime.is_some() {
+                    self.cgroup(&spec.name).usage().nproc
+                } else {
+                    0
+                };
+                VpsStatus {
+                    status: if runtime.is_some() {
+                        "running"
+                    } else {
+                        "stopped"
+                    }
+                    .into(),
+                    init_pid: runtime.map(|r| r.init_pid),
+                    name: spec.name.to_string(),
+                    ip: None,
+                    hostname: spec.hostname,
+                    nproc,
+                    template: spec.template,
+                    limits: spec.limits,
+                }
+            })
+            .collect())
+    }
+
+    /// How to run `argv` inside a running VPS.
+    pub fn attach_plan(&self, name: &str, argv: Vec<String>, tty: bool) -> Result<AttachPlan> {
+        let name = Name::new(name)?;
+        self.store.load(&name)?;
+        let runtime = self
+            .live_runtime(&name)
+            .ok_or_else(|| LifecycleError::NotRunning(name.to_string()))?;
+        Ok(AttachPlan {
+            init_pid: runtime.init_pid,
+            init_start: runtime.init_start,
+            cgroup_procs: self.cgroup(&name).procs_files(),
+            argv,
+            tty,
+        })
+    }
+
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    /// The VPS's init pid, if it runs.
+    pub fn init_pid(&self, name: &str) -> Result<u32> {
+        let name = Name::new(name)?;
+        self.store.load(&name)?;
+        self.live_runtime(&name)
+            .map(|r| r.init_pid)
+            .ok_or_else(|| LifecycleError::NotRunning(name.to_string()))
+    }
+
+    /// Set `user`'s password in the VPS's own /etc/shadow (SHA-512 crypt).
+    /// A running VPS is changed from inside; a stopped one in its layer.
+    pub fn passwd(&mut self, name: &str, user: &str, password: &str) -> Result<()> {
+        let vps = Name::new(name)?;
+        let spec = self.store.load(&vps)?;
+        let hash = sha_crypt::sha512_simple(password, &sha_crypt::Sha512Params::default())
+            .map_err(|e| LifecycleError::Io {
+                name: name.into(),
+                what: "hash the password".into(),
+                source: std::io::Error::other(format!("{e:?}")),
+            })?;
+        let dir = self.store.dir(&vps);
+        let template = self.templates.resolve(&spec.template)?;
+        let read_layered = |rel: &str| -> Result<String> {
+            let upper = dir.upper().join(rel);
+            let path = if upper.exists() {
+                upper
+            } else {
+                template.join(rel)
+            };
+            fs::read_to_string(&path).map_err(Self::io(&vps, format!("read {}", path.display())))
+        };
+        // The running VPS's own view is the truth while it runs.
+        let running = self.live_runtime(&vps);
+        let (passwd, shadow) = match &running {
+            Some(r) => {
+                let root = PathBuf::from(format!("/proc/{}/root", r.init_pid));
+                let read = |rel: &str| {
+                    fs::read_to_string(root.join(rel))
+                        .map_err(Self::io(&vps, format!("read /{rel}")))
+                };
+                (read("etc/passwd")?, read("etc/shadow").unwrap_or_default())
+            }
+            None => (
+                read_layered("etc/passwd")?,
+                read_layered("etc/shadow").unwrap_or_default(),
+            ),
+        };
+        if !passwd.lines().any(|l| l.split(':').next() == Some(user)) {
+            return Err(LifecycleError::NoUser {
+                name: name.into(),
+                user: user.into(),
+            });
+        }
+        let updated = set_shadow_hash(&shadow, user, &hash);
+        match running {
+            Some(_) => {
+                let plan = self.attach_plan(
+                    name,
+                    vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        "umask 077 && cat > /etc/shadow.vzhost && mv /etc/shadow.vzhost /etc/shadow"
+                            .into(),
+                    ],
+                    false,
+                )?;
+                let mut child = helper(&self.exe, "__attach")
+                    .arg(serde_json::to_string(&plan).expect("plan serializes"))
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(Self::io(&vps, "run the attach helper"))?;
+                if let Some(mut stdin) = child.stdin.take() {
+                    stdin
+                        .write_all(updated.as_bytes())
+                        .map_err(Self::io(&vps, "write /etc/shadow"))?;
+                }
+                let out = child
+                    .wait_with_output()
+                    .map_err(Self::io(&vps, "write /etc/shadow"))?;
+                if !out.status.success() {
+                    return Err(LifecycleError::Io {
+                        name: name.into(),
+                        what: "write /etc/shadow".into(),
+                        source: std::io::Error::other(
+                            String::from_utf8_lossy(&out.stderr).into_owned(),
+                        ),
+                    });
+                }
+            }
+            None => {
+                let etc = dir.upper().join("etc");
+                ensure_owned_dir(&etc, spec.idmap.base).map_err(Self::io(&vps, "create etc"))?;
+                write_owned(
+                    &etc.join("shadow"),
+                    updated.as_bytes(),
+                    0o600,
+                    spec.idmap.base,
+                )
+                .map_err(Self::io(&vps, "write /etc/shadow"))?;
+            }
+        }
+        tracing::info!(vps = name, user, "password set");
+        Ok(())
+    }
+
+    /// After a daemon restart: keep running VPSs (re-registering them with
+    /// the KSAL) and clean up after those whose init died meanwhile.
+    pub fn adopt(&mut self) -> Result<Vec<String>> {
+        let mut adopted = Vec::new();
+        for spec in self.store.list()? {
+            let cgroup = self.cgroup(&spec.name);
+            if self.live_runtime(&spec.name).is_some() {
+                if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id()) {
+                    let _ = ksal.register_vps(id, spec.id, ksal_common::mode::ENFORCE);
+                }
+                tracing::info!(vps = %spec.name, "adopted running VPS");
+                adopted.push(spec.name.to_string());
+            } else if self.store.runtime(&spec.name).is_some() {
+                tracing::warn!(vps = %spec.name, "init died while the daemon was away; cleaning up");
+                self.cleanup_stopped(&spec.name, &cgroup);
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// Stop watching the KSAL; the programs detach when it is dropped.
+    pub fn ksal_mut(&mut self) -> Option<&mut Ksal> {
+        self.ksal.as_mut()
+    }
+}
+
+/// A command re-executing vzhost as one of its internal helpers, in a
+/// session of its own so no VPS process shares the daemon's terminal.
+pub fn helper(exe: &Path, which: &str) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(exe);
+    cmd.arg(which);
+    // SAFETY: setsid is async-signal-safe and affects only the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// The first id range that overlaps none in use.
+fn allocate_idmap(used: impl Iterator<Item = IdMap>) -> Result<IdMap> {
+    let used: Vec<IdMap> = used.collect();
+    (0..u32::MAX / super::IDMAP_SIZE)
+        .map(|slot| IdMap {
+            base: super::IDMAP_FIRST + slot * super::IDMAP_SIZE,
+            count: super::IDMAP_SIZE,
+        })
+        .take_while(|m| m.base.checked_add(m.count).is_some())
+        .find(|m| !used.iter().any(|u| u.overlaps(m)))
+        .ok_or(LifecycleError::NoIdRange)
+}
+
+fn chown(path: &Path, id: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(id), Some(id))
+}
+
+fn ensure_owned_dir(path: &Path, id: u32) -> std::io::Result<()> {
+    if !path.exists() {
+        fs::create_dir(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+        chown(path, id)?;
+    }
+    Ok(())
+}
+
+fn write_owned(path: &Path, bytes: &[u8], mode: u32, id: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("vzhost-tmp");
+    fs::write(&tmp, bytes)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    chown(&tmp, id)?;
+    fs::rename(&tmp, path)
+}
+
+/// The VPS's upper layer starts with its own root directory, hostname and
+/// hosts file, owned by its root.
+fn seed_upper(dir: &VpsDir, spec: &Spec) -> std::result::Result<(), StoreError> {
+    let wrap = |what: &'static str, path: PathBuf| {
+        move |source| StoreError::Io {
+            action: what,
+            path: path.display().to_string(),
+            source,
+        }
+    };
+    let base = spec.idmap.base;
+    let upper = dir.upper();
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
+        .map_err(wrap("chmod", upper.clone()))?;
+    chown(&upper, base).map_err(wrap("chown", upper.clone()))?;
+    let etc = upper.join("etc");
+    ensure_owned_dir(&etc, base).map_err(wrap("create", etc.clone()))?;
+    let host = &spec.hostname;
+    write_owned(
+        &etc.join("hostname"),
+        format!("{host}\n").as_bytes(),
+        0o644,
+        base,
+    )
+    .map_err(wrap("write", etc.join("hostname")))?;
+    let hosts = format!("127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {host}\n");
+    write_owned(&etc.join("hosts"), hosts.as_bytes(), 0o644, base)
+        .map_err(wrap("write", etc.join("hosts")))
+}
+
+/// `shadow` with `user`'s hash set (the line added if missing).
+fn set_shadow_hash(shadow: &str, user: &str, hash: &str) -> String {
+    let days = now() / 86_400;
+    let mut found = false;
+    let mut out: Vec<String> = shadow
+        .lines()
+        .map(|line| {
+            let mut fields: Vec<&str> = line.split(':').collect();
+            if fields.first() == Some(&user) && fields.len() >= 3 {
+                found = true;
+                fields[1] = hash;
+                let d = days.to_string();
+                let mut owned: Vec<String> = fields.iter().map(|s| (*s).to_owned()).collect();
+                owned[2] = d;
+                owned.join(":")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        out.push(format!("{user}:{hash}:{days}:0:99999:7:::"));
+    }
+    out.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idmaps_never_overlap() {
+        let first = allocate_idmap(std::iter::empty()).unwrap();
+        assert_eq!(first.base, super::super::IDMAP_FIRST);
+        let second = allocate_idmap([first].into_iter()).unwrap();
+        assert!(!second.overlaps(&first));
+        let odd = IdMap {
+            base: first.base + 10,
+            count: 5,
+        };
+        let third = allocate_idmap([odd].into_iter()).unwrap();
+        assert!(!third.overlaps(&odd));
+    }
+
+    #[test]
+    fn shadow_lines_are_replaced_or_added() {
+        let s = "root:*:1:0:99999:7:::\nbob:!:1:0:99999:7:::\n";
+        let out = set_shadow_hash(s, "root", "$6$x$y");
+        let root = out.lines().next().unwrap();
+        assert!(root.starts_with("root:$6$x$y:"), "{root}");
+        assert!(root.ends_with(":0:99999:7:::"), "{root}");
+        assert!(out.contains("bob:!:1:"));
+        let added = set_shadow_hash("", "alice", "$6$a$b");
+        assert!(added.starts_with("alice:$6$a$b:"));
+    }
+
+    #[test]
+    fn sha512_hashes_verify() {
+        let h = sha_crypt::sha512_simple("s3cret", &sha_crypt::Sha512Params::default()).unwrap();
+        assert!(h.starts_with("$6$"));
+        assert!(sha_crypt::sha512_check("s3cret", &h).is_ok());
+        assert!(sha_crypt::sha512_check("wrong", &h).is_err());
+    }
+}

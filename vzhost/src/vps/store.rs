@@ -1,0 +1,310 @@
+//! The state store: one directory per VPS under `<root>/vps/`, made
+//! complete in a staging directory and renamed into place, so a crash
+//! mid-create leaves either a whole VPS or none.
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Name, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("VPS {0} does not exist")]
+    NotFound(String),
+    #[error("VPS {0} already exists")]
+    Exists(String),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is corrupt: {source}")]
+    Corrupt {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.display().to_string();
+    move |source| StoreError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Where one VPS keeps its files.
+#[derive(Debug, Clone)]
+pub struct VpsDir(pub PathBuf);
+
+impl VpsDir {
+    pub fn config(&self) -> PathBuf {
+        self.0.join("config.json")
+    }
+    pub fn runtime(&self) -> PathBuf {
+        self.0.join("runtime.json")
+    }
+    /// The VPS's own writable layer.
+    pub fn upper(&self) -> PathBuf {
+        self.0.join("upper")
+    }
+    pub fn work(&self) -> PathBuf {
+        self.0.join("work")
+    }
+    /// Mount point of the (idmapped) template inside the VPS's mount ns.
+    pub fn lower(&self) -> PathBuf {
+        self.0.join("lower")
+    }
+    /// Mount point of the merged root inside the VPS's mount ns.
+    pub fn rootfs(&self) -> PathBuf {
+        self.0.join("rootfs")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.0.join("console.log")
+    }
+}
+
+/// What is true while a VPS runs: its init process on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Runtime {
+    pub init_pid: u32,
+    /// Start time of init (field 22 of /proc/PID/stat), to tell it from a
+    /// later process that reuses the pid.
+    pub init_start: u64,
+    /// Unix time when the VPS started.
+    pub started_at: u64,
+}
+
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Write `bytes` to `path` atomically (temp file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
+    f.write_all(bytes).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("sync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io("rename", path))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = fs::read(path).map_err(io("read", path))?;
+    serde_json::from_slice(&text).map_err(|source| StoreError::Corrupt {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).expect("state types serialize")
+}
+
+impl Store {
+    pub fn open(root: &Path) -> Result<Self> {
+        let vps = root.join("vps");
+        fs::create_dir_all(&vps).map_err(io("create", &vps))?;
+        let store = Self {
+            root: root.to_owned(),
+        };
+        store.sweep_staging();
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Remove staging directories a crash left behind.
+    fn sweep_staging(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("vps")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".new-") {
+                tracing::warn!(path = %e.path().display(), "removing an incomplete VPS left by a crash");
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    pub fn dir(&self, name: &Name) -> VpsDir {
+        VpsDir(self.root.join("vps").join(name.as_str()))
+    }
+
+    pub fn exists(&self, name: &Name) -> bool {
+        self.dir(name).config().exists()
+    }
+
+    /// Create a VPS directory with its spec; `fill` may add files to the
+    /// staging directory before it is renamed into place.
+    pub fn create(&self, spec: &Spec, fill: impl FnOnce(&VpsDir) -> Result<()>) -> Result<VpsDir> {
+        let dest = self.dir(&spec.name);
+        if dest.0.exists() {
+            return Err(StoreError::Exists(spec.name.to_string()));
+        }
+        let staging = VpsDir(self.root.join("vps").join(format!(
+            ".new-{}-{}",
+            spec.name,
+            std::process::id()
+        )));
+        let build = || -> Result<()> {
+            fs::create_dir(&staging.0).map_err(io("create", &staging.0))?;
+            for d in [
+                staging.upper(),
+                staging.work(),
+                staging.lower(),
+                staging.rootfs(),
+            ] {
+                fs::create_dir(&d).map_err(io("create", &d))?;
+            }
+            fill(&staging)?;
+            write_atomic(&staging.config(), &to_json(spec))?;
+            fs::rename(&staging.0, &dest.0).map_err(io("rename", &dest.0))
+        };
+        if let Err(e) = build() {
+            let _ = fs::remove_dir_all(&staging.0);
+            return Err(e);
+        }
+        Ok(dest)
+    }
+
+    pub fn load(&self, name: &Name) -> Result<Spec> {
+        let dir = self.dir(name);
+        if !dir.config().exists() {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        read_json(&dir.config())
+    }
+
+    pub fn save(&self, spec: &Spec) -> Result<()> {
+        write_atomic(&self.dir(&spec.name).config(), &to_json(spec))
+    }
+
+    pub fn list(&self) -> Result<Vec<Spec>> {
+        let vps = self.root.join("vps");
+        let mut specs = Vec::new();
+        for e in fs::read_dir(&vps).map_err(io("read", &vps))?.flatten() {
+            let file_name = e.file_name();
+            let Ok(name) = Name::new(&file_name.to_string_lossy()) else {
+                continue;
+            };
+            match self.load(&name) {
+                Ok(spec) => specs.push(spec),
+                Err(err) => tracing::warn!(vps = %name, %err, "skipping unreadable VPS"),
+            }
+        }
+        specs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(specs)
+    }
+
+    pub fn runtime(&self, name: &Name) -> Option<Runtime> {
+        read_json(&self.dir(name).runtime()).ok()
+    }
+
+    pub fn set_runtime(&self, name: &Name, runtime: Option<&Runtime>) -> Result<()> {
+        let path = self.dir(name).runtime();
+        match runtime {
+            Some(r) => write_atomic(&path, &to_json(r)),
+            None => match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &path)(e)),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    pub fn remove(&self, name: &Name) -> Result<()> {
+        let dir = self.dir(name);
+        // Rename first so a crash mid-delete never leaves a half VPS listed.
+        let doomed =
+            self.root
+                .join("vps")
+                .join(format!(".new-gone-{}-{}", name, std::process::id()));
+        fs::rename(&dir.0, &doomed).map_err(io("rename", &dir.0))?;
+        fs::remove_dir_all(&doomed).map_err(io("remove", &doomed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vps::{IdMap, Limits};
+
+    fn spec(name: &str) -> Spec {
+        Spec {
+            name: Name::new(name).unwrap(),
+            template: "busybox".into(),
+            hostname: name.into(),
+            limits: Limits::default(),
+            idmap: IdMap {
+                base: 1_000_000,
+                count: 65536,
+            },
+            labels: Default::default(),
+            stop_timeout: 10,
+            id: 1,
+        }
+    }
+
+    #[test]
+    fn create_load_list_remove() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let s = spec("web");
+        let dir = store.create(&s, |_| Ok(())).unwrap();
+        assert!(dir.upper().is_dir() && dir.work().is_dir());
+        assert_eq!(store.load(&s.name).unwrap(), s);
+        assert!(matches!(
+            store.create(&s, |_| Ok(())),
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(store.list().unwrap().len(), 1);
+        store.remove(&s.name).unwrap();
+        assert!(matches!(store.load(&s.name), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn failed_create_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let s = spec("broken");
+        let err = store.create(&s, |_| Err(StoreError::NotFound("boom".into())));
+        assert!(err.is_err());
+        assert_eq!(fs::read_dir(tmp.path().join("vps")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn staging_left_by_a_crash_is_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir_all(tmp.path().join("vps/.new-x-1/upper")).unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        assert!(store.list().unwrap().is_empty());
+        assert!(!tmp.path().join("vps/.new-x-1").exists());
+    }
+
+    #[test]
+    fn runtime_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let s = spec("a");
+        store.create(&s, |_| Ok(())).unwrap();
+        let r = Runtime {
+            init_pid: 5,
+            init_start: 6,
+            started_at: 7,
+        };
+        store.set_runtime(&s.name, Some(&r)).unwrap();
+        assert_eq!(store.runtime(&s.name), Some(r));
+        store.set_runtime(&s.name, None).unwrap();
+        store.set_runtime(&s.name, None).unwrap();
+        assert_eq!(store.runtime(&s.name), None);
+    }
+}
