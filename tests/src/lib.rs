@@ -137,3 +137,223 @@ impl Scratch {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The vzhost binary under test.
+pub fn vzhost_bin() -> PathBuf {
+    std::env::var_os("VZHOST_BIN").map_or_else(
+        || {
+            if in_vm() {
+                PathBuf::from("/usr/local/bin/vzhost")
+            } else {
+                PathBuf::from(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../target/debug/vzhost"
+                ))
+            }
+        },
+        PathBuf::from,
+    )
+}
+
+/// A `vzhost daemon` of the test's own: private state directory, socket
+/// and cgroup. Dropping it destroys every VPS, stops the daemon and removes
+/// its cgroups, so nothing outlives the test.
+pub struct Daemon {
+    pub state: tempfile::TempDir,
+    pub cgroup: CgroupGuard,
+    child: Option<std::process::Child>,
+}
+
+impl Daemon {
+    pub fn start(name: &str) -> anyhow::Result<Self> {
+        let state = tempfile::Builder::new().prefix("vzhost-test-").tempdir()?;
+        let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
+        let mut d = Self {
+            state,
+            cgroup,
+            child: None,
+        };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.state.path().join("root")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state.path().join("vzhost.sock")
+    }
+
+    /// Start (or restart) the daemon process inside the test's cgroup.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        // A restarted daemon goes where the first one moved itself, as a
+        // supervisor with delegation (systemd's DelegateSubgroup=) would do.
+        let leaf = self.cgroup.path.join(vzhost::cgroup::manager::DAEMON_LEAF);
+        let home = if leaf.is_dir() {
+            leaf
+        } else {
+            self.cgroup.path.clone()
+        };
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(home.join("cgroup.procs"))?;
+        let fd = procs.as_raw_fd();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.path().join("daemon.log"))?;
+        let mut cmd = Command::new(vzhost_bin());
+        cmd.arg("daemon")
+            .arg("--root")
+            .arg(self.root())
+            .env("VZHOST_SOCKET", self.socket())
+            .env("VZHOST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only write(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().context("spawn vzhost daemon")?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.vz(&["list"]).is_ok_and(|o| o.status.success()) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("the daemon did not come up; its log:\n{}", self.log())
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.state.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Kill the daemon with SIGKILL (its VPSs must survive).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run `vzhost ARGS` against this daemon.
+    pub fn vz(&self, args: &[&str]) -> anyhow::Result<Output> {
+        Command::new(vzhost_bin())
+            .args(args)
+            .env("VZHOST_SOCKET", self.socket())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .context("run vzhost")
+    }
+
+    /// Run `vzhost ARGS`, requiring success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.vz(args).expect("run vzhost");
+        assert!(
+            out.status.success(),
+            "vzhost {args:?} failed ({}): {}\ndaemon log:\n{}",
+            out.status,
+            stderr(&out),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run `vzhost ARGS`, requiring failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.vz(args).expect("run vzhost");
+        assert!(!out.status.success(), "vzhost {args:?} should have failed");
+        stderr(&out)
+    }
+
+    /// `vzhost exec NAME -- sh -c SCRIPT`, returning the output.
+    pub fn sh(&self, name: &str, script: &str) -> Output {
+        self.vz(&["exec", name, "--", "sh", "-c", script])
+            .expect("run vzhost exec")
+    }
+
+    /// stdout of a script that must succeed in the VPS.
+    pub fn sh_ok(&self, name: &str, script: &str) -> String {
+        let out = self.sh(name, script);
+        assert!(
+            out.status.success(),
+            "{script:?} in {name} failed: {}",
+            stderr(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// `vzhost list -o json` as values.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["list", "-o", "json"])).expect("list json")
+    }
+
+    pub fn status(&self, name: &str) -> Option<serde_json::Value> {
+        self.list().into_iter().find(|v| v["name"] == name)
+    }
+
+    /// The v1 directories this daemon makes on hybrid hosts.
+    fn v1_parents(&self) -> Vec<PathBuf> {
+        let name = vzhost::cgroup::manager::v1_parent_name(self.cgroup.id);
+        let layout = vzhost::cgroup::Layout::detect()
+            .map(|l| l.v1)
+            .unwrap_or_default();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        layout
+            .into_iter()
+            .filter(|(c, _)| vzhost::cgroup::manager::CONTROLLERS.contains(&c.as_str()))
+            .map(|(c, mount)| {
+                let rel = own
+                    .lines()
+                    .filter_map(|l| {
+                        let mut f = l.splitn(3, ':');
+                        f.nth(1).zip(f.next())
+                    })
+                    .find(|(ctrls, _)| ctrls.split(',').any(|x| x == c))
+                    .map_or("/", |(_, p)| p)
+                    .trim_start_matches('/')
+                    .to_owned();
+                mount.join(rel).join(&name)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            let _ = self.spawn();
+        }
+        for v in self.list_quietly() {
+            if let Some(name) = v["name"].as_str() {
+                let _ = self.vz(&["destroy", "--force", name]);
+            }
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        // Whatever a failed test left: kill and remove.
+        for dir in self.v1_parents() {
+            remove_cgroup_tree(&dir);
+        }
+    }
+}
+
+impl Daemon {
+    fn list_quietly(&self) -> Vec<serde_json::Value> {
+        self.vz(&["list", "-o", "json"])
+            .ok()
+            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+            .unwrap_or_default()
+    }
+}

@@ -18,7 +18,15 @@ pub const SERIES: &[(&str, &str)] = &[
 ];
 
 /// Modules every VM loads, dependencies first.
-pub const VM_MODULES: &[&str] = &["overlay", "veth", "bridge", "loop", "xfs"];
+pub const VM_MODULES: &[&str] = &[
+    "overlay",
+    "veth",
+    "bridge",
+    "loop",
+    "xfs",
+    "virtio_pci",
+    "virtio_blk",
+];
 
 pub fn cache_dir() -> PathBuf {
     std::env::var_os("VZHOST_KERNEL_CACHE")
@@ -138,15 +146,32 @@ impl Kernel {
         if loaded.iter().any(|(n, _)| *n == name) {
             return Ok(());
         }
-        let path = index
-            .get(&name)
-            .with_context(|| format!("{} has no module {name}", self.package))?;
+        let Some(path) = index.get(&name) else {
+            if self.is_builtin(&name) {
+                return Ok(());
+            }
+            bail!("{} has no module {name}", self.package);
+        };
         let bytes = read_module(path)?;
         for dep in module_depends(&bytes) {
             self.add_module(&dep, index, loaded)?;
         }
         loaded.push((name, bytes));
         Ok(())
+    }
+}
+
+impl Kernel {
+    /// Whether `name` is built into the kernel (listed in modules.builtin).
+    fn is_builtin(&self, name: &str) -> bool {
+        std::fs::read_to_string(self.modules_dir.join("modules.builtin")).is_ok_and(|list| {
+            list.lines().any(|l| {
+                l.rsplit('/')
+                    .next()
+                    .and_then(|f| f.strip_suffix(".ko"))
+                    .is_some_and(|m| m.replace('-', "_") == name)
+            })
+        })
     }
 }
 

@@ -121,8 +121,11 @@ pub fn boot(
     let initrd_path = dir.join(format!("initramfs-{}.cpio", std::process::id()));
     std::fs::write(&initrd_path, initrd)
         .with_context(|| format!("write {}", initrd_path.display()))?;
-    let result = run_qemu(args, &kernel, &initrd_path, sink);
+    let disk = dir.join(format!("scratch-{}.img", std::process::id()));
+    let result =
+        make_scratch_disk(&disk).and_then(|()| run_qemu(args, &kernel, &initrd_path, &disk, sink));
     let _ = std::fs::remove_file(&initrd_path);
+    let _ = std::fs::remove_file(&disk);
     let outcome = result?;
     eprintln!(
         "xtask: vm {} ({}) finished in {:.1}s with exit status {}",
@@ -134,10 +137,22 @@ pub fn boot(
     Ok(outcome)
 }
 
+/// A sparse, freshly made ext4 image for the guest's /scratch.
+fn make_scratch_disk(path: &Path) -> anyhow::Result<()> {
+    let f = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    f.set_len(SCRATCH_BYTES)?;
+    drop(f);
+    shell::run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(path))
+        .context("making the VM's scratch disk (install e2fsprogs)")
+}
+
+const SCRATCH_BYTES: u64 = 4 << 30;
+
 fn run_qemu(
     args: &RunArgs,
     kernel: &kernels::Kernel,
     initrd: &Path,
+    disk: &Path,
     sink: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Outcome> {
     let mut qemu = Command::new("qemu-system-x86_64");
@@ -166,6 +181,8 @@ fn run_qemu(
     .arg(&kernel.vmlinuz)
     .arg("-initrd")
     .arg(initrd)
+    .arg("-drive")
+    .arg(format!("file={},if=virtio,format=raw", disk.display()))
     .arg("-append")
     .arg("console=ttyS0 rdinit=/init panic=-1 quiet loglevel=1")
     .stdin(Stdio::null())
@@ -246,6 +263,12 @@ fn shell_quote(arg: &str) -> String {
 
 const INIT: &str = r#"#!/bin/sh
 export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root VZHOST_IN_VM=1
+# pivot_root cannot leave the initramfs (rootfs has no parent mount), so
+# re-root onto a bind mount of it first, as a real host's root would be.
+if [ ! -e /.vm-rebased ]; then
+  mkdir -p /vmroot && mount --rbind / /vmroot && touch /.vm-rebased
+  cd /vmroot && mount --move . / && exec chroot . /init
+fi
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -264,6 +287,10 @@ mkdir -p /var/lib /var/tmp
 while read -r m; do insmod "/vm/modules/$m.ko" || echo "vm-init: insmod $m failed"; done < /vm/modules.order
 ip link set lo up
 hostname vzhost-vm
+# A real ext4 disk for state: tmpfs cannot be idmapped before Linux 6.3.
+if [ -b /dev/vda ]; then
+  mkdir -p /scratch && mount -t ext4 /dev/vda /scratch && export TMPDIR=/scratch
+fi
 echo "@@VZHOST-VM-BEGIN@@"
 cd /
 sh /vm/cmd < /dev/null

@@ -3,3 +3,4 @@
 //! the VM on every kernel of the matrix, where nothing is skipped.
 mod doctor;
 mod lsm;
+mod partitions;

@@ -53,6 +53,10 @@ fn write(path: &Path, value: &str) -> Result<()> {
     fs::write(path, value).map_err(io_err(format!("write {value:?}"), path))
 }
 
+/// The leaf cgroup the daemon moves into when v2 controllers must be
+/// enabled for its children (v2 forbids processes in such a cgroup).
+pub const DAEMON_LEAF: &str = "vzhost-daemon";
+
 /// Controllers vzhost sets limits with.
 pub const CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
 const CPU_PERIOD_US: u64 = 100_000;
@@ -85,6 +89,13 @@ impl Hierarchy {
     pub fn for_current_process() -> Result<Self> {
         let layout = Layout::detect()?;
         let own = v2_path_of(None)?;
+        // A daemon restarted inside the leaf an earlier one moved into
+        // still serves the same subtree (and VPS cgroup level).
+        let own = match own.strip_suffix(&format!("/{DAEMON_LEAF}")) {
+            Some("") => "/".to_owned(),
+            Some(parent) => parent.to_owned(),
+            None => own,
+        };
         let v2_parent = layout.unified_root()?.join(own.trim_start_matches('/'));
         let v2_parent_id = id_of(&v2_parent)?;
         let own_v1 = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
@@ -144,7 +155,7 @@ impl Hierarchy {
             .map(|p| p.controller)
             .collect();
         if !v2.is_empty() && self.v2_parent_path != "/" {
-            let leaf = self.v2_parent.join("vzhost-daemon");
+            let leaf = self.v2_parent.join(DAEMON_LEAF);
             if !leaf.exists() {
                 fs::create_dir(&leaf).map_err(io_err("create", &leaf))?;
             }
