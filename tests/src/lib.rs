@@ -300,29 +300,47 @@ impl Daemon {
         self.list().into_iter().find(|v| v["name"] == name)
     }
 
+    /// Where this daemon's VPS cgroups live for `controller`: its test
+    /// cgroup in v2, or its own directory in the v1 hierarchy.
+    pub fn controller_parent(&self, controller: &str) -> Option<PathBuf> {
+        let layout = vzhost::cgroup::Layout::detect().ok()?;
+        if layout.v2_controllers.iter().any(|c| c == controller) {
+            return Some(self.cgroup.path.clone());
+        }
+        let (_, mount) = layout.v1.iter().find(|(c, _)| c == controller)?;
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let rel = own
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.splitn(3, ':');
+                f.nth(1).zip(f.next())
+            })
+            .find(|(ctrls, _)| ctrls.split(',').any(|x| x == controller))
+            .map_or("/", |(_, p)| p)
+            .trim_start_matches('/')
+            .to_owned();
+        Some(
+            mount
+                .join(rel)
+                .join(vzhost::cgroup::manager::v1_parent_name(self.cgroup.id)),
+        )
+    }
+
+    /// Contents of a controller file of VPS `vps`.
+    pub fn cgroup_file(&self, controller: &str, vps: &str, file: &str) -> String {
+        let dir = self
+            .controller_parent(controller)
+            .unwrap_or_else(|| panic!("no {controller} controller on this host"));
+        fs::read_to_string(dir.join(vps).join(file))
+            .unwrap_or_else(|e| panic!("read {}/{vps}/{file}: {e}", dir.display()))
+    }
+
     /// The v1 directories this daemon makes on hybrid hosts.
     fn v1_parents(&self) -> Vec<PathBuf> {
-        let name = vzhost::cgroup::manager::v1_parent_name(self.cgroup.id);
-        let layout = vzhost::cgroup::Layout::detect()
-            .map(|l| l.v1)
-            .unwrap_or_default();
-        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        layout
-            .into_iter()
-            .filter(|(c, _)| vzhost::cgroup::manager::CONTROLLERS.contains(&c.as_str()))
-            .map(|(c, mount)| {
-                let rel = own
-                    .lines()
-                    .filter_map(|l| {
-                        let mut f = l.splitn(3, ':');
-                        f.nth(1).zip(f.next())
-                    })
-                    .find(|(ctrls, _)| ctrls.split(',').any(|x| x == c))
-                    .map_or("/", |(_, p)| p)
-                    .trim_start_matches('/')
-                    .to_owned();
-                mount.join(rel).join(&name)
-            })
+        vzhost::cgroup::manager::CONTROLLERS
+            .iter()
+            .filter_map(|c| self.controller_parent(c))
+            .filter(|p| *p != self.cgroup.path)
             .collect()
     }
 }

@@ -2,5 +2,6 @@
 //! tests are filtered out there when the host refuses LSM programs) and in
 //! the VM on every kernel of the matrix, where nothing is skipped.
 mod doctor;
+mod limits;
 mod lsm;
 mod partitions;

@@ -131,6 +131,15 @@ impl Limits {
     }
 
     pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(d) = self.disk {
+            return Err(SpecError::Field {
+                field: "disk",
+                value: d.to_string(),
+                why:
+                    "disk limits are not supported by this version of vzhost yet; leave --disk out"
+                        .into(),
+            });
+        }
         if let Some(c) = self.cpus
             && !(c > 0.0 && c <= 4096.0)
         {
