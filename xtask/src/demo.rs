@@ -1,21 +1,198 @@
-//! `cargo xtask demo`: show vzhost at work on this machine, and the KSAL's
-//! LSM enforcement inside the VM when this host refuses LSM programs.
-use std::process::{Command, ExitCode};
+//! `cargo xtask demo`: a daemon with two VPSs on the built-in busybox
+//! template on this machine (private state, its own cgroup, cleaned up
+//! afterwards), then the KSAL's LSM enforcement, natively where the kernel
+//! allows BPF LSM programs and otherwise in the VM.
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
 
 use crate::{setup, vm};
+
+/// The demo's daemon, its state and its cgroup; all removed on drop.
+struct DemoHost {
+    vzhost: PathBuf,
+    state: PathBuf,
+    cgroup: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl DemoHost {
+    fn start(vzhost: &Path) -> anyhow::Result<Self> {
+        let state = std::env::temp_dir().join(format!("vzhost-demo-{}", std::process::id()));
+        fs::create_dir_all(&state)?;
+        let cgroup = own_v2_cgroup()?.join(format!("vzhost-demo-{}", std::process::id()));
+        fs::create_dir(&cgroup)
+            .with_context(|| format!("create demo cgroup {}", cgroup.display()))?;
+        let mut host = Self {
+            vzhost: vzhost.to_owned(),
+            state,
+            cgroup,
+            daemon: None,
+        };
+        let log = fs::File::create(host.state.join("daemon.log"))?;
+        let procs = host.cgroup.join("cgroup.procs");
+        let mut cmd = Command::new(vzhost);
+        cmd.arg("daemon")
+            .arg("--root")
+            .arg(host.state.join("root"))
+            .env("VZHOST_SOCKET", host.socket())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only a write to cgroupfs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || fs::write(&procs, "0"));
+        }
+        host.daemon = Some(cmd.spawn().context("start vzhost daemon")?);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while host.quiet(&["list"]).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "the demo daemon did not start; see {}/daemon.log",
+                    host.state.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(host)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.state.join("vzhost.sock")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.vzhost);
+        c.args(args).env("VZHOST_SOCKET", self.socket());
+        c
+    }
+
+    /// Show and run `vzhost ARGS`, output to the terminal.
+    fn show(&self, args: &[&str]) -> anyhow::Result<i32> {
+        println!("$ vzhost {}", args.join(" "));
+        let status = self.cmd(args).status()?;
+        Ok(status.code().unwrap_or(1))
+    }
+
+    fn quiet(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.cmd(args).stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            bail!("{}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for DemoHost {
+    fn drop(&mut self) {
+        for name in ["web", "db"] {
+            let _ = self.quiet(&["destroy", "--force", name]);
+        }
+        if let Some(mut d) = self.daemon.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+            let _ = d.wait();
+        }
+        let leaf = self.cgroup.join("vzhost-daemon");
+        let _ = fs::remove_dir(&leaf);
+        let _ = fs::remove_dir(&self.cgroup);
+        let _ = fs::remove_dir_all(&self.state);
+    }
+}
+
+fn own_v2_cgroup() -> anyhow::Result<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo")?;
+    let root = mountinfo
+        .lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split(' ').nth(4).map(PathBuf::from))?
+        })
+        .context("no cgroup v2 hierarchy mounted")?;
+    let own = fs::read_to_string("/proc/self/cgroup")?
+        .lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        .context("no cgroup v2 membership")?;
+    Ok(root.join(own.trim_start_matches('/')))
+}
+
+fn partitions(vzhost: &Path) -> anyhow::Result<()> {
+    println!("\n==== Two VPSs from the busybox template, side by side ====");
+    let host = DemoHost::start(vzhost)?;
+    host.show(&[
+        "create",
+        "web",
+        "--hostname",
+        "web.example",
+        "--memory",
+        "128M",
+        "--pids",
+        "30",
+    ])?;
+    host.show(&["create", "db", "--hostname", "db.example", "--cpus", "0.5"])?;
+    host.show(&["start", "web"])?;
+    host.show(&["start", "db"])?;
+    host.show(&["list"])?;
+    host.show(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "echo \"I am $(hostname), PID 1 is $(cat /proc/1/comm)\"; ps",
+    ])?;
+    host.show(&[
+        "exec",
+        "db",
+        "--",
+        "sh",
+        "-c",
+        "echo secret > /root/data; ls -l /root/data",
+    ])?;
+    let seen = host.show(&["exec", "web", "--", "ls", "/root/data"])?;
+    println!("(web cannot see db's file: exit {seen})");
+    println!("\n-- a fork bomb in web stops at its pids limit of 30; db is unaffected --");
+    host.show(&[
+        "exec",
+        "web",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 100 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null",
+    ])?;
+    host.show(&[
+        "exec",
+        "db",
+        "--",
+        "sh",
+        "-c",
+        "echo db still starts processes: $(echo ok)",
+    ])?;
+    host.show(&["list"])?;
+    host.show(&["restart", "web"])?;
+    host.show(&["list"])?;
+    Ok(())
+}
 
 pub fn run() -> anyhow::Result<ExitCode> {
     setup::ensure()?;
     let artifacts = vm::Artifacts::build()?;
     println!("==== vzhost doctor on this host ====");
     // doctor exits non-zero when a feature is missing; the demo goes on.
-    let _ = Command::new(&artifacts.vzhost).arg("doctor").status();
-
-    let lsm_here = Command::new(&artifacts.vzhost)
+    let doctor = Command::new(&artifacts.vzhost)
         .args(["doctor", "-o", "json"])
-        .output()
+        .output()?;
+    let _ = Command::new(&artifacts.vzhost).arg("doctor").status();
+    let lsm_here = serde_json::from_slice::<serde_json::Value>(&doctor.stdout)
         .ok()
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
         .and_then(|v| {
             v.as_array()?
                 .iter()
@@ -23,12 +200,34 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 .map(|c| c["ok"] == true)
         })
         .unwrap_or(false);
-    let where_ = if lsm_here {
-        "this host runs BPF LSM programs, but the demo uses the VM so it never touches host policy"
-    } else {
-        "this host refuses BPF LSM programs, so the LSM demo runs in the VM"
-    };
-    println!("\n==== KSAL file_open enforcement ({where_}) ====");
+
+    partitions(&artifacts.vzhost)?;
+
+    let demo =
+        "/vm/tests/integration --test-threads=1 --nocapture lsm::file_open::file_open_denied";
+    if lsm_here {
+        println!("\n==== KSAL file_open enforcement (this host runs BPF LSM programs) ====");
+        let test = artifacts
+            .tests
+            .iter()
+            .find(|(n, _)| n == "integration")
+            .context("integration test binary")?;
+        let status = Command::new(&test.1)
+            .args([
+                "--test-threads=1",
+                "--nocapture",
+                "lsm::file_open::file_open_denied",
+            ])
+            .status()?;
+        return Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    println!(
+        "\n==== KSAL file_open enforcement, in the VM: this host refuses BPF LSM programs ===="
+    );
     let args = vm::RunArgs {
         kernel: "6.12".into(),
         include: Vec::new(),
@@ -37,9 +236,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         cmd: vec![
             "sh".into(),
             "-c".into(),
-            "echo '$ vzhost doctor'; vzhost doctor; echo; \
-             /vm/tests/integration --test-threads=1 --nocapture lsm::file_open"
-                .into(),
+            format!("echo '$ vzhost doctor'; vzhost doctor; echo; {demo}"),
         ],
     };
     let outcome = vm::boot(&args, &artifacts, &mut |l| println!("[vm] {l}"))?;
