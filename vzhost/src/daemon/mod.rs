@@ -89,8 +89,9 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    runtime.block_on(serve(listener, host));
+    runtime.block_on(serve(listener, host.clone()));
     let _ = fs::remove_file(&cfg.socket);
+    lock(&host).shutdown();
     tracing::info!("daemon stopped; VPSs keep running");
     Ok(())
 }

@@ -519,9 +519,10 @@ impl Host {
         Ok(adopted)
     }
 
-    /// Stop watching the KSAL; the programs detach when it is dropped.
-    pub fn ksal_mut(&mut self) -> Option<&mut Ksal> {
-        self.ksal.as_mut()
+    /// On a clean daemon exit: remove this daemon's v1 directories if no
+    /// VPS runs in them (running VPSs keep theirs).
+    pub fn shutdown(&self) {
+        self.cgroups.remove_v1_parents();
     }
 }
 
