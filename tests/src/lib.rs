@@ -17,6 +17,13 @@ pub fn in_vm() -> bool {
     std::env::var_os("VZHOST_IN_VM").is_some()
 }
 
+/// Record that `test` did not run here and why; `cargo xtask test` counts
+/// these lines as skipped, not passed. Never called inside the VM.
+pub fn skip(test: &str, why: &str) {
+    assert!(!in_vm(), "{test} must not skip inside the VM: {why}");
+    println!("vzhost-skip: {test}: {why}");
+}
+
 /// Whether BPF LSM programs can be loaded here. Inside the VM a missing
 /// BPF LSM is a failure, never a skip.
 pub fn lsm_available(test: &str) -> bool {
@@ -24,7 +31,7 @@ pub fn lsm_available(test: &str) -> bool {
         Ok(()) => true,
         Err(e) if in_vm() => panic!("{test}: BPF LSM must work in the test VM: {e}"),
         Err(e) => {
-            eprintln!("{test}: skipped on this host, runs in the VM: {e}");
+            skip(test, &format!("runs in the VM: {e}"));
             false
         }
     }
@@ -166,7 +173,14 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(name: &str) -> anyhow::Result<Self> {
-        let state = tempfile::Builder::new().prefix("vzhost-test-").tempdir()?;
+        Self::start_in(name, &std::env::temp_dir())
+    }
+
+    /// A daemon whose state lives under `base` (e.g. a test filesystem).
+    pub fn start_in(name: &str, base: &Path) -> anyhow::Result<Self> {
+        let state = tempfile::Builder::new()
+            .prefix("vzhost-test-")
+            .tempdir_in(base)?;
         let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
         let mut d = Self {
             state,

@@ -299,6 +299,13 @@ sync
 poweroff -f
 "#;
 
+/// Host programs the tests use in the guest (disk limits need filesystems).
+const HOST_TOOLS: &[&str] = &[
+    "/usr/sbin/mke2fs",
+    "/usr/sbin/resize2fs",
+    "/usr/sbin/mkfs.xfs",
+];
+
 fn initramfs(
     kernel: &kernels::Kernel,
     artifacts: &Artifacts,
@@ -334,6 +341,13 @@ fn initramfs(
     }
 
     let mut binaries = vec![("usr/local/bin/vzhost".to_owned(), artifacts.vzhost.clone())];
+    for tool in HOST_TOOLS {
+        binaries.push((tool.trim_start_matches('/').to_owned(), PathBuf::from(tool)));
+    }
+    a.symlink("usr/sbin/mkfs.ext4", "mke2fs");
+    if let Ok(conf) = std::fs::read("/etc/mke2fs.conf") {
+        a.file("etc/mke2fs.conf", 0o644, &conf);
+    }
     for (name, path) in &artifacts.tests {
         binaries.push((format!("vm/tests/{name}"), path.clone()));
     }

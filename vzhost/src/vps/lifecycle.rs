@@ -29,7 +29,10 @@ use crate::{
             is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time,
         },
     },
-    rootfs::{TemplateError, Templates},
+    rootfs::{
+        TemplateError, Templates,
+        disk::{DiskBackend, VpsDisk, has_project_quota},
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +158,10 @@ impl Host {
         let existing = self.store.list()?;
         let idmap = allocate_idmap(existing.iter().map(|s| s.idmap))?;
         let id = existing.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+        let disk = req
+            .limits
+            .disk
+            .map(|_| VpsDisk::choose_backend(&self.store.root().join("vps"), project_id(id)));
         let spec = Spec {
             name,
             template,
@@ -164,8 +171,15 @@ impl Host {
             labels: req.labels.clone(),
             stop_timeout: req.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
             id,
+            disk,
         };
-        self.store.create(&spec, |dir| seed_upper(dir, &spec))?;
+        self.store.create(&spec, |dir| {
+            let result = make_layer(dir, &spec);
+            if result.is_err() {
+                let _ = dir.disk().unmount();
+            }
+            result
+        })?;
         tracing::info!(vps = %spec.name, id, base = idmap.base, "created");
         Ok(spec)
     }
@@ -319,6 +333,9 @@ impl Host {
         }
         let cgroup = self.cgroup(&name);
         self.cleanup_stopped(&name, &cgroup);
+        self.store.dir(&name).disk().unmount().map_err(|e| {
+            Self::io(&name, "unmount its disk")(std::io::Error::other(e.to_string()))
+        })?;
         self.store.remove(&name)?;
         tracing::info!(vps = %name, "destroyed");
         Ok(())
@@ -335,6 +352,31 @@ impl Host {
             self.cgroup(&name)
                 .apply(&merged)
                 .map_err(Self::cgroup_err(&name))?;
+        }
+        if let Some(bytes) = limits.disk {
+            let disk = self.store.dir(&name).disk();
+            let as_io = |e: crate::rootfs::disk::DiskError| std::io::Error::other(e.to_string());
+            match spec.disk {
+                Some(backend) => disk
+                    .resize(backend, bytes)
+                    .map_err(|e| Self::io(&name, "change its disk limit")(as_io(e)))?,
+                None => {
+                    let project = project_id(spec.id);
+                    if !has_project_quota(&disk.disk) {
+                        return Err(LifecycleError::Io {
+                            name: name.to_string(),
+                            what: "add a disk limit".into(),
+                            source: std::io::Error::other(
+                                "it was created without --disk and this filesystem has no \
+                                 project quotas; recreate it with --disk",
+                            ),
+                        });
+                    }
+                    disk.add_project_limit(project, bytes)
+                        .map_err(|e| Self::io(&name, "add a disk limit")(as_io(e)))?;
+                    spec.disk = Some(DiskBackend::ProjectQuota { project });
+                }
+            }
         }
         spec.limits = merged;
         self.store.save(&spec)?;
@@ -504,6 +546,11 @@ impl Host {
     pub fn adopt(&mut self) -> Result<Vec<String>> {
         let mut adopted = Vec::new();
         for spec in self.store.list()? {
+            if spec.disk == Some(DiskBackend::Image)
+                && let Err(e) = self.store.dir(&spec.name).disk().mount_image()
+            {
+                tracing::error!(vps = %spec.name, %e, "cannot mount its disk image");
+            }
             let cgroup = self.cgroup(&spec.name);
             if self.live_runtime(&spec.name).is_some() {
                 if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id()) {
@@ -576,9 +623,15 @@ fn write_owned(path: &Path, bytes: &[u8], mode: u32, id: u32) -> std::io::Result
     fs::rename(&tmp, path)
 }
 
-/// The VPS's upper layer starts with its own root directory, hostname and
-/// hosts file, owned by its root.
-fn seed_upper(dir: &VpsDir, spec: &Spec) -> std::result::Result<(), StoreError> {
+/// Project id of a VPS's disk quota.
+fn project_id(vps_id: u32) -> u32 {
+    0x10000 + vps_id
+}
+
+/// The VPS's own layer: its disk (limited if asked), upper and work
+/// directories, and an upper that starts with its own root directory,
+/// hostname and hosts file, owned by its root.
+fn make_layer(dir: &VpsDir, spec: &Spec) -> std::result::Result<(), StoreError> {
     let wrap = |what: &'static str, path: PathBuf| {
         move |source| StoreError::Io {
             action: what,
@@ -586,6 +639,18 @@ fn seed_upper(dir: &VpsDir, spec: &Spec) -> std::result::Result<(), StoreError> 
             source,
         }
     };
+    let disk = dir.disk();
+    match (spec.disk, spec.limits.disk) {
+        (Some(backend), Some(bytes)) => {
+            disk.create(backend, bytes, spec.idmap.base).map_err(|e| {
+                wrap("make the disk", disk.disk.clone())(std::io::Error::other(e.to_string()))
+            })?
+        }
+        _ => fs::create_dir(&disk.disk).map_err(wrap("create", disk.disk.clone()))?,
+    }
+    for d in [dir.upper(), dir.work()] {
+        fs::create_dir(&d).map_err(wrap("create", d.clone()))?;
+    }
     let base = spec.idmap.base;
     let upper = dir.upper();
     fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))

@@ -131,13 +131,13 @@ impl Limits {
     }
 
     pub fn validate(&self) -> Result<(), SpecError> {
-        if let Some(d) = self.disk {
+        if let Some(d) = self.disk
+            && d < MIN_DISK
+        {
             return Err(SpecError::Field {
                 field: "disk",
                 value: d.to_string(),
-                why:
-                    "disk limits are not supported by this version of vzhost yet; leave --disk out"
-                        .into(),
+                why: "must be at least 16M".into(),
             });
         }
         if let Some(c) = self.cpus
@@ -169,6 +169,9 @@ impl Limits {
     }
 }
 
+/// The smallest disk limit (an ext4 image needs room for its journal).
+pub const MIN_DISK: u64 = 16 << 20;
+
 /// The user namespace mapping: VPS ids 0..count map to host ids base..
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdMap {
@@ -196,6 +199,9 @@ pub struct Spec {
     pub stop_timeout: u64,
     /// Numeric VPS id (used by KSAL maps), unique on this host.
     pub id: u32,
+    /// How its disk limit is enforced, if it has one.
+    #[serde(default)]
+    pub disk: Option<crate::rootfs::disk::DiskBackend>,
 }
 
 /// Default host id range for VPS user namespaces: 65536 ids per VPS from

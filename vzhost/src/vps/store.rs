@@ -52,12 +52,20 @@ impl VpsDir {
     pub fn runtime(&self) -> PathBuf {
         self.0.join("runtime.json")
     }
+    /// Holds the VPS's upper and work directories: a plain directory (with
+    /// a project quota when limited) or a mounted image.
+    pub fn disk(&self) -> crate::rootfs::disk::VpsDisk {
+        crate::rootfs::disk::VpsDisk {
+            disk: self.0.join("disk"),
+            image: self.0.join("disk.img"),
+        }
+    }
     /// The VPS's own writable layer.
     pub fn upper(&self) -> PathBuf {
-        self.0.join("upper")
+        self.0.join("disk/upper")
     }
     pub fn work(&self) -> PathBuf {
-        self.0.join("work")
+        self.0.join("disk/work")
     }
     /// Mount point of the (idmapped) template inside the VPS's mount ns.
     pub fn lower(&self) -> PathBuf {
@@ -158,12 +166,7 @@ impl Store {
         )));
         let build = || -> Result<()> {
             fs::create_dir(&staging.0).map_err(io("create", &staging.0))?;
-            for d in [
-                staging.upper(),
-                staging.work(),
-                staging.lower(),
-                staging.rootfs(),
-            ] {
+            for d in [staging.lower(), staging.rootfs()] {
                 fs::create_dir(&d).map_err(io("create", &d))?;
             }
             fill(&staging)?;
@@ -251,6 +254,7 @@ mod tests {
             labels: Default::default(),
             stop_timeout: 10,
             id: 1,
+            disk: None,
         }
     }
 
@@ -260,7 +264,7 @@ mod tests {
         let store = Store::open(tmp.path()).unwrap();
         let s = spec("web");
         let dir = store.create(&s, |_| Ok(())).unwrap();
-        assert!(dir.upper().is_dir() && dir.work().is_dir());
+        assert!(dir.lower().is_dir() && dir.rootfs().is_dir());
         assert_eq!(store.load(&s.name).unwrap(), s);
         assert!(matches!(
             store.create(&s, |_| Ok(())),
