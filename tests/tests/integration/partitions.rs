@@ -61,7 +61,7 @@ fn two_vps_run_side_by_side_isolated() -> anyhow::Result<()> {
         d.sh_ok("a", "stat -c %u:%g /bin/busybox /etc/passwd"),
         "0:0\n0:0"
     );
-    let meta = fs::metadata(d.root().join("vps/a/upper/root/note"))?;
+    let meta = fs::metadata(d.root().join("vps/a/disk/upper/root/note"))?;
     use std::os::unix::fs::MetadataExt as _;
     assert!(
         meta.uid() >= vzhost::vps::IDMAP_FIRST,
@@ -260,6 +260,20 @@ fn bad_input_is_refused_and_changes_nothing() -> anyhow::Result<()> {
     assert!(err.contains("does not exist"), "{err}");
     let err = d.fails(&["set", "a", "--cpus", "0"]);
     assert!(err.contains("cpus"), "{err}");
+    // User ranges: configurable, never overlapping, never host root.
+    let a_cfg: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.root().join("vps/a/config.json"))?)?;
+    let base = (a_cfg["idmap"]["base"].as_u64().unwrap() + 100).to_string();
+    let err = d.fails(&["create", "c", "--uid-base", &base]);
+    assert!(err.contains("overlap") && err.contains("VPS a"), "{err}");
+    let err = d.fails(&["create", "c", "--uid-base", "0"]);
+    assert!(err.contains("uid-base"), "{err}");
+    d.ok(&["create", "c", "--uid-base", "3000000"]);
+    d.ok(&["start", "c"]);
+    d.sh_ok("c", "touch /root/owned");
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = fs::metadata(d.root().join("vps/c/disk/upper/root/owned"))?.uid();
+    assert_eq!(uid, 3_000_000, "c's root is host id 3000000");
     Ok(())
 }
 

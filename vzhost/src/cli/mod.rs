@@ -89,6 +89,12 @@ enum Command {
         /// A label, key=value (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// First host id of the VPS's user range (default: the next free range).
+        #[arg(long)]
+        uid_base: Option<u32>,
+        /// Size of the VPS's user range.
+        #[arg(long, default_value_t = vzhost::vps::IDMAP_SIZE, requires = "uid_base")]
+        uid_count: u32,
     },
     /// Start a VPS.
     Start { name: String },
@@ -186,6 +192,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             limits,
             stop_timeout,
             labels,
+            uid_base,
+            uid_count,
         } => {
             let labels = labels
                 .iter()
@@ -202,6 +210,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 limits: limits.parse()?,
                 labels,
                 stop_timeout: *stop_timeout,
+                idmap: uid_base.map(|base| vzhost::vps::IdMap {
+                    base,
+                    count: *uid_count,
+                }),
             }))?;
             print(cli.output, &v, |v| {
                 format!("created {}", v["name"].as_str().unwrap_or_default())

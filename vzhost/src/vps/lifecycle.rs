@@ -81,6 +81,9 @@ pub struct CreateRequest {
     pub limits: Limits,
     pub labels: BTreeMap<String, String>,
     pub stop_timeout: Option<u64>,
+    /// Host id range for the VPS's users; allocated when absent.
+    #[serde(default)]
+    pub idmap: Option<IdMap>,
 }
 
 /// A row of `vzhost list`.
@@ -156,7 +159,28 @@ impl Host {
             .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
         self.templates.resolve(&template)?;
         let existing = self.store.list()?;
-        let idmap = allocate_idmap(existing.iter().map(|s| s.idmap))?;
+        let idmap = match req.idmap {
+            Some(m) => {
+                validate_idmap(&m)?;
+                if let Some(other) = existing.iter().find(|s| s.idmap.overlaps(&m)) {
+                    return Err(SpecError::Field {
+                        field: "uid-base",
+                        value: m.base.to_string(),
+                        why: format!(
+                            "ids {}..{} overlap VPS {}'s range {}..{}; pick a free range",
+                            m.base,
+                            m.base as u64 + m.count as u64,
+                            other.name,
+                            other.idmap.base,
+                            other.idmap.base as u64 + other.idmap.count as u64
+                        ),
+                    }
+                    .into());
+                }
+                m
+            }
+            None => allocate_idmap(existing.iter().map(|s| s.idmap))?,
+        };
         let id = existing.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         let disk = req
             .limits
@@ -589,6 +613,31 @@ pub fn helper(exe: &Path, which: &str) -> Command {
     cmd
 }
 
+/// A range must leave host root unmapped and hold the template's ids.
+fn validate_idmap(m: &IdMap) -> std::result::Result<(), SpecError> {
+    let bad = |field, why: &str| SpecError::Field {
+        field,
+        value: if field == "uid-base" { m.base } else { m.count }.to_string(),
+        why: why.into(),
+    };
+    if m.base == 0 {
+        return Err(bad(
+            "uid-base",
+            "must not be 0: VPS root would be host root",
+        ));
+    }
+    if m.count < 65_536 {
+        return Err(bad(
+            "uid-count",
+            "must be at least 65536 (templates use ids up to 65534)",
+        ));
+    }
+    if m.base.checked_add(m.count).is_none() {
+        return Err(bad("uid-base", "the range runs past the largest id"));
+    }
+    Ok(())
+}
+
 /// The first id range that overlaps none in use.
 fn allocate_idmap(used: impl Iterator<Item = IdMap>) -> Result<IdMap> {
     let used: Vec<IdMap> = used.collect();
@@ -713,6 +762,38 @@ mod tests {
         };
         let third = allocate_idmap([odd].into_iter()).unwrap();
         assert!(!third.overlaps(&odd));
+    }
+
+    #[test]
+    fn idmap_bounds() {
+        assert!(
+            validate_idmap(&IdMap {
+                base: 0,
+                count: 65536
+            })
+            .is_err()
+        );
+        assert!(
+            validate_idmap(&IdMap {
+                base: 200_000,
+                count: 100
+            })
+            .is_err()
+        );
+        assert!(
+            validate_idmap(&IdMap {
+                base: u32::MAX - 10,
+                count: 65536
+            })
+            .is_err()
+        );
+        assert!(
+            validate_idmap(&IdMap {
+                base: 200_000,
+                count: 65536
+            })
+            .is_ok()
+        );
     }
 
     #[test]
