@@ -80,6 +80,11 @@ impl DemoHost {
         Ok(status.code().unwrap_or(1))
     }
 
+    /// Show and run a shell script inside VPS `name`.
+    fn sh(&self, name: &str, script: &str) -> anyhow::Result<i32> {
+        self.show(&["exec", name, "--", "sh", "-c", script])
+    }
+
     fn quiet(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.cmd(args).stdin(Stdio::null()).output()?;
         if !out.status.success() {
@@ -141,41 +146,19 @@ fn partitions(vzhost: &Path) -> anyhow::Result<()> {
     host.show(&["start", "web"])?;
     host.show(&["start", "db"])?;
     host.show(&["list"])?;
-    host.show(&[
-        "exec",
+    host.sh(
         "web",
-        "--",
-        "sh",
-        "-c",
         "echo \"I am $(hostname), PID 1 is $(cat /proc/1/comm)\"; ps",
-    ])?;
-    host.show(&[
-        "exec",
-        "db",
-        "--",
-        "sh",
-        "-c",
-        "echo secret > /root/data; ls -l /root/data",
-    ])?;
+    )?;
+    host.sh("db", "echo secret > /root/data; ls -l /root/data")?;
     let seen = host.show(&["exec", "web", "--", "ls", "/root/data"])?;
     println!("(web cannot see db's file: exit {seen})");
     println!("\n-- a fork bomb in web stops at its pids limit of 30; db is unaffected --");
-    host.show(&[
-        "exec",
+    host.sh(
         "web",
-        "--",
-        "sh",
-        "-c",
         "i=0; while [ $i -lt 100 ]; do sleep 60 >/dev/null 2>&1 & i=$((i+1)); done 2>/dev/null",
-    ])?;
-    host.show(&[
-        "exec",
-        "db",
-        "--",
-        "sh",
-        "-c",
-        "echo db still starts processes: $(echo ok)",
-    ])?;
+    )?;
+    host.sh("db", "echo db still starts processes: $(echo ok)")?;
     host.show(&["list"])?;
     host.show(&["restart", "web"])?;
     host.show(&["list"])?;

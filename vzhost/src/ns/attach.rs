@@ -7,7 +7,7 @@ use std::{ffi::CString, fs, os::fd::OwnedFd, path::PathBuf};
 use nix::{
     sched::{CloneFlags, setns},
     sys::wait::{WaitStatus, waitpid},
-    unistd::{ForkResult, Gid, Uid, fork},
+    unistd::{ForkResult, fork},
 };
 use serde::{Deserialize, Serialize};
 
@@ -82,11 +82,7 @@ pub fn attach(plan: &AttachPlan) -> Result<i32, AttachError> {
         setns(fd, *flag).map_err(sys(format!("enter the VPS's {name} namespace")))?;
     }
     setns(&user, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS's user namespace"))?;
-    nix::unistd::setgroups(&[]).map_err(sys("setgroups"))?;
-    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .map_err(sys("setresgid"))?;
-    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .map_err(sys("setresuid"))?;
+    super::become_vps_root().map_err(sys("become root of the VPS"))?;
 
     let argv: Vec<CString> = plan
         .argv

@@ -13,7 +13,7 @@ use std::{
 use nix::{
     sched::{CloneFlags, setns, unshare},
     sys::wait::waitpid,
-    unistd::{ForkResult, Gid, Uid, fork, pipe2},
+    unistd::{ForkResult, fork, pipe2},
 };
 use serde::{Deserialize, Serialize};
 
@@ -130,11 +130,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
 
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS user namespace"))?;
-    nix::unistd::setgroups(&[]).map_err(sys("setgroups"))?;
-    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
-        .map_err(sys("setresgid"))?;
-    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
-        .map_err(sys("setresuid"))?;
+    super::become_vps_root().map_err(sys("become root of the VPS"))?;
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS

@@ -24,3 +24,12 @@ pub(crate) fn join_cgroups(procs: &[impl AsRef<Path>]) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// After entering a VPS's user namespace: become its root (host ids of
+/// its range), with no supplementary groups.
+pub(crate) fn become_vps_root() -> nix::Result<()> {
+    use nix::unistd::{Gid, Uid};
+    nix::unistd::setgroups(&[])?;
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+}
