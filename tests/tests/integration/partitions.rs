@@ -349,3 +349,42 @@ fn passwd_sets_a_hash_in_the_vps_only() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn daemon_killed_mid_create_leaves_whole_vps_or_none() -> anyhow::Result<()> {
+    let mut d = Daemon::start("midcreate")?;
+    // Creates in flight from another thread while the daemon is killed.
+    let socket = d.socket();
+    let creator = std::thread::spawn(move || {
+        for i in 0..40 {
+            let _ = Command::new(vzhost_bin())
+                .args(["create", &format!("v{i}"), "--disk", "16M"])
+                .env("VZHOST_SOCKET", &socket)
+                .output();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.kill9();
+    creator.join().expect("creator thread");
+    d.spawn()?;
+    let leftovers: Vec<_> = fs::read_dir(d.root().join("vps"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    let listed = d.list();
+    for v in &listed {
+        let name = v["name"].as_str().unwrap();
+        assert!(
+            d.root().join("vps").join(name).join("disk/upper").is_dir(),
+            "{name} is whole"
+        );
+    }
+    if let Some(v) = listed.first() {
+        let name = v["name"].as_str().unwrap();
+        d.ok(&["start", name]);
+        assert_eq!(d.sh_ok(name, "hostname"), name);
+    }
+    Ok(())
+}

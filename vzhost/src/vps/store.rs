@@ -139,7 +139,10 @@ impl Store {
         for e in entries.flatten() {
             if e.file_name().to_string_lossy().starts_with(".new-") {
                 tracing::warn!(path = %e.path().display(), "removing an incomplete VPS left by a crash");
-                let _ = fs::remove_dir_all(e.path());
+                // Its disk image may still be mounted: never delete into it.
+                if VpsDir(e.path()).disk().unmount().is_ok() {
+                    let _ = fs::remove_dir_all(e.path());
+                }
             }
         }
     }
