@@ -82,14 +82,14 @@ fn steps() -> Vec<Step> {
             what: "nightly rust-src (for -Z build-std=core)",
             done: has_rust_src,
             commands: || {
+                // Adds the component to the nightly already installed, without
+                // moving it to a newer date.
                 vec![strings(&[
                     "rustup",
-                    "toolchain",
-                    "install",
+                    "component",
+                    "add",
+                    "--toolchain",
                     "nightly",
-                    "--profile",
-                    "minimal",
-                    "--component",
                     "rust-src",
                 ])]
             },
