@@ -120,6 +120,40 @@ pub fn run_in_cgroup(dir: &Path, argv: &[&str]) -> anyhow::Result<Output> {
     Ok(out)
 }
 
+/// A new network namespace, held open by the returned file (made by a
+/// short-lived child so this process's own namespace is untouched).
+pub fn new_netns() -> anyhow::Result<fs::File> {
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "read _"])
+        .stdin(std::process::Stdio::piped())
+        .spawn_in_new_netns()?;
+    let ns = fs::File::open(format!("/proc/{}/ns/net", child.id()));
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let ns = ns?;
+    Ok(ns)
+}
+
+trait SpawnInNetns {
+    fn spawn_in_new_netns(&mut self) -> anyhow::Result<std::process::Child>;
+}
+
+impl SpawnInNetns for Command {
+    fn spawn_in_new_netns(&mut self) -> anyhow::Result<std::process::Child> {
+        // SAFETY: only unshare(2) between fork and exec.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.spawn()
+            .context("spawn a process in a new network namespace")
+    }
+}
+
 /// A scratch directory with a few files, removed on drop.
 pub struct Scratch {
     pub dir: tempfile::TempDir,
@@ -169,15 +203,24 @@ pub struct Daemon {
     pub state: tempfile::TempDir,
     pub cgroup: CgroupGuard,
     child: Option<std::process::Child>,
+    args: Vec<String>,
+    /// The network namespace the daemon runs in: made for the test, so no
+    /// bridge or veth ever touches a real interface.
+    netns: Option<fs::File>,
 }
 
 impl Daemon {
     pub fn start(name: &str) -> anyhow::Result<Self> {
-        Self::start_in(name, &std::env::temp_dir())
+        Self::start_with(name, &std::env::temp_dir(), &[])
     }
 
     /// A daemon whose state lives under `base` (e.g. a test filesystem).
     pub fn start_in(name: &str, base: &Path) -> anyhow::Result<Self> {
+        Self::start_with(name, base, &[])
+    }
+
+    /// A daemon with extra `vzhost daemon` arguments.
+    pub fn start_with(name: &str, base: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let state = tempfile::Builder::new()
             .prefix("vzhost-test-")
             .tempdir_in(base)?;
@@ -186,6 +229,8 @@ impl Daemon {
             state,
             cgroup,
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            netns: None,
         };
         d.spawn()?;
         Ok(d)
@@ -217,8 +262,14 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(self.state.path().join("daemon.log"))?;
+        let netns = match self.netns.take() {
+            Some(ns) => ns,
+            None => new_netns()?,
+        };
+        let ns_fd = netns.as_raw_fd();
         let mut cmd = Command::new(vzhost_bin());
         cmd.arg("daemon")
+            .args(&self.args)
             .arg("--root")
             .arg(self.root())
             .env("VZHOST_SOCKET", self.socket())
@@ -226,24 +277,51 @@ impl Daemon {
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: only write(2) between fork and exec.
+        // SAFETY: only write(2) and setns(2) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
-        self.child = Some(cmd.spawn().context("spawn vzhost daemon")?);
+        let spawned = cmd.spawn().context("spawn vzhost daemon");
+        self.netns = Some(netns);
+        self.child = Some(spawned?);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.vz(&["list"]).is_ok_and(|o| o.status.success()) {
                 return Ok(());
             }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                anyhow::bail!("the daemon exited with {status}; its log:\n{}", self.log());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         anyhow::bail!("the daemon did not come up; its log:\n{}", self.log())
+    }
+
+    /// Run `argv` on "the host": in the daemon's network namespace.
+    pub fn host_run(&self, argv: &[&str]) -> anyhow::Result<Output> {
+        let ns_fd = self.netns.as_ref().context("no daemon netns")?.as_raw_fd();
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..]).stdin(std::process::Stdio::null());
+        // SAFETY: only setns(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.output()
+            .with_context(|| format!("run {argv:?} in the daemon's netns"))
     }
 
     pub fn log(&self) -> String {

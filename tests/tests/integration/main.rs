@@ -5,4 +5,5 @@ mod disk;
 mod doctor;
 mod limits;
 mod lsm;
+mod network;
 mod partitions;

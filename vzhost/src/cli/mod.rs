@@ -71,6 +71,12 @@ enum Command {
         /// State directory.
         #[arg(long, default_value = daemon::DEFAULT_ROOT)]
         root: PathBuf,
+        /// Host bridge the VPSs are plugged into (created on first use).
+        #[arg(long, default_value = vzhost::net::DEFAULT_BRIDGE)]
+        bridge: String,
+        /// VPS subnet; its first address is the gateway on the bridge.
+        #[arg(long, default_value = vzhost::net::DEFAULT_SUBNET)]
+        subnet: String,
     },
     /// Report which kernel features vzhost relies on are present.
     Doctor,
@@ -81,6 +87,9 @@ enum Command {
         template: Option<String>,
         #[arg(long)]
         hostname: Option<String>,
+        /// Its address, ADDRESS or ADDRESS/PREFIX (default: the next free one).
+        #[arg(long)]
+        ip: Option<String>,
         #[command(flatten)]
         limits: LimitArgs,
         /// Seconds between SIGTERM and SIGKILL when stopping.
@@ -177,10 +186,15 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let call = |req: Request| client::call(&cli.socket, &req);
     let done = |v: Value| print(cli.output, &v, |_| String::new());
     match &cli.command {
-        Command::Daemon { root } => {
+        Command::Daemon {
+            root,
+            bridge,
+            subnet,
+        } => {
             daemon::run(daemon::DaemonConfig {
                 root: root.clone(),
                 socket: cli.socket.clone(),
+                net: vzhost::net::NetConfig::new(bridge, subnet)?,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -189,6 +203,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             name,
             template,
             hostname,
+            ip,
             limits,
             stop_timeout,
             labels,
@@ -210,6 +225,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 limits: limits.parse()?,
                 labels,
                 stop_timeout: *stop_timeout,
+                ip: ip.clone(),
                 idmap: uid_base.map(|base| vzhost::vps::IdMap {
                     base,
                     count: *uid_count,

@@ -54,6 +54,7 @@ pub enum DaemonError {
 pub struct DaemonConfig {
     pub root: PathBuf,
     pub socket: PathBuf,
+    pub net: crate::net::NetConfig,
 }
 
 type SharedHost = Arc<Mutex<Host>>;
@@ -78,7 +79,10 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     };
     let exe = std::env::current_exe()
         .map_err(|e| DaemonError::Other(format!("cannot find own executable: {e}")))?;
-    let mut host = Host::new(store, cgroups, ksal, exe);
+    // The bridge is made (or checked: a link of that name that is no
+    // bridge is refused) before anything else is.
+    crate::net::ensure_bridge(&cfg.net).map_err(|e| DaemonError::Other(e.to_string()))?;
+    let mut host = Host::new(store, cgroups, ksal, exe, cfg.net.clone());
     let adopted = host
         .adopt()
         .map_err(|e| DaemonError::Other(e.to_string()))?;

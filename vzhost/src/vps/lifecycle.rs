@@ -22,6 +22,7 @@ use super::{
 use crate::{
     cgroup::manager::{Hierarchy, ManagerError, VpsCgroup},
     ksal::{Ksal, KsalError},
+    net::NetConfig,
     ns::{
         attach::AttachPlan,
         launch::LaunchPlan,
@@ -68,6 +69,13 @@ pub enum LifecycleError {
     NoUser { name: String, user: String },
     #[error("no free user-id range is left for a new VPS")]
     NoIdRange,
+    #[error(transparent)]
+    Addr(#[from] crate::net::AddrError),
+    #[error("VPS {name}: network: {source}")]
+    Net {
+        name: String,
+        source: crate::net::LinkError,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, LifecycleError>;
@@ -84,6 +92,9 @@ pub struct CreateRequest {
     /// Host id range for the VPS's users; allocated when absent.
     #[serde(default)]
     pub idmap: Option<IdMap>,
+    /// Its address (ADDRESS or ADDRESS/PREFIX); allocated when absent.
+    #[serde(default)]
+    pub ip: Option<String>,
 }
 
 /// A row of `vzhost list`.
@@ -111,6 +122,7 @@ pub struct Host {
     ksal: Option<Ksal>,
     /// The vzhost binary, re-executed for the launch and attach helpers.
     exe: PathBuf,
+    net: NetConfig,
 }
 
 fn now() -> u64 {
@@ -120,13 +132,20 @@ fn now() -> u64 {
 }
 
 impl Host {
-    pub fn new(store: Store, cgroups: Hierarchy, ksal: Option<Ksal>, exe: PathBuf) -> Self {
+    pub fn new(
+        store: Store,
+        cgroups: Hierarchy,
+        ksal: Option<Ksal>,
+        exe: PathBuf,
+        net: NetConfig,
+    ) -> Self {
         Self {
             templates: Templates::new(store.root()),
             store,
             cgroups,
             ksal,
             exe,
+            net,
         }
     }
 
@@ -182,6 +201,14 @@ impl Host {
             None => allocate_idmap(existing.iter().map(|s| s.idmap))?,
         };
         let id = existing.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+        let used: Vec<(String, std::net::Ipv4Addr)> = existing
+            .iter()
+            .filter_map(|s| s.ip.map(|ip| (s.name.to_string(), ip.addr)))
+            .collect();
+        let ip = match &req.ip {
+            Some(want) => self.net.check(want, &used)?,
+            None => self.net.allocate(&used)?,
+        };
         let disk = req
             .limits
             .disk
@@ -196,9 +223,11 @@ impl Host {
             stop_timeout: req.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
             id,
             disk,
+            ip: Some(ip),
         };
+        let gateway = self.net.subnet.gateway();
         self.store.create(&spec, |dir| {
-            let result = make_layer(dir, &spec);
+            let result = make_layer(dir, &spec, gateway);
             if result.is_err() {
                 let _ = dir.disk().unmount();
             }
@@ -258,6 +287,22 @@ impl Host {
             init: INIT.iter().map(|s| (*s).to_owned()).collect(),
         };
         let pid = self.run_launcher(name, &plan)?;
+        if let Some(ip) = spec.ip {
+            let net_err = |source| LifecycleError::Net {
+                name: name.to_string(),
+                source,
+            };
+            let attached = crate::net::ensure_bridge(&self.net)
+                .and_then(|()| crate::net::attach_vps(&self.net, spec.id, ip, pid));
+            if let Err(e) = attached {
+                // The caller cleans up cgroups; the init must not outlive this.
+                if let Ok(fd) = pidfd_open(pid) {
+                    let _ = pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+                    pidfd_wait_exit(fd.as_fd(), 5_000);
+                }
+                return Err(net_err(e));
+            }
+        }
         let runtime = Runtime {
             init_pid: pid,
             init_start: process_start_time(pid).ok_or_else(|| LifecycleError::Start {
@@ -303,6 +348,11 @@ impl Host {
     /// After a VPS's init is gone: kill leftovers, remove cgroups, forget it
     /// in the KSAL, clear the runtime.
     fn cleanup_stopped(&mut self, name: &Name, cgroup: &VpsCgroup) {
+        if let Ok(spec) = self.store.load(name)
+            && let Err(e) = crate::net::detach_vps(spec.id)
+        {
+            tracing::warn!(vps = %name, %e, "cannot remove its veth");
+        }
         if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id()) {
             let _ = ksal.unregister_vps(id);
         }
@@ -428,7 +478,7 @@ impl Host {
                     .into(),
                     init_pid: runtime.map(|r| r.init_pid),
                     name: spec.name.to_string(),
-                    ip: None,
+                    ip: spec.ip.map(|ip| ip.to_string()),
                     hostname: spec.hostname,
                     nproc,
                     template: spec.template,
@@ -680,7 +730,11 @@ fn project_id(vps_id: u32) -> u32 {
 /// The VPS's own layer: its disk (limited if asked), upper and work
 /// directories, and an upper that starts with its own root directory,
 /// hostname and hosts file, owned by its root.
-fn make_layer(dir: &VpsDir, spec: &Spec) -> std::result::Result<(), StoreError> {
+fn make_layer(
+    dir: &VpsDir,
+    spec: &Spec,
+    gateway: std::net::Ipv4Addr,
+) -> std::result::Result<(), StoreError> {
     let wrap = |what: &'static str, path: PathBuf| {
         move |source| StoreError::Io {
             action: what,
@@ -715,9 +769,17 @@ fn make_layer(dir: &VpsDir, spec: &Spec) -> std::result::Result<(), StoreError> 
         base,
     )
     .map_err(wrap("write", etc.join("hostname")))?;
-    let hosts = format!("127.0.0.1 localhost\n::1 localhost\n127.0.1.1 {host}\n");
+    let own = spec
+        .ip
+        .map_or_else(|| "127.0.1.1".to_owned(), |ip| ip.addr.to_string());
+    let hosts = format!("127.0.0.1 localhost\n::1 localhost\n{own} {host}\n");
     write_owned(&etc.join("hosts"), hosts.as_bytes(), 0o644, base)
-        .map_err(wrap("write", etc.join("hosts")))
+        .map_err(wrap("write", etc.join("hosts")))?;
+    // No resolver runs on the host by default; the gateway is where one
+    // (or NAT to the administrator's) would answer.
+    let resolv = format!("nameserver {gateway}\n");
+    write_owned(&etc.join("resolv.conf"), resolv.as_bytes(), 0o644, base)
+        .map_err(wrap("write", etc.join("resolv.conf")))
 }
 
 /// `shadow` with `user`'s hash set (the line added if missing).

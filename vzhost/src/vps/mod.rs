@@ -202,6 +202,9 @@ pub struct Spec {
     /// How its disk limit is enforced, if it has one.
     #[serde(default)]
     pub disk: Option<crate::rootfs::disk::DiskBackend>,
+    /// Its address on the host bridge.
+    #[serde(default)]
+    pub ip: Option<crate::net::Subnet>,
 }
 
 /// Default host id range for VPS user namespaces: 65536 ids per VPS from

@@ -258,6 +258,7 @@ mod tests {
             stop_timeout: 10,
             id: 1,
             disk: None,
+            ip: None,
         }
     }
 

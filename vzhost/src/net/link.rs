@@ -1,0 +1,254 @@
+//! Links, addresses and routes through rtnetlink. Each operation runs on a
+//! thread of its own with a small runtime, so it never blocks the daemon's
+//! runtime, and so it can enter a VPS's network namespace (setns affects
+//! only the calling thread).
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr},
+    os::fd::{AsRawFd as _, OwnedFd},
+};
+
+use futures::TryStreamExt as _;
+use rtnetlink::{
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+};
+
+use super::{NetConfig, Subnet, host_veth};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("{what}: {why}")]
+    Netlink { what: String, why: String },
+    #[error("{0} exists but is not a bridge; choose another --bridge or remove it")]
+    NotABridge(String),
+}
+
+pub type Result<T> = std::result::Result<T, LinkError>;
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    let what = what.into();
+    move |e| LinkError::Netlink {
+        what,
+        why: e.to_string(),
+    }
+}
+
+/// Run `op` with a netlink handle, on a fresh thread, in the network
+/// namespace `netns` if one is given (else the caller's).
+fn with_netlink<T, F, Fut>(netns: Option<OwnedFd>, op: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    let fail = |why: String| LinkError::Netlink {
+        what: "netlink".into(),
+        why,
+    };
+    std::thread::spawn(move || {
+        if let Some(ns) = netns {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| fail(format!("enter the VPS network namespace: {e}")))?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| fail(e.to_string()))?;
+            tokio::spawn(conn);
+            op(handle).await
+        })
+    })
+    .join()
+    .map_err(|_| fail("netlink thread panicked".into()))?
+}
+
+async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        // ENODEV: no such link.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(nl(format!("look up link {name}"))(e)),
+    }
+}
+
+fn is_bridge(link: &LinkMessage) -> bool {
+    link.attributes.iter().any(|a| {
+        matches!(a, LinkAttribute::LinkInfo(infos)
+            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
+    })
+}
+
+async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
+    let mut addrs = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(a) = addrs.try_next().await.map_err(nl("list addresses"))? {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        if a.attributes
+            .iter()
+            .any(|at| matches!(at, AddressAttribute::Address(IpAddr::V4(v)) if *v == ip))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Create the bridge with the gateway address if it is missing; refuse a
+/// link of that name that is not a bridge.
+pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
+    let cfg = cfg.clone();
+    with_netlink(None, move |h| async move {
+        let link = match link_by_name(&h, &cfg.bridge).await? {
+            Some(l) if !is_bridge(&l) => return Err(LinkError::NotABridge(cfg.bridge.clone())),
+            Some(l) => l,
+            None => {
+                h.link()
+                    .add(LinkBridge::new(&cfg.bridge).build())
+                    .execute()
+                    .await
+                    .map_err(nl(format!("create bridge {}", cfg.bridge)))?;
+                link_by_name(&h, &cfg.bridge)
+                    .await?
+                    .ok_or_else(|| LinkError::NotABridge(cfg.bridge.clone()))?
+            }
+        };
+        let index = link.header.index;
+        let gw = cfg.subnet.gateway();
+        if !has_address(&h, index, gw).await? {
+            h.address()
+                .add(index, IpAddr::V4(gw), cfg.subnet.prefix)
+                .execute()
+                .await
+                .map_err(nl(format!(
+                    "add {gw}/{} to {}",
+                    cfg.subnet.prefix, cfg.bridge
+                )))?;
+        }
+        h.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bring up {}", cfg.bridge)))
+    })
+}
+
+/// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`,
+/// plugged into the bridge, and a default route via the gateway.
+pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result<()> {
+    let host = host_veth(id);
+    let peer = format!("vzp{id}");
+    let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
+        .map(OwnedFd::from)
+        .map_err(|e| LinkError::Netlink {
+            what: "open the VPS network namespace".into(),
+            why: e.to_string(),
+        })?;
+    let netns_fd = netns.try_clone().map_err(|e| LinkError::Netlink {
+        what: "dup the VPS network namespace".into(),
+        why: e.to_string(),
+    })?;
+    let bridge = cfg.bridge.clone();
+    let (h_name, p_name) = (host.clone(), peer.clone());
+    with_netlink(None, move |h| async move {
+        if let Some(stale) = link_by_name(&h, &h_name).await? {
+            let _ = h.link().del(stale.header.index).execute().await;
+        }
+        h.link()
+            .add(LinkVeth::new(&h_name, &p_name).build())
+            .execute()
+            .await
+            .map_err(nl(format!("create veth {h_name}")))?;
+        let br = link_by_name(&h, &bridge)
+            .await?
+            .ok_or_else(|| LinkError::NotABridge(bridge.clone()))?;
+        let hv = link_by_name(&h, &h_name)
+            .await?
+            .ok_or_else(|| LinkError::Netlink {
+                what: format!("find veth {h_name}"),
+                why: "it vanished".into(),
+            })?;
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(hv.header.index)
+                    .controller(br.header.index)
+                    .up()
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("plug {h_name} into {bridge}")))?;
+        let pv = link_by_name(&h, &p_name)
+            .await?
+            .ok_or_else(|| LinkError::Netlink {
+                what: format!("find veth {p_name}"),
+                why: "it vanished".into(),
+            })?;
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(pv.header.index)
+                    .setns_by_fd(netns_fd.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl("move eth0 into the VPS"))?;
+        drop(netns_fd);
+        Ok(())
+    })?;
+    let gateway = cfg.subnet.gateway();
+    with_netlink(Some(netns), move |h| async move {
+        let pv = link_by_name(&h, &peer)
+            .await?
+            .ok_or_else(|| LinkError::Netlink {
+                what: format!("find {peer} in the VPS"),
+                why: "it was not moved".into(),
+            })?;
+        let index = pv.header.index;
+        h.link()
+            .set(LinkUnspec::new_with_index(index).name("eth0").build())
+            .execute()
+            .await
+            .map_err(nl("name eth0"))?;
+        h.address()
+            .add(index, IpAddr::V4(ip.addr), ip.prefix)
+            .execute()
+            .await
+            .map_err(nl(format!("add {ip} to eth0")))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl("bring up eth0"))?;
+        h.route()
+            .add(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(gateway)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("default route via {gateway}")))
+    })
+}
+
+/// Remove VPS `id`'s host veth (and with it its eth0), if present.
+pub fn detach_vps(id: u32) -> Result<()> {
+    let host = host_veth(id);
+    with_netlink(None, move |h| async move {
+        if let Some(link) = link_by_name(&h, &host).await? {
+            h.link()
+                .del(link.header.index)
+                .execute()
+                .await
+                .map_err(nl(format!("delete {host}")))?;
+        }
+        Ok(())
+    })
+}

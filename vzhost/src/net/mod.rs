@@ -1,0 +1,261 @@
+//! VPS networking: a host bridge with the gateway address, a veth pair per
+//! VPS with its peer as `eth0` inside the VPS, addresses and routes set
+//! through rtnetlink. IPv4 for now.
+mod link;
+
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+pub use link::{LinkError, attach_vps, detach_vps, ensure_bridge};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddrError {
+    #[error("invalid {field} {value:?}: {why}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("address {addr} is already used by VPS {owner}")]
+    InUse { addr: Ipv4Addr, owner: String },
+    #[error("no free address left in {0}")]
+    Exhausted(Subnet),
+}
+
+/// An IPv4 network: address and prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn parse(field: &'static str, s: &str) -> Result<Self, AddrError> {
+        let bad = |why: &str| AddrError::Invalid {
+            field,
+            value: s.to_owned(),
+            why: why.to_owned(),
+        };
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| bad("use ADDRESS/PREFIX, e.g. 10.213.0.5/16"))?;
+        let addr = Ipv4Addr::from_str(a).map_err(|_| bad("not an IPv4 address"))?;
+        let prefix: u8 = p
+            .parse()
+            .map_err(|_| bad("the prefix must be a number from 8 to 30"))?;
+        if !(8..=30).contains(&prefix) {
+            return Err(bad("the prefix must be from 8 to 30"));
+        }
+        Ok(Self { addr, prefix })
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX << (32 - self.prefix)
+    }
+
+    pub fn network(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
+    }
+
+    /// The first host address: the gateway on the bridge.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network()) + 1)
+    }
+
+    /// `ip` with this subnet's prefix.
+    pub fn with(&self, ip: Ipv4Addr) -> Subnet {
+        Subnet {
+            addr: ip,
+            prefix: self.prefix,
+        }
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl TryFrom<String> for Subnet {
+    type Error = AddrError;
+    fn try_from(s: String) -> Result<Self, AddrError> {
+        Self::parse("address", &s)
+    }
+}
+
+impl From<Subnet> for String {
+    fn from(s: Subnet) -> String {
+        s.to_string()
+    }
+}
+
+/// The host side of VPS networking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetConfig {
+    pub bridge: String,
+    /// The VPS subnet; its first address is the gateway on the bridge.
+    pub subnet: Subnet,
+}
+
+pub const DEFAULT_BRIDGE: &str = "vzbr0";
+pub const DEFAULT_SUBNET: &str = "10.213.0.0/16";
+
+impl NetConfig {
+    pub fn new(bridge: &str, subnet: &str) -> Result<Self, AddrError> {
+        let ok = !bridge.is_empty()
+            && bridge.len() < 16
+            && bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(AddrError::Invalid {
+                field: "bridge",
+                value: bridge.to_owned(),
+                why: "use 1 to 15 letters, digits, '-' or '_'".into(),
+            });
+        }
+        let mut subnet = Subnet::parse("subnet", subnet)?;
+        subnet.addr = subnet.network();
+        Ok(Self {
+            bridge: bridge.to_owned(),
+            subnet,
+        })
+    }
+
+    /// Check a requested address: inside the subnet, a host address that is
+    /// not the gateway, and not used by another VPS.
+    pub fn check(&self, requested: &str, used: &[(String, Ipv4Addr)]) -> Result<Subnet, AddrError> {
+        let want = if requested.contains('/') {
+            Subnet::parse("ip", requested)?
+        } else {
+            let addr = Ipv4Addr::from_str(requested).map_err(|_| AddrError::Invalid {
+                field: "ip",
+                value: requested.to_owned(),
+                why: "not an IPv4 address".into(),
+            })?;
+            self.subnet.with(addr)
+        };
+        let bad = |why: String| AddrError::Invalid {
+            field: "ip",
+            value: requested.to_owned(),
+            why,
+        };
+        if want.prefix != self.subnet.prefix || !self.subnet.contains(want.addr) {
+            return Err(bad(format!("it is outside the VPS subnet {}", self.subnet)));
+        }
+        let ip = want.addr;
+        if ip == self.subnet.network()
+            || ip == self.subnet.broadcast()
+            || ip == self.subnet.gateway()
+        {
+            return Err(bad(format!(
+                "{ip} is the subnet's network, broadcast or gateway address"
+            )));
+        }
+        if let Some((owner, _)) = used.iter().find(|(_, a)| *a == ip) {
+            return Err(AddrError::InUse {
+                addr: ip,
+                owner: owner.clone(),
+            });
+        }
+        Ok(want)
+    }
+
+    /// The lowest free host address after the gateway.
+    pub fn allocate(&self, used: &[(String, Ipv4Addr)]) -> Result<Subnet, AddrError> {
+        let first = u32::from(self.subnet.gateway()) + 1;
+        let last = u32::from(self.subnet.broadcast());
+        (first..last)
+            .map(Ipv4Addr::from)
+            .find(|ip| !used.iter().any(|(_, a)| a == ip))
+            .map(|ip| self.subnet.with(ip))
+            .ok_or(AddrError::Exhausted(self.subnet))
+    }
+}
+
+/// Host-side veth name of VPS number `id` (at most 15 bytes).
+pub fn host_veth(id: u32) -> String {
+    format!("vzh{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NetConfig {
+        NetConfig::new("vzbr0", "10.213.0.0/24").unwrap()
+    }
+
+    #[test]
+    fn subnet_math() {
+        let s = Subnet::parse("subnet", "10.213.7.9/16").unwrap();
+        assert_eq!(s.network(), Ipv4Addr::new(10, 213, 0, 0));
+        assert_eq!(s.broadcast(), Ipv4Addr::new(10, 213, 255, 255));
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 213, 0, 1));
+        assert!(s.contains(Ipv4Addr::new(10, 213, 200, 1)));
+        assert!(!s.contains(Ipv4Addr::new(10, 214, 0, 1)));
+        assert_eq!(s.to_string(), "10.213.7.9/16");
+    }
+
+    #[test]
+    fn malformed_cidrs_name_the_field() {
+        for bad in [
+            "10.0.0.1",
+            "10.0.0.300/24",
+            "10.0.0.1/33",
+            "x/24",
+            "10.0.0.1/4",
+        ] {
+            let e = Subnet::parse("ip", bad).unwrap_err().to_string();
+            assert!(e.contains("ip") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn allocation_skips_used_and_gateway() {
+        let c = cfg();
+        let used = vec![("a".to_owned(), Ipv4Addr::new(10, 213, 0, 2))];
+        assert_eq!(
+            c.allocate(&used).unwrap().addr,
+            Ipv4Addr::new(10, 213, 0, 3)
+        );
+        assert_eq!(c.allocate(&[]).unwrap().to_string(), "10.213.0.2/24");
+    }
+
+    #[test]
+    fn requested_addresses_are_checked() {
+        let c = cfg();
+        let used = vec![("a".to_owned(), Ipv4Addr::new(10, 213, 0, 2))];
+        assert_eq!(
+            c.check("10.213.0.9/24", &used).unwrap().addr,
+            Ipv4Addr::new(10, 213, 0, 9)
+        );
+        assert_eq!(c.check("10.213.0.9", &used).unwrap().prefix, 24);
+        assert!(matches!(
+            c.check("10.213.0.2/24", &used),
+            Err(AddrError::InUse { .. })
+        ));
+        for bad in [
+            "10.99.0.5/24",
+            "10.213.0.1/24",
+            "10.213.0.255/24",
+            "10.213.0.5/16",
+        ] {
+            let e = c.check(bad, &used).unwrap_err().to_string();
+            assert!(e.contains("ip"), "{bad}: {e}");
+        }
+        assert!(NetConfig::new("not a bridge name!", "10.0.0.0/8").is_err());
+        assert_eq!(host_veth(65535), "vzh65535");
+    }
+}
