@@ -11,12 +11,20 @@ pub mod map_names {
     pub const FILE_RULES: &str = "KSAL_FILE_RULES";
     pub const EVENTS: &str = "KSAL_EVENTS";
     pub const EVENTS_DROPPED: &str = "KSAL_EVENTS_DROPPED";
+    pub const VPS_NET: &str = "KSAL_VPS_NET";
+    pub const NET_COUNTERS: &str = "KSAL_NET_COUNTERS";
+    pub const EGRESS_RULES: &str = "KSAL_EGRESS_RULES";
 }
 
 /// Program names (the function names in `ksal-ebpf`).
 pub mod program_names {
     pub const FILE_OPEN: &str = "ksal_file_open";
     pub const CGROUP_PROBE: &str = "ksal_cgroup_probe";
+    pub const SKB_EGRESS: &str = "ksal_skb_egress";
+    pub const SKB_INGRESS: &str = "ksal_skb_ingress";
+    pub const BIND4: &str = "ksal_bind4";
+    pub const CONNECT4: &str = "ksal_connect4";
+    pub const SENDMSG4: &str = "ksal_sendmsg4";
 }
 
 /// Capacity of the VPS table: how many VPSs one host can register.
@@ -123,6 +131,46 @@ pub struct FileRule {
     pub access: u32,
 }
 
+/// Value of `KSAL_VPS_NET`, keyed by the VPS's cgroup v2 id: what the
+/// network guards need to know of it.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct VpsNet {
+    pub vps_id: u32,
+    /// Its IPv4 address, network byte order (as in packets and sockaddrs).
+    pub ipv4_be: u32,
+}
+
+/// Per-CPU traffic counters of one VPS (`KSAL_NET_COUNTERS`, by VPS id).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetCounters {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    /// Egress packets dropped for a source address not the VPS's own.
+    pub spoofed_dropped: u64,
+}
+
+/// LPM key data of `KSAL_EGRESS_RULES`: the VPS id then the IPv4 address,
+/// both big-endian, so a prefix of 32 + n bits matches a VPS's /n network.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EgressKey {
+    pub vps_id_be: u32,
+    pub ipv4_be: u32,
+}
+
+/// An egress deny rule: `port` 0 matches every port.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EgressRule {
+    pub rule_id: u32,
+    /// Destination port, host byte order; 0 = any.
+    pub port: u32,
+}
+
 /// A denial or audit record sent through the `KSAL_EVENTS` ring buffer.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -159,6 +207,14 @@ mod pod {
     unsafe impl aya::Pod for FileRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VpsNet {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::NetCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EgressKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EgressRule {}
 }
 
 #[cfg(test)]
@@ -174,6 +230,10 @@ mod tests {
         assert_eq!(size_of::<FileRuleKey>(), 16);
         assert_eq!(size_of::<FileRule>(), 8);
         assert_eq!(size_of::<Event>(), 24 + 24 + COMM_LEN);
+        assert_eq!(size_of::<VpsNet>(), 8);
+        assert_eq!(size_of::<NetCounters>(), 40);
+        assert_eq!(size_of::<EgressKey>(), 8);
+        assert_eq!(size_of::<EgressRule>(), 8);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod events;
 mod files;
 mod maps;
+mod network;
 mod probe;
 mod scope;
 

@@ -2,10 +2,11 @@
 //! knows the capacity it fills.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use ksal_common::{
-    Config, EVENTS_RINGBUF_BYTES, FileRule, FileRuleKey, MAX_FILE_RULES, MAX_VPS, VpsEntry,
+    Config, EVENTS_RINGBUF_BYTES, EgressKey, EgressRule, FileRule, FileRuleKey, MAX_FILE_RULES,
+    MAX_VPS, NetCounters, VpsEntry, VpsNet,
 };
 
 #[map(name = "KSAL_CONFIG")]
@@ -26,3 +27,16 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RINGBUF_BYTES, 0);
 /// Events that did not fit in the ring buffer, per CPU.
 #[map(name = "KSAL_EVENTS_DROPPED")]
 pub static EVENTS_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// cgroup v2 id of a VPS -> its address; cgroups not in here are the host's.
+#[map(name = "KSAL_VPS_NET")]
+pub static VPS_NET: HashMap<u64, VpsNet> = HashMap::with_max_entries(MAX_VPS, 0);
+
+#[map(name = "KSAL_NET_COUNTERS")]
+pub static NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
+    PerCpuHashMap::with_max_entries(MAX_VPS, 0);
+
+/// (VPS, destination network) -> deny rule, longest prefix first.
+#[map(name = "KSAL_EGRESS_RULES")]
+pub static EGRESS_RULES: LpmTrie<EgressKey, EgressRule> =
+    LpmTrie::with_max_entries(MAX_FILE_RULES, 0);

@@ -297,7 +297,11 @@ impl Daemon {
             if self.vz(&["list"]).is_ok_and(|o| o.status.success()) {
                 return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 self.child = None;
                 anyhow::bail!("the daemon exited with {status}; its log:\n{}", self.log());
             }

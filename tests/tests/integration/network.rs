@@ -114,3 +114,239 @@ fn bad_network_input_is_refused() -> anyhow::Result<()> {
     assert!(err.contains("lo exists but is not a bridge"), "{err}");
     Ok(())
 }
+
+fn net_of(d: &Daemon, vps: &str) -> serde_json::Value {
+    d.status(vps).unwrap()["network"].clone()
+}
+
+#[test]
+fn guards_keep_a_vps_to_its_own_address_and_rules() -> anyhow::Result<()> {
+    let d = Daemon::start("guards")?;
+    let (a, b) = two_networked(&d);
+    let out = d.sh("a", &format!("httpd -f -p {b}:7100"));
+    assert!(!out.status.success(), "binding b's address must fail");
+    let text = stderr(&out);
+    assert!(
+        text.contains("not permitted") || text.contains("not available"),
+        "{text}"
+    );
+    d.sh_ok("a", &format!("httpd -p {a}:7101"));
+    d.sh_ok("a", "httpd -p 0.0.0.0:7102");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let listening = d.sh_ok("a", "netstat -ltn");
+    assert!(
+        listening.contains(&format!("{a}:7101")),
+        "own address: {listening}"
+    );
+    assert!(
+        listening.contains(&format!("{a}:7102")),
+        "the wildcard means its own: {listening}"
+    );
+    let meta = d.sh("a", "nc -w 2 169.254.169.254 80 </dev/null");
+    assert!(!meta.status.success());
+    assert!(
+        stderr(&meta).contains("not permitted"),
+        "metadata denied: {}",
+        stderr(&meta)
+    );
+    let host = d.host_run(&["/bin/busybox", "nc", "-w", "1", "169.254.169.254", "80"])?;
+    assert!(
+        !stderr(&host).contains("not permitted"),
+        "host unaffected: {}",
+        stderr(&host)
+    );
+    Ok(())
+}
+
+#[test]
+fn traffic_counters_move_by_the_bytes_sent() -> anyhow::Result<()> {
+    let d = Daemon::start("counters")?;
+    let (a, _) = two_networked(&d);
+    const BYTES: f64 = 4.0 * 1024.0 * 1024.0;
+    d.sh_ok(
+        "a",
+        "mkdir -p /srv && dd if=/dev/zero of=/srv/blob bs=4096 count=1024 2>/dev/null",
+    );
+    d.sh_ok("a", "httpd -p 0.0.0.0:8080 -h /srv");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (a0, b0) = (net_of(&d, "a"), net_of(&d, "b"));
+    d.sh_ok("b", &format!("wget -q -O /dev/null http://{a}:8080/blob"));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (a1, b1) = (net_of(&d, "a"), net_of(&d, "b"));
+    let delta = |x: &serde_json::Value, y: &serde_json::Value, k: &str| {
+        (y[k].as_u64().unwrap() - x[k].as_u64().unwrap()) as f64
+    };
+    // Packets are counted whole (IP and TCP headers too), as interface
+    // counters are; full-size segments keep that within the 5%.
+    let sent = delta(&a0, &a1, "tx_bytes");
+    let got = delta(&b0, &b1, "rx_bytes");
+    for (what, v) in [("a egress", sent), ("b ingress", got)] {
+        assert!(
+            (v - BYTES).abs() / BYTES < 0.05,
+            "{what} moved by {v} bytes for {BYTES} sent: a {a1} / b {b1}"
+        );
+    }
+    Ok(())
+}
+
+/// Run `work` in a child placed in VPS `vps`'s cgroup and network
+/// namespace (between fork and exec of /bin/true), as a tool inside the VPS
+/// would; its exit status tells whether `work` succeeded.
+fn in_vps_netns(
+    d: &Daemon,
+    vps: &str,
+    work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+) -> std::process::ExitStatus {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+    let pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let procs = std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.cgroup.path.join(vps).join("cgroup.procs"))
+        .unwrap();
+    let (ns_fd, procs_fd) = (netns.as_raw_fd(), procs.as_raw_fd());
+    let mut cmd = std::process::Command::new("/bin/true");
+    // SAFETY: only raw syscalls on prepared buffers between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1
+                || libc::setns(ns_fd, libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            work()
+        });
+    }
+    cmd.status().expect("helper in the VPS")
+}
+
+fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+    // SAFETY: sockaddr_in is plain old data.
+    let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    a.sin_family = libc::AF_INET as u16;
+    a.sin_port = port.to_be();
+    a.sin_addr.s_addr = u32::from_ne_bytes(ip.octets());
+    a
+}
+
+/// Send one raw UDP datagram from inside `vps` with source address `src`.
+fn send_raw_udp(d: &Daemon, vps: &str, src: &str, dst: &str, port: u16, payload: &[u8]) {
+    let (s, t): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let mut pkt = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+    pkt.extend(s.octets());
+    pkt.extend(t.octets());
+    pkt.extend(40000u16.to_be_bytes());
+    pkt.extend(port.to_be_bytes());
+    pkt.extend(((8 + payload.len()) as u16).to_be_bytes());
+    pkt.extend([0, 0]);
+    pkt.extend(payload);
+    let total = pkt.len() as u16;
+    pkt[2..4].copy_from_slice(&total.to_be_bytes());
+    let to = sockaddr(t, 0);
+    let status = in_vps_netns(d, vps, move || {
+        // SAFETY: raw socket calls on buffers that live through them.
+        unsafe {
+            let sock = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            if sock < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::sendto(
+                sock,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            );
+            libc::close(sock);
+        }
+        Ok(())
+    });
+    assert!(status.success(), "raw sender failed: {status}");
+}
+
+/// Wait up to 3 s for one UDP datagram on `port` inside `vps`; what arrived.
+fn recv_udp(d: &Daemon, vps: &str, port: u16) -> std::thread::JoinHandle<Vec<u8>> {
+    use std::os::fd::AsRawFd as _;
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let w_fd = w.as_raw_fd();
+    let d_status_pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
+    let netns = format!("/proc/{d_status_pid}/ns/net");
+    let procs = d.cgroup.path.join(vps).join("cgroup.procs");
+    std::thread::spawn(move || {
+        use std::os::unix::process::CommandExt as _;
+        let netns = std::fs::File::open(netns).unwrap();
+        let procs = std::fs::OpenOptions::new().write(true).open(procs).unwrap();
+        let (ns_fd, procs_fd) = (netns.as_raw_fd(), procs.as_raw_fd());
+        let here = sockaddr(std::net::Ipv4Addr::UNSPECIFIED, port);
+        let mut cmd = std::process::Command::new("/bin/true");
+        // SAFETY: only raw syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1
+                    || libc::setns(ns_fd, libc::CLONE_NEWNET) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+                let tv = libc::timeval {
+                    tv_sec: 3,
+                    tv_usec: 0,
+                };
+                libc::setsockopt(
+                    sock,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const tv).cast(),
+                    size_of::<libc::timeval>() as u32,
+                );
+                if libc::bind(
+                    sock,
+                    (&raw const here).cast(),
+                    size_of::<libc::sockaddr_in>() as u32,
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let mut buf = [0u8; 256];
+                let n = libc::recv(sock, buf.as_mut_ptr().cast(), buf.len(), 0);
+                if n > 0 {
+                    libc::write(w_fd, buf.as_ptr().cast(), n as usize);
+                }
+                Ok(())
+            });
+        }
+        let status = cmd.status().expect("udp receiver");
+        drop(w);
+        assert!(status.success(), "udp receiver failed: {status}");
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut got).unwrap();
+        got
+    })
+}
+
+#[test]
+fn forged_source_packets_are_dropped_and_counted() -> anyhow::Result<()> {
+    let d = Daemon::start("spoof")?;
+    let (a, b) = two_networked(&d);
+    let before = net_of(&d, "a")["spoofed_dropped"].as_u64().unwrap();
+    let control = recv_udp(&d, "b", 9000);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    send_raw_udp(&d, "a", &a, &b, 9000, b"control");
+    assert_eq!(
+        control.join().unwrap(),
+        b"control",
+        "a packet with a's own source arrives"
+    );
+    let forged = recv_udp(&d, "b", 9001);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    send_raw_udp(&d, "a", &b, &b, 9001, b"forged");
+    assert!(
+        forged.join().unwrap().is_empty(),
+        "the forged packet must not reach b"
+    );
+    let after = net_of(&d, "a")["spoofed_dropped"].as_u64().unwrap();
+    assert_eq!(after, before + 1, "the drop is counted");
+    Ok(())
+}

@@ -74,7 +74,13 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         }
         Err(e) => {
             tracing::warn!("KSAL LSM hooks unavailable, VPSs run without LSM enforcement: {e}");
-            None
+            match Ksal::load_cgroup_only(cgroups.vps_level()) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::error!("KSAL cgroup guards unavailable too: {e}");
+                    None
+                }
+            }
         }
     };
     let exe = std::env::current_exe()

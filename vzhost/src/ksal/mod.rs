@@ -9,10 +9,19 @@ use std::{os::unix::fs::MetadataExt as _, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{Lsm, ProgramError},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
+        lpm_trie::Key as LpmKey,
+    },
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
+        cgroup_skb::CgroupSkbLinkId, cgroup_sock_addr::CgroupSockAddrLinkId,
+    },
 };
-use ksal_common::{Config, FileRule, FileRuleKey, VpsEntry, kernel_dev, map_names, program_names};
+use ksal_common::{
+    Config, EgressKey, EgressRule, FileRule, FileRuleKey, NetCounters, VpsEntry, VpsNet,
+    kernel_dev, map_names, program_names,
+};
 
 pub use events::{EventReader, KsalEvent};
 
@@ -71,15 +80,69 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> KsalError {
     move |source| KsalError::Map { map, source }
 }
 
+/// cgroup_skb programs attached to every VPS cgroup.
+const CGROUP_SKB: [(&str, &str); 2] = [
+    (program_names::SKB_EGRESS, "cgroup_skb/egress"),
+    (program_names::SKB_INGRESS, "cgroup_skb/ingress"),
+];
+/// cgroup sock_addr programs attached to every VPS cgroup.
+const SOCK_ADDR: [(&str, &str); 3] = [
+    (program_names::BIND4, "cgroup/bind4"),
+    (program_names::CONNECT4, "cgroup/connect4"),
+    (program_names::SENDMSG4, "cgroup/sendmsg4"),
+];
+/// Rule id of the default deny of the link-local metadata address.
+pub const RULE_METADATA: u32 = 1;
+const METADATA_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
+
+/// The links that tie the guards to one VPS cgroup.
+struct Guards {
+    skb: Vec<(&'static str, CgroupSkbLinkId)>,
+    sock: Vec<(&'static str, CgroupSockAddrLinkId)>,
+}
+
 /// The loaded and attached KSAL.
 pub struct Ksal {
     ebpf: Ebpf,
+    /// By cgroup id.
+    guards: std::collections::HashMap<u64, Guards>,
+}
+
+fn cgroup_skb<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+    hook: &'static str,
+) -> Result<&'a mut CgroupSkb> {
+    ebpf.program_mut(program)
+        .ok_or(KsalError::NoProgram(program))?
+        .try_into()
+        .map_err(program_error(program, hook))
+}
+
+fn sock_addr<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+    hook: &'static str,
+) -> Result<&'a mut CgroupSockAddr> {
+    ebpf.program_mut(program)
+        .ok_or(KsalError::NoProgram(program))?
+        .try_into()
+        .map_err(program_error(program, hook))
 }
 
 impl Ksal {
     /// Load the KSAL, configure it for this kernel, and attach the LSM hooks.
     /// VPS cgroups sit at `vps_cgroup_level` in the cgroup v2 hierarchy.
     pub fn load(vps_cgroup_level: u32) -> Result<Self> {
+        Self::load_inner(vps_cgroup_level, true)
+    }
+
+    /// The cgroup programs only, for hosts that refuse BPF LSM programs.
+    pub fn load_cgroup_only(vps_cgroup_level: u32) -> Result<Self> {
+        Self::load_inner(vps_cgroup_level, false)
+    }
+
+    fn load_inner(vps_cgroup_level: u32, lsm: bool) -> Result<Self> {
         let layout = btf::Btf::from_sys_fs()?.kernel_layout()?;
         let mut ebpf = EbpfLoader::new().load(KSAL_OBJECT)?;
         {
@@ -97,14 +160,29 @@ impl Ksal {
                 .set(0, value, 0)
                 .map_err(map_err(map_names::CONFIG))?;
         }
-        attach_lsm(
-            &mut ebpf,
-            program_names::FILE_OPEN,
-            "file_open",
-            &kernel_btf()?,
-        )?;
-        tracing::info!(vps_cgroup_level, ?layout, "KSAL loaded");
-        Ok(Self { ebpf })
+        if lsm {
+            attach_lsm(
+                &mut ebpf,
+                program_names::FILE_OPEN,
+                "file_open",
+                &kernel_btf()?,
+            )?;
+        }
+        for (program, hook) in CGROUP_SKB {
+            cgroup_skb(&mut ebpf, program, hook)?
+                .load()
+                .map_err(program_error(program, hook))?;
+        }
+        for (program, hook) in SOCK_ADDR {
+            sock_addr(&mut ebpf, program, hook)?
+                .load()
+                .map_err(program_error(program, hook))?;
+        }
+        tracing::info!(vps_cgroup_level, ?layout, lsm, "KSAL loaded");
+        Ok(Self {
+            ebpf,
+            guards: std::collections::HashMap::new(),
+        })
     }
 
     fn vps_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsEntry>> {
@@ -154,6 +232,150 @@ impl Ksal {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(map_names::FILE_RULES)(e)),
         }
+    }
+
+    /// Attach the network guards to VPS `vps_id`'s cgroup (before its first
+    /// process runs) and tell them its address; deny the link-local
+    /// metadata address by default.
+    pub fn attach_guards(
+        &mut self,
+        cgroup_dir: &Path,
+        cgroup_id: u64,
+        vps_id: u32,
+        ipv4: Option<std::net::Ipv4Addr>,
+    ) -> Result<()> {
+        let dir = std::fs::File::open(cgroup_dir).map_err(|source| KsalError::Path {
+            path: cgroup_dir.display().to_string(),
+            source,
+        })?;
+        let net = VpsNet {
+            vps_id,
+            ipv4_be: ipv4.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+        };
+        self.net_map()?
+            .insert(cgroup_id, net, 0)
+            .map_err(map_err(map_names::VPS_NET))?;
+        self.deny_egress(vps_id, METADATA_ADDR, 32, 0, RULE_METADATA)?;
+        let mut guards = Guards {
+            skb: Vec::new(),
+            sock: Vec::new(),
+        };
+        for (program, hook) in CGROUP_SKB {
+            let kind = if hook.ends_with("egress") {
+                CgroupSkbAttachType::Egress
+            } else {
+                CgroupSkbAttachType::Ingress
+            };
+            let link = cgroup_skb(&mut self.ebpf, program, hook)?
+                .attach(&dir, kind, CgroupAttachMode::Single)
+                .map_err(program_error(program, hook))?;
+            guards.skb.push((program, link));
+        }
+        for (program, hook) in SOCK_ADDR {
+            let link = sock_addr(&mut self.ebpf, program, hook)?
+                .attach(&dir, CgroupAttachMode::Single)
+                .map_err(program_error(program, hook))?;
+            guards.sock.push((program, link));
+        }
+        self.guards.insert(cgroup_id, guards);
+        Ok(())
+    }
+
+    /// Detach VPS `vps_id`'s guards and forget its address and rules.
+    pub fn detach_guards(&mut self, cgroup_id: u64, vps_id: u32) {
+        if let Some(g) = self.guards.remove(&cgroup_id) {
+            for (program, link) in g.skb {
+                if let Ok(p) = cgroup_skb(&mut self.ebpf, program, "cgroup_skb") {
+                    let _ = p.detach(link);
+                }
+            }
+            for (program, link) in g.sock {
+                if let Ok(p) = sock_addr(&mut self.ebpf, program, "cgroup/sock_addr") {
+                    let _ = p.detach(link);
+                }
+            }
+        }
+        if let Ok(mut m) = self.net_map() {
+            let _ = m.remove(&cgroup_id);
+        }
+        let _ = self.allow_egress(vps_id, METADATA_ADDR, 32);
+    }
+
+    fn net_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsNet>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::VPS_NET)
+            .ok_or(KsalError::NoMap(map_names::VPS_NET))?;
+        HashMap::try_from(map).map_err(map_err(map_names::VPS_NET))
+    }
+
+    fn egress_rules(&mut self) -> Result<LpmTrie<&mut MapData, EgressKey, EgressRule>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::EGRESS_RULES)
+            .ok_or(KsalError::NoMap(map_names::EGRESS_RULES))?;
+        LpmTrie::try_from(map).map_err(map_err(map_names::EGRESS_RULES))
+    }
+
+    fn egress_key(vps_id: u32, net: std::net::Ipv4Addr, prefix: u8) -> LpmKey<EgressKey> {
+        LpmKey::new(
+            32 + u32::from(prefix),
+            EgressKey {
+                vps_id_be: vps_id.to_be(),
+                ipv4_be: u32::from_ne_bytes(net.octets()),
+            },
+        )
+    }
+
+    /// Deny VPS `vps_id` connections and datagrams to `net/prefix` (on
+    /// `port`, or any port with 0).
+    pub fn deny_egress(
+        &mut self,
+        vps_id: u32,
+        net: std::net::Ipv4Addr,
+        prefix: u8,
+        port: u16,
+        rule_id: u32,
+    ) -> Result<()> {
+        let key = Self::egress_key(vps_id, net, prefix);
+        let rule = EgressRule {
+            rule_id,
+            port: u32::from(port),
+        };
+        self.egress_rules()?
+            .insert(&key, rule, 0)
+            .map_err(map_err(map_names::EGRESS_RULES))
+    }
+
+    pub fn allow_egress(&mut self, vps_id: u32, net: std::net::Ipv4Addr, prefix: u8) -> Result<()> {
+        let key = Self::egress_key(vps_id, net, prefix);
+        match self.egress_rules()?.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::EGRESS_RULES)(e)),
+        }
+    }
+
+    /// Traffic counters of VPS `vps_id`, summed over CPUs.
+    pub fn net_counters(&self, vps_id: u32) -> Result<NetCounters> {
+        let map = self
+            .ebpf
+            .map(map_names::NET_COUNTERS)
+            .ok_or(KsalError::NoMap(map_names::NET_COUNTERS))?;
+        let counters: PerCpuHashMap<&MapData, u32, NetCounters> =
+            PerCpuHashMap::try_from(map).map_err(map_err(map_names::NET_COUNTERS))?;
+        let per_cpu = match counters.get(&vps_id, 0) {
+            Ok(v) => v,
+            Err(MapError::KeyNotFound) => return Ok(NetCounters::default()),
+            Err(e) => return Err(map_err(map_names::NET_COUNTERS)(e)),
+        };
+        Ok(per_cpu.iter().fold(NetCounters::default(), |mut sum, c| {
+            sum.rx_bytes += c.rx_bytes;
+            sum.rx_packets += c.rx_packets;
+            sum.tx_bytes += c.tx_bytes;
+            sum.tx_packets += c.tx_packets;
+            sum.spoofed_dropped += c.spoofed_dropped;
+            sum
+        }))
     }
 
     /// Take the event stream; there is one reader per loaded KSAL.
@@ -253,7 +475,6 @@ pub fn probe_lsm() -> Result<()> {
 /// Load the probe cgroup_skb program and attach it to `cgroup_dir` (a
 /// cgroup v2 directory the caller created), then detach it.
 pub fn probe_cgroup_attach(cgroup_dir: &Path) -> Result<()> {
-    use aya::programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType};
     let program = program_names::CGROUP_PROBE;
     let hook = "cgroup_skb/egress";
     let wrap = program_error(program, hook);

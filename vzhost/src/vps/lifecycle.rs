@@ -108,6 +108,18 @@ pub struct VpsStatus {
     pub template: String,
     pub limits: Limits,
     pub init_pid: Option<u32>,
+    /// Traffic seen by the KSAL guards while it runs.
+    pub network: Option<NetStats>,
+}
+
+/// A VPS's traffic counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub spoofed_dropped: u64,
 }
 
 const DEFAULT_TEMPLATE: &str = crate::rootfs::BUILTIN_BUSYBOX;
@@ -273,6 +285,9 @@ impl Host {
             // Registered before the VPS's first process runs.
             let id = cgroup.id().map_err(Self::cgroup_err(name))?;
             ksal.register_vps(id, spec.id, ksal_common::mode::ENFORCE)
+                .and_then(|()| {
+                    ksal.attach_guards(cgroup.v2_path(), id, spec.id, spec.ip.map(|ip| ip.addr))
+                })
                 .map_err(|source| LifecycleError::Ksal {
                     name: name.to_string(),
                     source: Box::new(source),
@@ -353,8 +368,10 @@ impl Host {
         {
             tracing::warn!(vps = %name, %e, "cannot remove its veth");
         }
-        if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id()) {
+        if let (Some(ksal), Ok(id), Ok(spec)) = (&mut self.ksal, cgroup.id(), self.store.load(name))
+        {
             let _ = ksal.unregister_vps(id);
+            ksal.detach_guards(id, spec.id);
         }
         if let Err(e) = cgroup.remove() {
             tracing::warn!(vps = %name, %e, "cannot remove cgroups");
@@ -476,7 +493,18 @@ impl Host {
                         "stopped"
                     }
                     .into(),
-                    init_pid: runtime.map(|r| r.init_pid),
+                    init_pid: runtime.as_ref().map(|r| r.init_pid),
+                    network: runtime
+                        .as_ref()
+                        .and(self.ksal.as_ref())
+                        .and_then(|k| k.net_counters(spec.id).ok())
+                        .map(|c| NetStats {
+                            rx_bytes: c.rx_bytes,
+                            rx_packets: c.rx_packets,
+                            tx_bytes: c.tx_bytes,
+                            tx_packets: c.tx_packets,
+                            spoofed_dropped: c.spoofed_dropped,
+                        }),
                     name: spec.name.to_string(),
                     ip: spec.ip.map(|ip| ip.to_string()),
                     hostname: spec.hostname,
@@ -629,6 +657,11 @@ impl Host {
             if self.live_runtime(&spec.name).is_some() {
                 if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id()) {
                     let _ = ksal.register_vps(id, spec.id, ksal_common::mode::ENFORCE);
+                    if let Err(e) =
+                        ksal.attach_guards(cgroup.v2_path(), id, spec.id, spec.ip.map(|ip| ip.addr))
+                    {
+                        tracing::error!(vps = %spec.name, %e, "cannot re-attach its network guards");
+                    }
                 }
                 tracing::info!(vps = %spec.name, "adopted running VPS");
                 adopted.push(spec.name.to_string());

@@ -1,0 +1,134 @@
+//! Network guards on cgroup hooks: per-VPS traffic counters, egress
+//! anti-spoofing, bind only to the VPS's own address, egress deny rules.
+//! cgroup programs return 1 to allow and 0 to deny.
+use aya_ebpf::{
+    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id},
+    macros::{cgroup_skb, cgroup_sock_addr},
+    maps::lpm_trie::Key,
+    programs::{SkBuffContext, SockAddrContext},
+};
+use ksal_common::{EgressKey, NetCounters, VpsNet};
+
+use crate::maps::{CONFIG, EGRESS_RULES, NET_COUNTERS, VPS_NET};
+
+const ALLOW: i32 = 1;
+const DENY: i32 = 0;
+/// skb->protocol holds the big-endian ethertype in its low 16 bits.
+const ETH_P_IP_SKB: u32 = 0x0800u16.to_be() as u32;
+/// 127.0.0.0/8 in network byte order, as read on little-endian.
+const LOOPBACK_NET_LE: u32 = 0x7f;
+
+fn level() -> Option<i32> {
+    let c = CONFIG.get(0)?;
+    (c.ready != 0).then_some(c.vps_cgroup_level as i32)
+}
+
+fn vps_of_skb(ctx: &SkBuffContext) -> Option<&'static VpsNet> {
+    // SAFETY: the helper takes the program's own skb pointer.
+    let cg = unsafe { bpf_skb_ancestor_cgroup_id(ctx.skb.skb.cast(), level()?) };
+    // SAFETY: plain-integer values, replaced whole by the host.
+    unsafe { VPS_NET.get(cg) }
+}
+
+fn vps_of_task() -> Option<&'static VpsNet> {
+    // SAFETY: plain helper call.
+    let cg = unsafe { bpf_get_current_ancestor_cgroup_id(level()?) };
+    // SAFETY: as above.
+    unsafe { VPS_NET.get(cg) }
+}
+
+fn count(vps: &VpsNet, f: impl FnOnce(&mut NetCounters)) {
+    if let Some(c) = NET_COUNTERS.get_ptr_mut(vps.vps_id) {
+        // SAFETY: a per-CPU slot, ours for the program's run.
+        f(unsafe { &mut *c });
+    } else {
+        let mut fresh = NetCounters::default();
+        f(&mut fresh);
+        let _ = NET_COUNTERS.insert(vps.vps_id, fresh, 0);
+    }
+}
+
+#[cgroup_skb]
+pub fn ksal_skb_egress(ctx: SkBuffContext) -> i32 {
+    let Some(vps) = vps_of_skb(&ctx) else {
+        return ALLOW;
+    };
+    let len = u64::from(ctx.len());
+    if ctx.skb.protocol() == ETH_P_IP_SKB && vps.ipv4_be != 0 {
+        // cgroup_skb data starts at the IP header; saddr is at byte 12.
+        if let Ok(saddr) = ctx.load::<u32>(12)
+            && saddr != vps.ipv4_be
+            && saddr & 0xff != LOOPBACK_NET_LE
+        {
+            count(vps, |c| c.spoofed_dropped += 1);
+            return DENY;
+        }
+    }
+    count(vps, |c| {
+        c.tx_bytes += len;
+        c.tx_packets += 1;
+    });
+    ALLOW
+}
+
+#[cgroup_skb]
+pub fn ksal_skb_ingress(ctx: SkBuffContext) -> i32 {
+    if let Some(vps) = vps_of_skb(&ctx) {
+        let len = u64::from(ctx.len());
+        count(vps, |c| {
+            c.rx_bytes += len;
+            c.rx_packets += 1;
+        });
+    }
+    ALLOW
+}
+
+/// A VPS binds its own address or loopback; the wildcard becomes its own.
+#[cgroup_sock_addr(bind4)]
+pub fn ksal_bind4(ctx: SockAddrContext) -> i32 {
+    let Some(vps) = vps_of_task() else {
+        return ALLOW;
+    };
+    // SAFETY: the context pointer is valid for the program's run.
+    let addr = unsafe { &mut *ctx.sock_addr };
+    let ip = addr.user_ip4;
+    if ip == vps.ipv4_be || ip & 0xff == LOOPBACK_NET_LE {
+        return ALLOW;
+    }
+    if ip == 0 && vps.ipv4_be != 0 {
+        addr.user_ip4 = vps.ipv4_be;
+        return ALLOW;
+    }
+    DENY
+}
+
+fn egress_allowed(ctx: &SockAddrContext) -> i32 {
+    let Some(vps) = vps_of_task() else {
+        return ALLOW;
+    };
+    // SAFETY: the context pointer is valid for the program's run.
+    let (ip, port_be) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
+    let key = Key::new(
+        64,
+        EgressKey {
+            vps_id_be: vps.vps_id.to_be(),
+            ipv4_be: ip,
+        },
+    );
+    match EGRESS_RULES.get(key) {
+        Some(rule) if rule.port == 0 || rule.port == u32::from(u16::from_be(port_be as u16)) => {
+            DENY
+        }
+        _ => ALLOW,
+    }
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn ksal_connect4(ctx: SockAddrContext) -> i32 {
+    egress_allowed(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn ksal_sendmsg4(ctx: SockAddrContext) -> i32 {
+    egress_allowed(&ctx)
+}
