@@ -45,9 +45,17 @@ impl DemoHost {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // SAFETY: only a write to cgroupfs between fork and exec.
+        // SAFETY: a write to cgroupfs and unshare(2) between fork and exec:
+        // the demo's daemon gets a network namespace of its own, so its
+        // bridge and veths never touch this machine's interfaces.
         unsafe {
-            cmd.pre_exec(move || fs::write(&procs, "0"));
+            cmd.pre_exec(move || {
+                fs::write(&procs, "0")?;
+                if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
         host.daemon = Some(cmd.spawn().context("start vzhost daemon")?);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -153,6 +161,18 @@ fn partitions(vzhost: &Path) -> anyhow::Result<()> {
     host.sh("db", "echo secret > /root/data; ls -l /root/data")?;
     let seen = host.show(&["exec", "web", "--", "ls", "/root/data"])?;
     println!("(web cannot see db's file: exit {seen})");
+    println!("\n-- each has its own address on the bridge; the KSAL keeps it to that address --");
+    host.sh("db", "httpd -p 0.0.0.0:80 -h /root && echo db serves /root")?;
+    let list: serde_json::Value = serde_json::from_str(&host.quiet(&["list", "-o", "json"])?)?;
+    let db_ip = list
+        .as_array()
+        .and_then(|l| l.iter().find(|v| v["name"] == "db"))
+        .and_then(|v| v["ip"].as_str())
+        .and_then(|ip| ip.split('/').next())
+        .context("db has no address")?
+        .to_owned();
+    host.sh("web", &format!("echo \"web fetched: $(wget -q -O - http://{db_ip}/data)\""))?;
+    host.sh("web", "ip -4 addr show eth0 | grep inet; nc -w 2 169.254.169.254 80 </dev/null; echo \"metadata address: exit $?\"")?;
     println!("\n-- a fork bomb in web stops at its pids limit of 30; db is unaffected --");
     host.sh(
         "web",
