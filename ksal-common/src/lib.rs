@@ -25,6 +25,9 @@ pub mod program_names {
     pub const BIND4: &str = "ksal_bind4";
     pub const CONNECT4: &str = "ksal_connect4";
     pub const SENDMSG4: &str = "ksal_sendmsg4";
+    pub const BIND6: &str = "ksal_bind6";
+    pub const CONNECT6: &str = "ksal_connect6";
+    pub const SENDMSG6: &str = "ksal_sendmsg6";
 }
 
 /// Capacity of the VPS table: how many VPSs one host can register.

@@ -102,12 +102,20 @@ pub fn ksal_bind4(ctx: SockAddrContext) -> i32 {
     DENY
 }
 
-fn egress_allowed(ctx: &SockAddrContext) -> i32 {
+/// `::ffff:0:0/96` words 0..3 as read on little-endian.
+const V4_MAPPED_WORD2: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The IPv4 address inside a v4-mapped IPv6 address, if it is one.
+fn v4_mapped(ip6: &[u32; 4]) -> Option<u32> {
+    (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == V4_MAPPED_WORD2).then_some(ip6[3])
+}
+
+fn egress_allowed(ctx: &SockAddrContext, ip: u32) -> i32 {
     let Some(vps) = vps_of_task() else {
         return ALLOW;
     };
     // SAFETY: the context pointer is valid for the program's run.
-    let (ip, port_be) = unsafe { ((*ctx.sock_addr).user_ip4, (*ctx.sock_addr).user_port) };
+    let port_be = unsafe { (*ctx.sock_addr).user_port };
     let key = Key::new(
         64,
         EgressKey {
@@ -123,12 +131,55 @@ fn egress_allowed(ctx: &SockAddrContext) -> i32 {
     }
 }
 
+fn ip4(ctx: &SockAddrContext) -> u32 {
+    // SAFETY: the context pointer is valid for the program's run.
+    unsafe { (*ctx.sock_addr).user_ip4 }
+}
+
+fn ip6(ctx: &SockAddrContext) -> [u32; 4] {
+    // SAFETY: as above; user_ip6 is read one aligned word at a time.
+    unsafe {
+        let a = &*ctx.sock_addr;
+        [a.user_ip6[0], a.user_ip6[1], a.user_ip6[2], a.user_ip6[3]]
+    }
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn ksal_connect4(ctx: SockAddrContext) -> i32 {
-    egress_allowed(&ctx)
+    egress_allowed(&ctx, ip4(&ctx))
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn ksal_sendmsg4(ctx: SockAddrContext) -> i32 {
-    egress_allowed(&ctx)
+    egress_allowed(&ctx, ip4(&ctx))
+}
+
+/// IPv6 sockets reach IPv4 through v4-mapped addresses: the same rules
+/// apply to them. (VPSs have no IPv6 address of their own yet.)
+#[cgroup_sock_addr(connect6)]
+pub fn ksal_connect6(ctx: SockAddrContext) -> i32 {
+    v4_mapped(&ip6(&ctx)).map_or(ALLOW, |ip| egress_allowed(&ctx, ip))
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn ksal_sendmsg6(ctx: SockAddrContext) -> i32 {
+    v4_mapped(&ip6(&ctx)).map_or(ALLOW, |ip| egress_allowed(&ctx, ip))
+}
+
+/// IPv6 binds: the wildcard, loopback, or the VPS's own address mapped.
+#[cgroup_sock_addr(bind6)]
+pub fn ksal_bind6(ctx: SockAddrContext) -> i32 {
+    let Some(vps) = vps_of_task() else {
+        return ALLOW;
+    };
+    let a = ip6(&ctx);
+    let wildcard = a == [0, 0, 0, 0];
+    let loopback = a == [0, 0, 0, 1u32.to_be()];
+    let own = v4_mapped(&a)
+        .is_some_and(|ip| ip == vps.ipv4_be || ip == 0 || ip & 0xff == LOOPBACK_NET_LE);
+    if wildcard || loopback || own {
+        ALLOW
+    } else {
+        DENY
+    }
 }

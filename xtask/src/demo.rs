@@ -171,7 +171,10 @@ fn partitions(vzhost: &Path) -> anyhow::Result<()> {
         .and_then(|ip| ip.split('/').next())
         .context("db has no address")?
         .to_owned();
-    host.sh("web", &format!("echo \"web fetched: $(wget -q -O - http://{db_ip}/data)\""))?;
+    host.sh(
+        "web",
+        &format!("echo \"web fetched: $(wget -q -O - http://{db_ip}/data)\""),
+    )?;
     host.sh("web", "ip -4 addr show eth0 | grep inet; nc -w 2 169.254.169.254 80 </dev/null; echo \"metadata address: exit $?\"")?;
     println!("\n-- a fork bomb in web stops at its pids limit of 30; db is unaffected --");
     host.sh(

@@ -149,6 +149,28 @@ fn guards_keep_a_vps_to_its_own_address_and_rules() -> anyhow::Result<()> {
         "metadata denied: {}",
         stderr(&meta)
     );
+    // Through an IPv6 socket (v4-mapped) the same rule holds, and a
+    // foreign IPv6 address cannot be bound.
+    assert!(
+        in_vps_netns(&d, "a", || v6_errno(
+            libc::connect,
+            "::ffff:169.254.169.254",
+            80,
+            libc::EPERM
+        ))
+        .success(),
+        "connect6 to the mapped metadata address must be EPERM"
+    );
+    assert!(
+        in_vps_netns(&d, "a", || v6_errno(
+            libc::bind,
+            "2001:db8::1",
+            7300,
+            libc::EPERM
+        ))
+        .success(),
+        "bind6 to a foreign address must be EPERM"
+    );
     let host = d.host_run(&["/bin/busybox", "nc", "-w", "1", "169.254.169.254", "80"])?;
     assert!(
         !stderr(&host).contains("not permitted"),
@@ -218,6 +240,36 @@ fn in_vps_netns(
         });
     }
     cmd.status().expect("helper in the VPS")
+}
+
+/// `call` (connect or bind) on a new IPv6 stream socket to `addr`:`port`;
+/// Ok when it fails with `want`.
+fn v6_errno(
+    call: unsafe extern "C" fn(libc::c_int, *const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+    addr: &str,
+    port: u16,
+    want: i32,
+) -> std::io::Result<()> {
+    let ip: std::net::Ipv6Addr = addr.parse().expect("IPv6 literal");
+    // SAFETY: socket calls on a zeroed, filled sockaddr_in6 that outlives them.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET6, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_port = port.to_be();
+        sa.sin6_addr.s6_addr = ip.octets();
+        let r = call(
+            sock,
+            (&raw const sa).cast(),
+            size_of::<libc::sockaddr_in6>() as u32,
+        );
+        let err = std::io::Error::last_os_error();
+        libc::close(sock);
+        if r == 0 || err.raw_os_error() != Some(want) {
+            return Err(std::io::Error::other("unexpected result"));
+        }
+    }
+    Ok(())
 }
 
 fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {

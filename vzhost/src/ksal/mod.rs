@@ -86,10 +86,13 @@ const CGROUP_SKB: [(&str, &str); 2] = [
     (program_names::SKB_INGRESS, "cgroup_skb/ingress"),
 ];
 /// cgroup sock_addr programs attached to every VPS cgroup.
-const SOCK_ADDR: [(&str, &str); 3] = [
+const SOCK_ADDR: [(&str, &str); 6] = [
     (program_names::BIND4, "cgroup/bind4"),
     (program_names::CONNECT4, "cgroup/connect4"),
     (program_names::SENDMSG4, "cgroup/sendmsg4"),
+    (program_names::BIND6, "cgroup/bind6"),
+    (program_names::CONNECT6, "cgroup/connect6"),
+    (program_names::SENDMSG6, "cgroup/sendmsg6"),
 ];
 /// Rule id of the default deny of the link-local metadata address.
 pub const RULE_METADATA: u32 = 1;
