@@ -120,6 +120,24 @@ pub fn run_in_cgroup(dir: &Path, argv: &[&str]) -> anyhow::Result<Output> {
     Ok(out)
 }
 
+/// Run `argv` in the network namespace `ns`.
+pub fn run_in_netns(ns: &fs::File, argv: &[&str]) -> anyhow::Result<Output> {
+    let ns_fd = ns.as_raw_fd();
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..]).stdin(std::process::Stdio::null());
+    // SAFETY: only setns(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output()
+        .with_context(|| format!("run {argv:?} in a test network namespace"))
+}
+
 /// A new network namespace, held open by the returned file (made by a
 /// short-lived child so this process's own namespace is untouched).
 pub fn new_netns() -> anyhow::Result<fs::File> {
@@ -312,20 +330,12 @@ impl Daemon {
 
     /// Run `argv` on "the host": in the daemon's network namespace.
     pub fn host_run(&self, argv: &[&str]) -> anyhow::Result<Output> {
-        let ns_fd = self.netns.as_ref().context("no daemon netns")?.as_raw_fd();
-        let mut cmd = Command::new(argv[0]);
-        cmd.args(&argv[1..]).stdin(std::process::Stdio::null());
-        // SAFETY: only setns(2) between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd.output()
-            .with_context(|| format!("run {argv:?} in the daemon's netns"))
+        run_in_netns(self.netns.as_ref().context("no daemon netns")?, argv)
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     pub fn log(&self) -> String {

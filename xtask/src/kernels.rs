@@ -26,6 +26,9 @@ pub const VM_MODULES: &[&str] = &[
     "xfs",
     "virtio_pci",
     "virtio_blk",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_masq",
 ];
 
 pub fn cache_dir() -> PathBuf {

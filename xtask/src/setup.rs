@@ -22,6 +22,8 @@ pub const PACKAGES: &[&str] = &[
     "xfsprogs",
     "iproute2",
     "kmod",
+    // optional NAT for VPSs
+    "nftables",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

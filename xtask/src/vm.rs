@@ -304,6 +304,8 @@ const HOST_TOOLS: &[&str] = &[
     "/usr/sbin/mke2fs",
     "/usr/sbin/resize2fs",
     "/usr/sbin/mkfs.xfs",
+    "/usr/sbin/nft",
+    "/usr/bin/ip",
 ];
 
 fn initramfs(

@@ -1,6 +1,7 @@
 //! VPS networking: own addresses on the bridge, reachability between VPSs
 //! and from the host, teardown, bad input. The daemon always runs in a
 //! network namespace the test made, so nothing reaches a real interface.
+use anyhow::Context as _;
 use vzhost_tests::{Daemon, stderr};
 
 fn ip_of(d: &Daemon, vps: &str) -> String {
@@ -400,5 +401,108 @@ fn forged_source_packets_are_dropped_and_counted() -> anyhow::Result<()> {
     );
     let after = net_of(&d, "a")["spoofed_dropped"].as_u64().unwrap();
     assert_eq!(after, before + 1, "the drop is counted");
+    Ok(())
+}
+
+/// Whether VPS a reaches a server on a test-made "outside" network that
+/// has no route back to the VPS subnet (so only NAT can make it work).
+fn outside_reachable(nat: bool) -> anyhow::Result<bool> {
+    let args: &[&str] = if nat { &["--nat"] } else { &[] };
+    let d = Daemon::start_with(
+        if nat { "nat-on" } else { "nat-off" },
+        &std::env::temp_dir(),
+        args,
+    )?;
+    d.ok(&["create", "a"]);
+    d.ok(&["start", "a"]);
+    let wan = vzhost_tests::new_netns()?;
+    let pid = d.pid().context("daemon pid")?.to_string();
+    let in_wan = |argv: &[&str]| {
+        let out = vzhost_tests::run_in_netns(&wan, argv).unwrap();
+        assert!(out.status.success(), "{argv:?} in wan: {}", stderr(&out));
+    };
+    in_wan(&[
+        "/usr/bin/ip",
+        "link",
+        "add",
+        "wan0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "up0",
+        "netns",
+        &pid,
+    ]);
+    in_wan(&[
+        "/usr/bin/ip",
+        "addr",
+        "add",
+        "198.51.100.2/24",
+        "dev",
+        "wan0",
+    ]);
+    in_wan(&["/usr/bin/ip", "link", "set", "wan0", "up"]);
+    for argv in [
+        [
+            "/usr/bin/ip",
+            "addr",
+            "add",
+            "198.51.100.1/24",
+            "dev",
+            "up0",
+        ]
+        .as_slice(),
+        ["/usr/bin/ip", "link", "set", "up0", "up"].as_slice(),
+    ] {
+        let out = d.host_run(argv)?;
+        assert!(out.status.success(), "{argv:?}: {}", stderr(&out));
+    }
+    // The outside server; the test's netns handle keeps it reachable.
+    let wan_fd = {
+        use std::os::fd::AsRawFd as _;
+        wan.as_raw_fd()
+    };
+    let mut server = {
+        use std::os::unix::process::CommandExt as _;
+        // nc itself is the child, so killing it leaves nothing behind.
+        let mut c = std::process::Command::new("/bin/busybox");
+        c.args(["nc", "-l", "-p", "7400"])
+            .stdin(std::process::Stdio::piped());
+        // SAFETY: only setns(2) between fork and exec.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(wan_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        c.stdout(std::process::Stdio::null()).spawn()?
+    };
+    let mut reply = server.stdin.take().context("server stdin")?;
+    {
+        use std::io::Write as _;
+        reply.write_all(b"hello-from-outside\n")?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = d.sh("a", "nc -w 3 198.51.100.2 7400 </dev/null");
+    let _ = server.kill();
+    let _ = server.wait();
+    // Held open until here: nc closes the connection at EOF on stdin.
+    drop(reply);
+    Ok(String::from_utf8_lossy(&out.stdout).contains("hello-from-outside"))
+}
+
+#[test]
+fn nat_is_off_by_default_and_works_when_turned_on() -> anyhow::Result<()> {
+    assert!(
+        !outside_reachable(false)?,
+        "without --nat no VPS traffic leaves the host"
+    );
+    assert!(
+        outside_reachable(true)?,
+        "with --nat a VPS reaches the outside, masqueraded"
+    );
     Ok(())
 }

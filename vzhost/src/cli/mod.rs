@@ -77,6 +77,10 @@ enum Command {
         /// VPS subnet; its first address is the gateway on the bridge.
         #[arg(long, default_value = vzhost::net::DEFAULT_SUBNET)]
         subnet: String,
+        /// Masquerade VPS traffic that leaves the host (off by default:
+        /// traffic stays on the host).
+        #[arg(long)]
+        nat: bool,
     },
     /// Report which kernel features vzhost relies on are present.
     Doctor,
@@ -190,11 +194,13 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             root,
             bridge,
             subnet,
+            nat,
         } => {
             daemon::run(daemon::DaemonConfig {
                 root: root.clone(),
                 socket: cli.socket.clone(),
                 net: vzhost::net::NetConfig::new(bridge, subnet)?,
+                nat: *nat,
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -55,6 +55,8 @@ pub struct DaemonConfig {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub net: crate::net::NetConfig,
+    /// Masquerade VPS traffic leaving by other interfaces (off by default).
+    pub nat: bool,
 }
 
 type SharedHost = Arc<Mutex<Host>>;
@@ -88,6 +90,8 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     // The bridge is made (or checked: a link of that name that is no
     // bridge is refused) before anything else is.
     crate::net::ensure_bridge(&cfg.net).map_err(|e| DaemonError::Other(e.to_string()))?;
+    crate::net::set_nat(&cfg.net, cfg.nat).map_err(|e| DaemonError::Other(e.to_string()))?;
+    tracing::info!(nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
     let mut host = Host::new(store, cgroups, ksal, exe, cfg.net.clone());
     let adopted = host
         .adopt()

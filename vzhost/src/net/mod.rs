@@ -2,12 +2,14 @@
 //! VPS with its peer as `eth0` inside the VPS, addresses and routes set
 //! through rtnetlink. IPv4 for now.
 mod link;
+mod nat;
 
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
 pub use link::{LinkError, attach_vps, detach_vps, ensure_bridge};
+pub use nat::{NatError, set_nat};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddrError {
