@@ -212,21 +212,26 @@ fn traffic_counters_move_by_the_bytes_sent() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Run `work` in a child placed in VPS `vps`'s cgroup and network
-/// namespace (between fork and exec of /bin/true), as a tool inside the VPS
-/// would; its exit status tells whether `work` succeeded.
-fn in_vps_netns(
-    d: &Daemon,
-    vps: &str,
-    work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
-) -> std::process::ExitStatus {
-    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+/// The files that put a process into VPS `vps`: its network namespace and
+/// its cgroup's procs file.
+fn vps_handles(d: &Daemon, vps: &str) -> (std::fs::File, std::fs::File) {
     let pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
     let procs = std::fs::OpenOptions::new()
         .write(true)
         .open(d.cgroup.path.join(vps).join("cgroup.procs"))
         .unwrap();
+    (netns, procs)
+}
+
+/// Run `work` in a child placed in a VPS's cgroup and network namespace
+/// (between fork and exec of /bin/true), as a tool inside the VPS would;
+/// its exit status tells whether `work` succeeded.
+fn in_vps(
+    (netns, procs): (std::fs::File, std::fs::File),
+    work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+) -> std::process::ExitStatus {
+    use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
     let (ns_fd, procs_fd) = (netns.as_raw_fd(), procs.as_raw_fd());
     let mut cmd = std::process::Command::new("/bin/true");
     // SAFETY: only raw syscalls on prepared buffers between fork and exec.
@@ -240,7 +245,17 @@ fn in_vps_netns(
             work()
         });
     }
-    cmd.status().expect("helper in the VPS")
+    let status = cmd.status().expect("helper in the VPS");
+    drop((netns, procs));
+    status
+}
+
+fn in_vps_netns(
+    d: &Daemon,
+    vps: &str,
+    work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+) -> std::process::ExitStatus {
+    in_vps(vps_handles(d, vps), work)
 }
 
 /// `call` (connect or bind) on a new IPv6 stream socket to `addr`:`port`;
@@ -322,26 +337,14 @@ fn send_raw_udp(d: &Daemon, vps: &str, src: &str, dst: &str, port: u16, payload:
 /// Wait up to 3 s for one UDP datagram on `port` inside `vps`; what arrived.
 fn recv_udp(d: &Daemon, vps: &str, port: u16) -> std::thread::JoinHandle<Vec<u8>> {
     use std::os::fd::AsRawFd as _;
-    let (r, w) = nix::unistd::pipe().unwrap();
-    let w_fd = w.as_raw_fd();
-    let d_status_pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
-    let netns = format!("/proc/{d_status_pid}/ns/net");
-    let procs = d.cgroup.path.join(vps).join("cgroup.procs");
+    let handles = vps_handles(d, vps);
     std::thread::spawn(move || {
-        use std::os::unix::process::CommandExt as _;
-        let netns = std::fs::File::open(netns).unwrap();
-        let procs = std::fs::OpenOptions::new().write(true).open(procs).unwrap();
-        let (ns_fd, procs_fd) = (netns.as_raw_fd(), procs.as_raw_fd());
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let w_fd = w.as_raw_fd();
         let here = sockaddr(std::net::Ipv4Addr::UNSPECIFIED, port);
-        let mut cmd = std::process::Command::new("/bin/true");
-        // SAFETY: only raw syscalls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1
-                    || libc::setns(ns_fd, libc::CLONE_NEWNET) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+        let status = in_vps(handles, move || {
+            // SAFETY: socket calls on buffers that outlive them.
+            unsafe {
                 let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
                 let tv = libc::timeval {
                     tv_sec: 3,
@@ -354,12 +357,8 @@ fn recv_udp(d: &Daemon, vps: &str, port: u16) -> std::thread::JoinHandle<Vec<u8>
                     (&raw const tv).cast(),
                     size_of::<libc::timeval>() as u32,
                 );
-                if libc::bind(
-                    sock,
-                    (&raw const here).cast(),
-                    size_of::<libc::sockaddr_in>() as u32,
-                ) != 0
-                {
+                let len = size_of::<libc::sockaddr_in>() as u32;
+                if libc::bind(sock, (&raw const here).cast(), len) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 let mut buf = [0u8; 256];
@@ -367,10 +366,9 @@ fn recv_udp(d: &Daemon, vps: &str, port: u16) -> std::thread::JoinHandle<Vec<u8>
                 if n > 0 {
                     libc::write(w_fd, buf.as_ptr().cast(), n as usize);
                 }
-                Ok(())
-            });
-        }
-        let status = cmd.status().expect("udp receiver");
+            }
+            Ok(())
+        });
         drop(w);
         assert!(status.success(), "udp receiver failed: {status}");
         let mut got = Vec::new();
