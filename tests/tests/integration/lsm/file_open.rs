@@ -22,6 +22,29 @@ fn assert_denied(out: &std::process::Output, what: &str) {
     );
 }
 
+/// A stand-in VPS with the KSAL loaded and one file under a rule.
+struct Rig {
+    vps: CgroupGuard,
+    ksal: Ksal,
+    scratch: Scratch,
+    file: std::path::PathBuf,
+}
+
+fn rig(name: &str, contents: &str, vps_mode: u32, denied: u32) -> anyhow::Result<Rig> {
+    let vps = CgroupGuard::new(name)?;
+    let mut ksal = Ksal::load(vps.level)?;
+    let scratch = Scratch::new()?;
+    let file = scratch.file("ruled.txt", contents)?;
+    ksal.register_vps(vps.id, VPS_ID, vps_mode)?;
+    ksal.deny_file(VPS_ID, &file, denied, RULE_ID)?;
+    Ok(Rig {
+        vps,
+        ksal,
+        scratch,
+        file,
+    })
+}
+
 #[test]
 fn file_open_denied_inside_vps_allowed_on_host() -> anyhow::Result<()> {
     if !lsm_available("file_open_denied_inside_vps_allowed_on_host") {
@@ -99,12 +122,14 @@ fn file_open_rule_covers_other_names_of_the_file() -> anyhow::Result<()> {
     if !lsm_available("file_open_rule_covers_other_names_of_the_file") {
         return Ok(());
     }
-    let vps = CgroupGuard::new("ksal-file-names")?;
-    let mut ksal = Ksal::load(vps.level)?;
-    let scratch = Scratch::new()?;
-    let denied = scratch.file("denied.txt", "secret\n")?;
-    ksal.register_vps(vps.id, VPS_ID, mode::ENFORCE)?;
-    ksal.deny_file(VPS_ID, &denied, access::ANY, RULE_ID)?;
+    // Every field is bound: an unbound one would be dropped at once,
+    // detaching the KSAL or deleting the file.
+    let Rig {
+        vps,
+        ksal: _ksal,
+        scratch,
+        file: denied,
+    } = rig("ksal-file-names", "secret\n", mode::ENFORCE, access::ANY)?;
     let link = scratch.dir.path().join("symlink");
     std::os::unix::fs::symlink(&denied, &link)?;
     let hard = scratch.dir.path().join("hardlink");
@@ -123,13 +148,13 @@ fn file_open_audit_mode_allows_and_records() -> anyhow::Result<()> {
     if !lsm_available("file_open_audit_mode_allows_and_records") {
         return Ok(());
     }
-    let vps = CgroupGuard::new("ksal-file-audit")?;
-    let mut ksal = Ksal::load(vps.level)?;
+    let Rig {
+        vps,
+        mut ksal,
+        scratch: _scratch,
+        file: watched,
+    } = rig("ksal-file-audit", "data\n", mode::AUDIT, access::ANY)?;
     let mut events = ksal.take_events()?;
-    let scratch = Scratch::new()?;
-    let watched = scratch.file("watched.txt", "data\n")?;
-    ksal.register_vps(vps.id, VPS_ID, mode::AUDIT)?;
-    ksal.deny_file(VPS_ID, &watched, access::ANY, RULE_ID)?;
     let out = vps.run(&["cat", watched.to_str().unwrap()])?;
     assert!(
         out.status.success(),
@@ -151,12 +176,12 @@ fn file_open_read_rule_leaves_writes_alone() -> anyhow::Result<()> {
     if !lsm_available("file_open_read_rule_leaves_writes_alone") {
         return Ok(());
     }
-    let vps = CgroupGuard::new("ksal-file-rw")?;
-    let mut ksal = Ksal::load(vps.level)?;
-    let scratch = Scratch::new()?;
-    let f = scratch.file("log.txt", "")?;
-    ksal.register_vps(vps.id, VPS_ID, mode::ENFORCE)?;
-    ksal.deny_file(VPS_ID, &f, access::READ, RULE_ID)?;
+    let Rig {
+        vps,
+        ksal: _ksal,
+        scratch: _scratch,
+        file: f,
+    } = rig("ksal-file-rw", "", mode::ENFORCE, access::READ)?;
     let path = f.to_str().unwrap();
     assert_denied(&vps.run(&["cat", path])?, "read of a read-denied file");
     let out = vps.run(&["sh", "-c", &format!("echo appended >> {path}")])?;
