@@ -414,20 +414,8 @@ impl Daemon {
             return Some(self.cgroup.path.clone());
         }
         let (_, mount) = layout.v1.iter().find(|(c, _)| c == controller)?;
-        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let rel = own
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.splitn(3, ':');
-                f.nth(1).zip(f.next())
-            })
-            .find(|(ctrls, _)| ctrls.split(',').any(|x| x == controller))
-            .map_or("/", |(_, p)| p)
-            .trim_start_matches('/')
-            .to_owned();
         Some(
-            mount
-                .join(rel)
+            vzhost::cgroup::manager::v1_dir_of(mount, controller)
                 .join(vzhost::cgroup::manager::v1_parent_name(self.cgroup.id)),
         )
     }

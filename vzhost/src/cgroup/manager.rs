@@ -98,7 +98,6 @@ impl Hierarchy {
         };
         let v2_parent = layout.unified_root()?.join(own.trim_start_matches('/'));
         let v2_parent_id = id_of(&v2_parent)?;
-        let own_v1 = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut placements = Vec::new();
         for controller in CONTROLLERS {
             if layout.v2_controllers.iter().any(|c| c == controller) {
@@ -111,20 +110,10 @@ impl Hierarchy {
                 // This process's path in that v1 hierarchy, then a directory
                 // of this daemon's own (keyed by its v2 cgroup) so daemons
                 // sharing a v1 cgroup never collide.
-                let rel = own_v1
-                    .lines()
-                    .filter_map(|l| {
-                        let mut f = l.splitn(3, ':');
-                        f.nth(1).zip(f.next())
-                    })
-                    .find(|(ctrls, _)| ctrls.split(',').any(|c| c == *controller))
-                    .map_or("/", |(_, p)| p);
                 placements.push(Placement {
                     controller,
                     version: Version::V1,
-                    parent: mount
-                        .join(rel.trim_start_matches('/'))
-                        .join(v1_parent_name(v2_parent_id)),
+                    parent: v1_dir_of(mount, controller).join(v1_parent_name(v2_parent_id)),
                 });
             }
         }
@@ -196,6 +185,21 @@ impl Hierarchy {
             let _ = fs::remove_dir(&p.parent);
         }
     }
+}
+
+/// This process's own cgroup in the v1 hierarchy of `controller`, mounted
+/// at `mount` (the hierarchy's root when /proc/self/cgroup has no entry).
+pub fn v1_dir_of(mount: &Path, controller: &str) -> PathBuf {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let rel = own
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            f.nth(1).zip(f.next())
+        })
+        .find(|(ctrls, _)| ctrls.split(',').any(|c| c == controller))
+        .map_or("/", |(_, p)| p);
+    mount.join(rel.trim_start_matches('/'))
 }
 
 /// Name of a daemon's directory in each v1 hierarchy.
