@@ -333,6 +333,71 @@ impl Daemon {
         run_in_netns(self.netns.as_ref().context("no daemon netns")?, argv)
     }
 
+    /// Start `argv` in the background on "the host" (the daemon's network
+    /// namespace); the caller kills it.
+    pub fn host_spawn(&self, argv: &[&str], log: &Path) -> anyhow::Result<std::process::Child> {
+        let ns_fd = self.netns.as_ref().context("no daemon netns")?.as_raw_fd();
+        let log = fs::File::create(log)?;
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: only setns(2) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().with_context(|| format!("spawn {argv:?}"))
+    }
+
+    /// `GET path` from `addr` on "the host", as (status code, headers,
+    /// body); `accept` is sent as the Accept header.
+    pub fn http_get(
+        &self,
+        addr: &str,
+        path: &str,
+        accept: &str,
+    ) -> anyhow::Result<(u16, String, String)> {
+        let ns = self
+            .netns
+            .as_ref()
+            .context("no daemon netns")?
+            .try_clone()?;
+        let (addr, request) = (
+            addr.to_owned(),
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        // setns of a network namespace moves only the calling thread.
+        std::thread::spawn(move || -> anyhow::Result<(u16, String, String)> {
+            // SAFETY: setns on a thread this closure owns.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("setns");
+            }
+            let mut s = std::net::TcpStream::connect(&addr)
+                .with_context(|| format!("connect to {addr}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            s.write_all(request.as_bytes())?;
+            let mut reply = String::new();
+            std::io::Read::read_to_string(&mut s, &mut reply)?;
+            let (head, body) = reply.split_once("\r\n\r\n").context("no HTTP head")?;
+            let code = head
+                .split(' ')
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .context("no HTTP status")?;
+            Ok((code, head.to_owned(), body.to_owned()))
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)

@@ -4,6 +4,7 @@ pub mod cgroup;
 pub mod daemon;
 pub mod doctor;
 pub mod ksal;
+pub mod metrics;
 pub mod net;
 pub mod ns;
 pub mod rootfs;

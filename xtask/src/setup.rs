@@ -24,6 +24,8 @@ pub const PACKAGES: &[&str] = &[
     "kmod",
     // optional NAT for VPSs
     "nftables",
+    // The real Prometheus server (and promtool) the metrics tests scrape with.
+    "prometheus",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

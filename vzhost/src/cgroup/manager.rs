@@ -337,6 +337,27 @@ impl VpsCgroup {
         out
     }
 
+    /// What the VPS uses now, from its cgroup files.
+    pub fn accounting(&self) -> super::accounting::Accounting {
+        use super::accounting as acct;
+        let (cpu_user_usec, cpu_system_usec) = acct::cpu(&self.v2);
+        let (memory, memory_events) = match self.place("memory") {
+            Some((Version::V2, d)) => acct::memory_v2(d),
+            Some((Version::V1, d)) => acct::memory_v1(d),
+            None => Default::default(),
+        };
+        acct::Accounting {
+            cpu_user_usec,
+            cpu_system_usec,
+            memory,
+            memory_events,
+            processes: self
+                .place("pids")
+                .map(|(_, d)| acct::pids(d))
+                .unwrap_or_default(),
+        }
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             nproc: self.pids().len() as u64,

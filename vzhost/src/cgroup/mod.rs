@@ -1,6 +1,7 @@
 //! cgroups: where the hierarchies are mounted, which layout the host uses
 //! (pure v2 or hybrid v1+v2), and the v2 identity of a cgroup, which is what
 //! the KSAL programs key on.
+pub mod accounting;
 pub mod manager;
 
 use std::{

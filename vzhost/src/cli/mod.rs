@@ -81,6 +81,9 @@ enum Command {
         /// traffic stays on the host).
         #[arg(long)]
         nat: bool,
+        /// Address of the Prometheus endpoint (/metrics), or "none".
+        #[arg(long, default_value = vzhost::metrics::http::DEFAULT_ADDR)]
+        metrics: String,
     },
     /// Report which kernel features vzhost relies on are present.
     Doctor,
@@ -124,6 +127,9 @@ enum Command {
     },
     /// List VPSs.
     List,
+    /// Beancounters: what each resource holds, its high-water mark, limit
+    /// and failure count (all VPSs without a NAME).
+    Stat { name: Option<String> },
     /// Run a command in a VPS; exits with the command's status.
     Exec {
         name: String,
@@ -195,12 +201,22 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             bridge,
             subnet,
             nat,
+            metrics,
         } => {
+            let metrics = match metrics.as_str() {
+                "none" | "off" => None,
+                addr => Some(addr.parse().with_context(|| {
+                    format!(
+                        "invalid --metrics {addr:?}: use ADDRESS:PORT, e.g. 127.0.0.1:9464, or none"
+                    )
+                })?),
+            };
             daemon::run(daemon::DaemonConfig {
                 root: root.clone(),
                 socket: cli.socket.clone(),
                 net: vzhost::net::NetConfig::new(bridge, subnet)?,
                 nat: *nat,
+                metrics,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -251,6 +267,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::List => {
             let v = call(Request::List)?;
             print(cli.output, &v, list_table)
+        }
+        Command::Stat { name } => {
+            let v = call(Request::Stat { name: name.clone() })?;
+            print(cli.output, &v, stat_table)
         }
         Command::Exec { name, cmd } => client::exec(&cli.socket, name, cmd),
         Command::Enter { name } => client::enter(&cli.socket, name),
@@ -337,6 +357,41 @@ fn list_table(v: &Value) -> String {
             row["hostname"].as_str().unwrap_or(""),
             row["nproc"]
         );
+    }
+    out
+}
+
+/// Like /proc/user_beancounters: a block of rows per VPS.
+fn stat_table(v: &Value) -> String {
+    let num = |v: &Value| v.as_u64().map_or("-".to_owned(), |n| n.to_string());
+    let mut out = format!(
+        "{:<24} {:<10} {:>14} {:>14} {:>14} {:>10}\n",
+        "VPS", "RESOURCE", "HELD", "MAXHELD", "LIMIT", "FAILCNT"
+    );
+    for vps in v.as_array().cloned().unwrap_or_default() {
+        let name = vps["name"].as_str().unwrap_or("");
+        let status = if vps["running"].as_bool() == Some(true) {
+            name.to_owned()
+        } else {
+            format!("{name} (stopped)")
+        };
+        for (i, row) in vps["beancounters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            out += &format!(
+                "{:<24} {:<10} {:>14} {:>14} {:>14} {:>10}\n",
+                if i == 0 { status.as_str() } else { "" },
+                row["resource"].as_str().unwrap_or(""),
+                num(&row["held"]),
+                num(&row["maxheld"]),
+                num(&row["limit"]),
+                num(&row["failcnt"]),
+            );
+        }
     }
     out
 }

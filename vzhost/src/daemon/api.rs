@@ -33,6 +33,10 @@ pub enum Request {
         force: bool,
     },
     List,
+    /// Beancounters of one VPS, or of all.
+    Stat {
+        name: Option<String>,
+    },
     /// Followed by nothing: the caller's stdin, stdout, stderr come with it.
     Exec {
         name: String,

@@ -19,7 +19,8 @@ use serde_json::json;
 
 use crate::{
     cgroup::manager::Hierarchy,
-    ksal::Ksal,
+    ksal::{EventLog, Ksal},
+    metrics::{DenialCount, HostStat},
     vps::{
         lifecycle::{Host, helper},
         store::Store,
@@ -57,9 +58,21 @@ pub struct DaemonConfig {
     pub net: crate::net::NetConfig,
     /// Masquerade VPS traffic leaving by other interfaces (off by default).
     pub nat: bool,
+    /// Where `/metrics` is served; None turns the endpoint off.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 type SharedHost = Arc<Mutex<Host>>;
+
+/// What the request handlers share.
+#[derive(Clone)]
+struct Shared {
+    host: SharedHost,
+    events: Arc<EventLog>,
+}
+
+/// Events kept for `vzhost events`.
+const EVENT_LOG_CAPACITY: usize = 10_000;
 
 pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let store = Store::open(&cfg.root).map_err(|source| DaemonError::State {
@@ -69,7 +82,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let cgroups = Hierarchy::for_current_process()?;
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
-    let ksal = match Ksal::load(cgroups.vps_level()) {
+    let mut ksal = match Ksal::load(cgroups.vps_level()) {
         Ok(k) => {
             tracing::info!("KSAL LSM hooks attached");
             Some(k)
@@ -85,6 +98,25 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             }
         }
     };
+    let events = Arc::new(EventLog::new(EVENT_LOG_CAPACITY));
+    if let Some(reader) = ksal.as_mut().and_then(|k| k.take_events().ok()) {
+        let log = events.clone();
+        std::thread::Builder::new()
+            .name("ksal-events".into())
+            .spawn(move || log.collect(reader))
+            .map_err(|e| DaemonError::Other(format!("cannot start the event reader: {e}")))?;
+    }
+    let metrics = cfg
+        .metrics
+        .map(|addr| {
+            crate::metrics::http::bind(addr).map_err(|e| {
+                DaemonError::Other(format!(
+                    "cannot serve metrics on {addr}: {e}; choose another address with \
+                     --metrics ADDR, or turn the endpoint off with --metrics none"
+                ))
+            })
+        })
+        .transpose()?;
     let exe = std::env::current_exe()
         .map_err(|e| DaemonError::Other(format!("cannot find own executable: {e}")))?;
     // The bridge is made (or checked: a link of that name that is no
@@ -98,12 +130,24 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Other(e.to_string()))?;
     tracing::info!(count = adopted.len(), "adopted running VPSs");
     let listener = bind(&cfg.socket)?;
-    let host = Arc::new(Mutex::new(host));
+    let shared = Shared {
+        host: Arc::new(Mutex::new(host)),
+        events,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    runtime.block_on(serve(listener, host.clone()));
+    if let Some(l) = metrics {
+        tracing::info!(addr = ?l.local_addr().ok(), "serving metrics at /metrics");
+        let s = shared.clone();
+        runtime.spawn(crate::metrics::http::serve(
+            l,
+            Arc::new(move || s.host_stat()),
+        ));
+    }
+    let host = shared.host.clone();
+    runtime.block_on(serve(listener, shared));
     let _ = fs::remove_file(&cfg.socket);
     lock(&host).shutdown();
     tracing::info!("daemon stopped; VPSs keep running");
@@ -131,7 +175,7 @@ fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
     Ok(listener)
 }
 
-async fn serve(listener: std::os::unix::net::UnixListener, host: SharedHost) {
+async fn serve(listener: std::os::unix::net::UnixListener, shared: Shared) {
     let listener = match tokio::net::UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -145,11 +189,11 @@ async fn serve(listener: std::os::unix::net::UnixListener, host: SharedHost) {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let host = host.clone();
+                    let shared = shared.clone();
                     tokio::task::spawn_blocking(move || {
                         let Ok(std) = stream.into_std() else { return };
                         if std.set_nonblocking(false).is_ok() {
-                            handle(Channel::new(std), &host);
+                            handle(Channel::new(std), &shared);
                         }
                     });
                 }
@@ -161,7 +205,7 @@ async fn serve(listener: std::os::unix::net::UnixListener, host: SharedHost) {
     }
 }
 
-fn handle(mut chan: Channel, host: &SharedHost) {
+fn handle(mut chan: Channel, shared: &Shared) {
     let (request, fds) = match chan.recv::<Request>() {
         Ok(r) => r,
         Err(e) => {
@@ -169,7 +213,7 @@ fn handle(mut chan: Channel, host: &SharedHost) {
             return;
         }
     };
-    let response = match dispatch(&mut chan, host, request, fds) {
+    let response = match dispatch(&mut chan, shared, request, fds) {
         Ok(v) => Response::Ok(v),
         Err(e) => Response::Error(e),
     };
@@ -181,15 +225,57 @@ fn lock(host: &SharedHost) -> std::sync::MutexGuard<'_, Host> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl Shared {
+    /// The figures of one scrape.
+    fn host_stat(&self) -> HostStat {
+        let (vps, events_dropped, names) = {
+            let mut h = lock(&self.host);
+            (
+                h.stat(None).unwrap_or_default(),
+                h.events_dropped(),
+                h.names_by_id(),
+            )
+        };
+        let denials = self
+            .events
+            .counts()
+            .into_iter()
+            .map(|((vps_id, hook, rule_id, verdict), count)| DenialCount {
+                vps: names
+                    .get(&vps_id)
+                    .cloned()
+                    .unwrap_or_else(|| format!("vps#{vps_id}")),
+                hook,
+                rule: crate::ksal::rule_name(rule_id),
+                mode: if verdict == "audited" {
+                    "audit"
+                } else {
+                    "enforce"
+                }
+                .into(),
+                count,
+            })
+            .collect();
+        HostStat {
+            vps,
+            denials,
+            events_dropped,
+            policy_reload_errors: 0,
+        }
+    }
+}
+
 fn dispatch(
     chan: &mut Channel,
-    host: &SharedHost,
+    shared: &Shared,
     request: Request,
     fds: Vec<OwnedFd>,
 ) -> Result<serde_json::Value, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
+    let host = &shared.host;
     match request {
         Request::Ping => Ok(json!("pong")),
+        Request::Stat { name } => reply(lock(host).stat(name.as_deref())),
         Request::Create(req) => reply(lock(host).create(&req)),
         Request::Start { name } => reply(lock(host).start(&name)),
         Request::Stop { name } => reply(lock(host).stop(&name)),

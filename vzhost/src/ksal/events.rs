@@ -1,15 +1,17 @@
 //! Decoding KSAL ring-buffer records into events the host can print.
 use std::{
+    collections::{BTreeMap, VecDeque},
     os::fd::AsRawFd as _,
-    time::{Duration, Instant},
+    sync::{Condvar, Mutex},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use aya::maps::{MapData, RingBuf};
 use ksal_common::{Event, Hook, verdict};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One denial or audit record, as the host reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KsalEvent {
     pub vps_id: u32,
     pub cgroup_id: u64,
@@ -114,6 +116,113 @@ impl EventReader {
     }
 }
 
+/// An event as the daemon keeps it: numbered in arrival order and stamped
+/// with the wall-clock time it arrived.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    pub seq: u64,
+    /// Unix time in seconds.
+    pub time: f64,
+    #[serde(flatten)]
+    pub event: KsalEvent,
+}
+
+/// Counts of events by VPS, hook, rule and verdict.
+pub type EventCounts = BTreeMap<(u32, String, u32, String), u64>;
+
+/// The daemon's memory of KSAL events: the most recent ones for `vzhost
+/// events`, and a count of every event ever seen for the metrics.
+pub struct EventLog {
+    state: Mutex<LogState>,
+    arrived: Condvar,
+    capacity: usize,
+}
+
+struct LogState {
+    next_seq: u64,
+    recent: VecDeque<LoggedEvent>,
+    counts: EventCounts,
+}
+
+impl EventLog {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(LogState {
+                next_seq: 1,
+                recent: VecDeque::new(),
+                counts: BTreeMap::new(),
+            }),
+            arrived: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn record(&self, event: KsalEvent) {
+        let mut s = self.lock();
+        let key = (
+            event.vps_id,
+            event.hook.clone(),
+            event.rule_id,
+            event.verdict.clone(),
+        );
+        *s.counts.entry(key).or_default() += 1;
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        if s.recent.len() == self.capacity {
+            s.recent.pop_front();
+        }
+        s.recent.push_back(LoggedEvent { seq, time, event });
+        self.arrived.notify_all();
+    }
+
+    /// Kept events numbered above `after`; when there are none, wait up
+    /// to `wait` for one.
+    pub fn after(&self, after: u64, wait: Duration) -> Vec<LoggedEvent> {
+        let s = self.lock();
+        let (s, _) = self
+            .arrived
+            .wait_timeout_while(s, wait, |s| s.next_seq <= after + 1)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.recent.iter().filter(|e| e.seq > after).cloned().collect()
+    }
+
+    /// The number of the last event recorded (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().next_seq - 1
+    }
+
+    pub fn counts(&self) -> EventCounts {
+        self.lock().counts.clone()
+    }
+
+    /// Read `reader` until the process ends, logging each event.
+    pub fn collect(&self, mut reader: EventReader) {
+        loop {
+            if let Some(e) = reader.next_timeout(Duration::from_secs(3600)) {
+                tracing::warn!(
+                    vps_id = e.vps_id,
+                    hook = %e.hook,
+                    rule = e.rule_id,
+                    verdict = %e.verdict,
+                    pid = e.tgid,
+                    comm = %e.comm,
+                    "KSAL event"
+                );
+                self.record(e);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +258,25 @@ mod tests {
         assert_eq!(
             (ev.vps_id, ev.cgroup_id, ev.rule_id, ev.pid),
             (3, 77, 9, 100)
+        );
+    }
+
+    #[test]
+    fn log_keeps_recent_events_and_counts_all() {
+        let log = EventLog::new(2);
+        for _ in 0..3 {
+            log.record(
+                KsalEvent::decode(&record(Hook::FileOpen as u32, verdict::DENIED, b"cat")).unwrap(),
+            );
+        }
+        let kept = log.after(0, Duration::ZERO);
+        assert_eq!(kept.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(log.after(3, Duration::from_millis(10)), vec![]);
+        assert_eq!(log.last_seq(), 3);
+        let counts = log.counts();
+        assert_eq!(
+            counts.get(&(3, "file_open".to_owned(), 9, "denied".to_owned())),
+            Some(&3)
         );
     }
 

@@ -23,7 +23,7 @@ use ksal_common::{
     kernel_dev, map_names, program_names,
 };
 
-pub use events::{EventReader, KsalEvent};
+pub use events::{EventCounts, EventLog, EventReader, KsalEvent, LoggedEvent};
 
 /// The compiled KSAL programs, built by build.rs from `ksal-ebpf`.
 static KSAL_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ksal"));
@@ -96,6 +96,14 @@ const SOCK_ADDR: [(&str, &str); 6] = [
 ];
 /// Rule id of the default deny of the link-local metadata address.
 pub const RULE_METADATA: u32 = 1;
+
+/// The name a rule id is reported under in events and metrics.
+pub fn rule_name(rule_id: u32) -> String {
+    match rule_id {
+        RULE_METADATA => "network.metadata".into(),
+        id => format!("rule#{id}"),
+    }
+}
 const METADATA_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
 
 /// The links that tie the guards to one VPS cgroup.

@@ -226,16 +226,41 @@ impl VpsDisk {
         }
     }
 
-    /// Bytes the VPS's layer uses.
-    pub fn usage(&self, backend: DiskBackend) -> Option<u64> {
+    /// Bytes the VPS's layer uses, as its limit counts them; without a
+    /// limit, the blocks of the files in it.
+    pub fn usage(&self, backend: Option<DiskBackend>) -> Option<u64> {
         match backend {
-            DiskBackend::ProjectQuota { project } => project_usage(&self.disk, project),
-            DiskBackend::Image => {
+            Some(DiskBackend::ProjectQuota { project }) => project_usage(&self.disk, project),
+            Some(DiskBackend::Image) => {
                 let s = nix::sys::statvfs::statvfs(&self.disk).ok()?;
                 Some((s.blocks() - s.blocks_free()) * s.fragment_size())
             }
+            None => Some(tree_bytes(&self.disk)),
         }
     }
+}
+
+/// Allocated bytes of the files under `dir` on its filesystem, each
+/// hard-linked inode once (like `du -s`).
+pub fn tree_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    fn walk(dir: &Path, dev: u64, seen: &mut std::collections::HashSet<u64>) -> u64 {
+        let mut total = 0;
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.dev() != dev || (m.nlink() > 1 && !m.is_dir() && !seen.insert(m.ino())) {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                total += walk(&e.path(), dev, seen);
+            }
+        }
+        total
+    }
+    fs::symlink_metadata(dir).map_or(0, |m| {
+        m.blocks() * 512 + walk(dir, m.dev(), &mut Default::default())
+    })
 }
 
 fn run(cmd: &mut Command, path: &Path, what: &'static str) -> Result<()> {

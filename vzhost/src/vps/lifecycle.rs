@@ -22,6 +22,7 @@ use super::{
 use crate::{
     cgroup::manager::{Hierarchy, ManagerError, VpsCgroup},
     ksal::{Ksal, KsalError},
+    metrics::VpsStat,
     net::NetConfig,
     ns::{
         attach::AttachPlan,
@@ -135,6 +136,9 @@ pub struct Host {
     /// The vzhost binary, re-executed for the launch and attach helpers.
     exe: PathBuf,
     net: NetConfig,
+    /// Highest process count seen per VPS id in its current run (keyed by
+    /// start time), for kernels without pids.peak.
+    process_peaks: std::collections::HashMap<u32, (u64, u64)>,
 }
 
 fn now() -> u64 {
@@ -158,6 +162,7 @@ impl Host {
             ksal,
             exe,
             net,
+            process_peaks: Default::default(),
         }
     }
 
@@ -494,17 +499,7 @@ impl Host {
                     }
                     .into(),
                     init_pid: runtime.as_ref().map(|r| r.init_pid),
-                    network: runtime
-                        .as_ref()
-                        .and(self.ksal.as_ref())
-                        .and_then(|k| k.net_counters(spec.id).ok())
-                        .map(|c| NetStats {
-                            rx_bytes: c.rx_bytes,
-                            rx_packets: c.rx_packets,
-                            tx_bytes: c.tx_bytes,
-                            tx_packets: c.tx_packets,
-                            spoofed_dropped: c.spoofed_dropped,
-                        }),
+                    network: runtime.as_ref().and_then(|_| self.net_stats(spec.id)),
                     name: spec.name.to_string(),
                     ip: spec.ip.map(|ip| ip.to_string()),
                     hostname: spec.hostname,
@@ -514,6 +509,79 @@ impl Host {
                 }
             })
             .collect())
+    }
+
+    /// Accounting of one VPS, or of all with `name` None.
+    pub fn stat(&mut self, name: Option<&str>) -> Result<Vec<VpsStat>> {
+        let specs = match name {
+            Some(n) => vec![self.store.load(&Name::new(n)?)?],
+            None => self.store.list()?,
+        };
+        Ok(specs
+            .into_iter()
+            .map(|spec| {
+                let runtime = self.live_runtime(&spec.name);
+                let accounting = runtime.as_ref().map(|r| {
+                    let mut a = self.cgroup(&spec.name).accounting();
+                    let peak = self
+                        .process_peaks
+                        .entry(spec.id)
+                        .or_insert((r.started_at, 0));
+                    if peak.0 != r.started_at {
+                        *peak = (r.started_at, 0);
+                    }
+                    peak.1 = peak.1.max(a.processes.maxheld);
+                    a.processes.maxheld = peak.1;
+                    a
+                });
+                VpsStat {
+                    network: runtime.as_ref().and_then(|_| self.net_stats(spec.id)),
+                    disk_used: self
+                        .store
+                        .dir(&spec.name)
+                        .disk()
+                        .usage(spec.disk)
+                        .unwrap_or(0),
+                    disk_limit: spec.limits.disk,
+                    name: spec.name.to_string(),
+                    id: spec.id,
+                    running: runtime.is_some(),
+                    started_at: runtime.map(|r| r.started_at),
+                    accounting,
+                    beancounters: Vec::new(),
+                }
+                .with_beancounters()
+            })
+            .collect())
+    }
+
+    fn net_stats(&self, vps_id: u32) -> Option<NetStats> {
+        let c = self.ksal.as_ref()?.net_counters(vps_id).ok()?;
+        Some(NetStats {
+            rx_bytes: c.rx_bytes,
+            rx_packets: c.rx_packets,
+            tx_bytes: c.tx_bytes,
+            tx_packets: c.tx_packets,
+            spoofed_dropped: c.spoofed_dropped,
+        })
+    }
+
+    /// Events the KSAL could not deliver (0 without a KSAL).
+    pub fn events_dropped(&self) -> u64 {
+        self.ksal
+            .as_ref()
+            .and_then(|k| k.events_dropped().ok())
+            .unwrap_or(0)
+    }
+
+    /// VPS names by KSAL id.
+    pub fn names_by_id(&self) -> std::collections::HashMap<u32, String> {
+        self.store
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.id, s.name.to_string()))
+            .collect()
     }
 
     /// How to run `argv` inside a running VPS.
