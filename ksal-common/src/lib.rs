@@ -14,6 +14,7 @@ pub mod map_names {
     pub const VPS_NET: &str = "KSAL_VPS_NET";
     pub const NET_COUNTERS: &str = "KSAL_NET_COUNTERS";
     pub const EGRESS_RULES: &str = "KSAL_EGRESS_RULES";
+    pub const EVENT_RATE: &str = "KSAL_EVENT_RATE";
 }
 
 /// Program names (the function names in `ksal-ebpf`).
@@ -37,18 +38,36 @@ pub const MAX_FILE_RULES: u32 = 65536;
 /// Ring buffer size for events (bytes, a power of two and page multiple).
 pub const EVENTS_RINGBUF_BYTES: u32 = 256 * 1024;
 pub const COMM_LEN: usize = 16;
+/// Events one VPS may send per second on each CPU; the rest are counted
+/// as dropped, so a VPS looping on a denied action cannot flood the host.
+pub const EVENTS_PER_SECOND: u64 = 200;
+
+/// Per-CPU event budget of one VPS (`KSAL_EVENT_RATE`, by VPS id).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventRate {
+    /// Start of the current one-second window (ktime ns).
+    pub window_ns: u64,
+    pub sent: u64,
+}
 
 /// Which hook produced an event or a rule hit.
 #[repr(u32)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Hook {
     FileOpen = 1,
+    /// cgroup connect4/connect6.
+    Connect = 2,
+    /// cgroup sendmsg4/sendmsg6.
+    Sendmsg = 3,
 }
 
 impl Hook {
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
             1 => Some(Self::FileOpen),
+            2 => Some(Self::Connect),
+            3 => Some(Self::Sendmsg),
             _ => None,
         }
     }
@@ -56,6 +75,8 @@ impl Hook {
     pub const fn name(self) -> &'static str {
         match self {
             Self::FileOpen => "file_open",
+            Self::Connect => "connect",
+            Self::Sendmsg => "sendmsg",
         }
     }
 }
@@ -218,6 +239,8 @@ mod pod {
     unsafe impl aya::Pod for super::EgressKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EgressRule {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::EventRate {}
 }
 
 #[cfg(test)]
@@ -237,6 +260,7 @@ mod tests {
         assert_eq!(size_of::<NetCounters>(), 40);
         assert_eq!(size_of::<EgressKey>(), 8);
         assert_eq!(size_of::<EgressRule>(), 8);
+        assert_eq!(size_of::<EventRate>(), 16);
     }
 
     #[test]

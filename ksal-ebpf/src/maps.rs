@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use ksal_common::{
-    Config, EVENTS_RINGBUF_BYTES, EgressKey, EgressRule, FileRule, FileRuleKey, MAX_FILE_RULES,
-    MAX_VPS, NetCounters, VpsEntry, VpsNet,
+    Config, EVENTS_RINGBUF_BYTES, EgressKey, EgressRule, EventRate, FileRule, FileRuleKey,
+    MAX_FILE_RULES, MAX_VPS, NetCounters, VpsEntry, VpsNet,
 };
 
 #[map(name = "KSAL_CONFIG")]
@@ -27,6 +27,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RINGBUF_BYTES, 0);
 /// Events that did not fit in the ring buffer, per CPU.
 #[map(name = "KSAL_EVENTS_DROPPED")]
 pub static EVENTS_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// VPS id -> its event budget on this CPU.
+#[map(name = "KSAL_EVENT_RATE")]
+pub static EVENT_RATE: PerCpuHashMap<u32, EventRate> = PerCpuHashMap::with_max_entries(MAX_VPS, 0);
 
 /// cgroup v2 id of a VPS -> its address; cgroups not in here are the host's.
 #[map(name = "KSAL_VPS_NET")]

@@ -7,9 +7,13 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{SkBuffContext, SockAddrContext},
 };
-use ksal_common::{EgressKey, NetCounters, VpsNet};
+use ksal_common::{EgressKey, Hook, NetCounters, VpsNet, mode, verdict};
 
-use crate::maps::{CONFIG, EGRESS_RULES, NET_COUNTERS, VPS_NET};
+use crate::{
+    events,
+    maps::{CONFIG, EGRESS_RULES, NET_COUNTERS, VPS_NET},
+    scope,
+};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -110,25 +114,34 @@ fn v4_mapped(ip6: &[u32; 4]) -> Option<u32> {
     (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == V4_MAPPED_WORD2).then_some(ip6[3])
 }
 
-fn egress_allowed(ctx: &SockAddrContext, ip: u32) -> i32 {
-    let Some(vps) = vps_of_task() else {
+/// Apply the VPS's egress deny rules to a connect or send to `ip`; the
+/// event's object is the address (network order) and port.
+fn egress_allowed(ctx: &SockAddrContext, ip: u32, hook: Hook) -> i32 {
+    let Some(scope) = scope::current() else {
         return ALLOW;
     };
     // SAFETY: the context pointer is valid for the program's run.
-    let port_be = unsafe { (*ctx.sock_addr).user_port };
+    let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
     let key = Key::new(
         64,
         EgressKey {
-            vps_id_be: vps.vps_id.to_be(),
+            vps_id_be: scope.vps.vps_id.to_be(),
             ipv4_be: ip,
         },
     );
-    match EGRESS_RULES.get(key) {
-        Some(rule) if rule.port == 0 || rule.port == u32::from(u16::from_be(port_be as u16)) => {
-            DENY
-        }
-        _ => ALLOW,
+    let Some(rule) = EGRESS_RULES.get(key) else {
+        return ALLOW;
+    };
+    if rule.port != 0 && rule.port != u32::from(port) {
+        return ALLOW;
     }
+    let object = (u64::from(ip) << 16) | u64::from(port);
+    if scope.vps.mode == mode::AUDIT {
+        events::emit(&scope, hook, rule.rule_id, verdict::AUDITED, object);
+        return ALLOW;
+    }
+    events::emit(&scope, hook, rule.rule_id, verdict::DENIED, object);
+    DENY
 }
 
 fn ip4(ctx: &SockAddrContext) -> u32 {
@@ -146,24 +159,24 @@ fn ip6(ctx: &SockAddrContext) -> [u32; 4] {
 
 #[cgroup_sock_addr(connect4)]
 pub fn ksal_connect4(ctx: SockAddrContext) -> i32 {
-    egress_allowed(&ctx, ip4(&ctx))
+    egress_allowed(&ctx, ip4(&ctx), Hook::Connect)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn ksal_sendmsg4(ctx: SockAddrContext) -> i32 {
-    egress_allowed(&ctx, ip4(&ctx))
+    egress_allowed(&ctx, ip4(&ctx), Hook::Sendmsg)
 }
 
 /// IPv6 sockets reach IPv4 through v4-mapped addresses: the same rules
 /// apply to them. (VPSs have no IPv6 address of their own yet.)
 #[cgroup_sock_addr(connect6)]
 pub fn ksal_connect6(ctx: SockAddrContext) -> i32 {
-    v4_mapped(&ip6(&ctx)).map_or(ALLOW, |ip| egress_allowed(&ctx, ip))
+    v4_mapped(&ip6(&ctx)).map_or(ALLOW, |ip| egress_allowed(&ctx, ip, Hook::Connect))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn ksal_sendmsg6(ctx: SockAddrContext) -> i32 {
-    v4_mapped(&ip6(&ctx)).map_or(ALLOW, |ip| egress_allowed(&ctx, ip))
+    v4_mapped(&ip6(&ctx)).map_or(ALLOW, |ip| egress_allowed(&ctx, ip, Hook::Sendmsg))
 }
 
 /// IPv6 binds: the wildcard, loopback, or the VPS's own address mapped.

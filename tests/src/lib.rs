@@ -258,6 +258,11 @@ impl Daemon {
         self.state.path().join("root")
     }
 
+    /// The daemon's policies directory (empty: the built-in default).
+    pub fn policies(&self) -> PathBuf {
+        self.state.path().join("policies")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.state.path().join("vzhost.sock")
     }
@@ -290,6 +295,8 @@ impl Daemon {
             .args(&self.args)
             .arg("--root")
             .arg(self.root())
+            .arg("--policies")
+            .arg(self.policies())
             .env("VZHOST_SOCKET", self.socket())
             .env("VZHOST_LOG", "info")
             .stdin(std::process::Stdio::null())

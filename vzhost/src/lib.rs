@@ -7,5 +7,6 @@ pub mod ksal;
 pub mod metrics;
 pub mod net;
 pub mod ns;
+pub mod policy;
 pub mod rootfs;
 pub mod vps;

@@ -10,4 +10,5 @@ mod lsm;
 mod metrics;
 mod network;
 mod partitions;
+mod policy;
 mod prometheus;

@@ -81,6 +81,9 @@ enum Command {
         /// traffic stays on the host).
         #[arg(long)]
         nat: bool,
+        /// Directory of policy files (*.yaml), watched for changes.
+        #[arg(long, default_value = vzhost::policy::DEFAULT_DIR)]
+        policies: PathBuf,
         /// Address of the Prometheus endpoint (/metrics), or "none".
         #[arg(long, default_value = vzhost::metrics::http::DEFAULT_ADDR)]
         metrics: String,
@@ -102,6 +105,10 @@ enum Command {
         /// Seconds between SIGTERM and SIGKILL when stopping.
         #[arg(long)]
         stop_timeout: Option<u64>,
+        /// The policy it runs under (default: the one its name or labels
+        /// select, else `default`).
+        #[arg(long)]
+        policy: Option<String>,
         /// A label, key=value (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -127,6 +134,18 @@ enum Command {
     },
     /// List VPSs.
     List,
+    /// KSAL policies: those in force, one in full, or check a file offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// KSAL denials and audit records (of VPS NAME, or all).
+    Events {
+        name: Option<String>,
+        /// Keep printing events as they arrive.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Beancounters: what each resource holds, its high-water mark, limit
     /// and failure count (all VPSs without a NAME).
     Stat { name: Option<String> },
@@ -155,6 +174,16 @@ enum Command {
     Launch,
     #[command(name = "__attach", hide = true)]
     Attach { plan: String },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Policy files, the policy each defines, and errors.
+    List,
+    /// A policy in force, in full.
+    Show { name: String },
+    /// Check a policy file without a daemon; exits non-zero on error.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +230,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             bridge,
             subnet,
             nat,
+            policies,
             metrics,
         } => {
             let metrics = match metrics.as_str() {
@@ -217,6 +247,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 net: vzhost::net::NetConfig::new(bridge, subnet)?,
                 nat: *nat,
                 metrics,
+                policies: policies.clone(),
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -228,6 +259,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             ip,
             limits,
             stop_timeout,
+            policy,
             labels,
             uid_base,
             uid_count,
@@ -248,6 +280,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 labels,
                 stop_timeout: *stop_timeout,
                 ip: ip.clone(),
+                policy: policy.clone(),
                 idmap: uid_base.map(|base| vzhost::vps::IdMap {
                     base,
                     count: *uid_count,
@@ -268,6 +301,44 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let v = call(Request::List)?;
             print(cli.output, &v, list_table)
         }
+        Command::Policy { command } => match command {
+            PolicyCommand::List => {
+                let v = call(Request::PolicyList)?;
+                print(cli.output, &v, policy_table)
+            }
+            PolicyCommand::Show { name } => {
+                let v = call(Request::PolicyShow { name: name.clone() })?;
+                print(cli.output, &v, |v| {
+                    serde_yaml::to_string(v).unwrap_or_else(|e| e.to_string())
+                })
+            }
+            PolicyCommand::Check { file } => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                match vzhost::policy::Policy::parse(&file.display().to_string(), &text) {
+                    Ok(p) => {
+                        print(
+                            cli.output,
+                            &json!({"file": file, "policy": p.name, "ok": true}),
+                            |_| format!("{}: policy {} is valid", file.display(), p.name),
+                        )?;
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        if cli.output == Output::Json {
+                            println!(
+                                "{}",
+                                serde_json::to_string_pretty(&json!({"ok": false, "error": e}))?
+                            );
+                        } else {
+                            eprintln!("{e}");
+                        }
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
+        },
+        Command::Events { name, follow } => events(cli, name.as_deref(), *follow),
         Command::Stat { name } => {
             let v = call(Request::Stat { name: name.clone() })?;
             print(cli.output, &v, stat_table)
@@ -359,6 +430,85 @@ fn list_table(v: &Value) -> String {
         );
     }
     out
+}
+
+fn policy_table(v: &Value) -> String {
+    let mut out = format!("{:<16} {:<7} {}\n", "POLICY", "STATE", "FILE");
+    for f in v.as_array().cloned().unwrap_or_default() {
+        let state = match (f["policy"].is_string(), f["error"].is_object()) {
+            (_, false) => "ok",
+            (true, true) => "stale",
+            (false, true) => "invalid",
+        };
+        out += &format!(
+            "{:<16} {:<7} {}\n",
+            f["policy"].as_str().unwrap_or("-"),
+            state,
+            f["file"].as_str().unwrap_or("")
+        );
+        if f["error"].is_object() {
+            let e = &f["error"];
+            out += &format!(
+                "    {}:{}:{}: {}{}\n",
+                e["file"].as_str().unwrap_or(""),
+                e["line"],
+                e["column"],
+                e["reason"].as_str().unwrap_or(""),
+                if state == "stale" {
+                    " (its last good version stays in force)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    out
+}
+
+/// Print events (one line each, or JSON lines), following if asked.
+fn events(cli: &Cli, name: Option<&str>, follow: bool) -> anyhow::Result<ExitCode> {
+    let mut after = 0;
+    let mut all = Vec::new();
+    loop {
+        let v = client::call(
+            &cli.socket,
+            &Request::Events {
+                name: name.map(str::to_owned),
+                after,
+                wait_ms: if follow { 10_000 } else { 0 },
+            },
+        )?;
+        let batch = v.as_array().cloned().unwrap_or_default();
+        if let Some(last) = batch.last().and_then(|e| e["seq"].as_u64()) {
+            after = last;
+        }
+        for e in &batch {
+            match (cli.output, follow) {
+                (Output::Json, true) => println!("{}", serde_json::to_string(e)?),
+                (Output::Json, false) => all.push(e.clone()),
+                (Output::Table, _) => println!(
+                    "{} {:<16} {:<12} {:<8} {:<28} pid={} comm={}",
+                    e["time"]
+                        .as_f64()
+                        .map_or(String::new(), |t| format!("{t:.3}")),
+                    e["vps"].as_str().unwrap_or("?"),
+                    e["hook"].as_str().unwrap_or(""),
+                    e["verdict"].as_str().unwrap_or(""),
+                    e["rule"].as_str().unwrap_or(""),
+                    e["tgid"],
+                    e["comm"].as_str().unwrap_or("")
+                ),
+            }
+        }
+        if !follow {
+            break;
+        }
+        std::io::Write::flush(&mut std::io::stdout())?;
+    }
+    if cli.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Like /proc/user_beancounters: a block of rows per VPS.

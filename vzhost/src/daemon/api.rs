@@ -33,6 +33,17 @@ pub enum Request {
         force: bool,
     },
     List,
+    /// Policy files and their state.
+    PolicyList,
+    PolicyShow {
+        name: String,
+    },
+    /// KSAL events numbered after `after`; waits up to `wait_ms` for one.
+    Events {
+        name: Option<String>,
+        after: u64,
+        wait_ms: u64,
+    },
     /// Beancounters of one VPS, or of all.
     Stat {
         name: Option<String>,

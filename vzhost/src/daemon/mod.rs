@@ -12,6 +12,7 @@ use std::{
     path::{Path, PathBuf},
     process::Stdio,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use api::{Channel, Request, Response};
@@ -21,6 +22,7 @@ use crate::{
     cgroup::manager::Hierarchy,
     ksal::{EventLog, Ksal},
     metrics::{DenialCount, HostStat},
+    policy::watch::PolicyDir,
     vps::{
         lifecycle::{Host, helper},
         store::Store,
@@ -60,6 +62,8 @@ pub struct DaemonConfig {
     pub nat: bool,
     /// Where `/metrics` is served; None turns the endpoint off.
     pub metrics: Option<std::net::SocketAddr>,
+    /// The policies directory, watched for changes.
+    pub policies: PathBuf,
 }
 
 type SharedHost = Arc<Mutex<Host>>;
@@ -82,22 +86,27 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let cgroups = Hierarchy::for_current_process()?;
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
-    let mut ksal = match Ksal::load(cgroups.vps_level()) {
+    let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level()) {
         Ok(k) => {
             tracing::info!("KSAL LSM hooks attached");
-            Some(k)
+            (Some(k), None)
         }
         Err(e) => {
-            tracing::warn!("KSAL LSM hooks unavailable, VPSs run without LSM enforcement: {e}");
+            tracing::warn!(
+                "KSAL LSM hooks unavailable: VPSs whose policy needs them start only if it \
+                 allows degraded mode: {e}"
+            );
             match Ksal::load_cgroup_only(cgroups.vps_level()) {
-                Ok(k) => Some(k),
-                Err(e) => {
-                    tracing::error!("KSAL cgroup guards unavailable too: {e}");
-                    None
+                Ok(k) => (Some(k), Some(e.to_string())),
+                Err(e2) => {
+                    tracing::error!("KSAL cgroup guards unavailable too: {e2}");
+                    (None, Some(e.to_string()))
                 }
             }
         }
     };
+    let mut policies = PolicyDir::new(&cfg.policies);
+    policies.reload();
     let events = Arc::new(EventLog::new(EVENT_LOG_CAPACITY));
     if let Some(reader) = ksal.as_mut().and_then(|k| k.take_events().ok()) {
         let log = events.clone();
@@ -124,7 +133,14 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     crate::net::ensure_bridge(&cfg.net).map_err(|e| DaemonError::Other(e.to_string()))?;
     crate::net::set_nat(&cfg.net, cfg.nat).map_err(|e| DaemonError::Other(e.to_string()))?;
     tracing::info!(nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
-    let mut host = Host::new(store, cgroups, ksal, exe, cfg.net.clone());
+    let mut host = Host::new(
+        store,
+        cgroups,
+        (ksal, lsm_error),
+        exe,
+        cfg.net.clone(),
+        policies,
+    );
     let adopted = host
         .adopt()
         .map_err(|e| DaemonError::Other(e.to_string()))?;
@@ -147,6 +163,20 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         ));
     }
     let host = shared.host.clone();
+    {
+        let (host, dir) = (host.clone(), cfg.policies.clone());
+        std::thread::Builder::new()
+            .name("policy-watch".into())
+            .spawn(move || {
+                let watched = crate::policy::watch::watch(&dir, || {
+                    lock(&host).reload_policies();
+                });
+                if let Err(e) = watched {
+                    tracing::error!(dir = %dir.display(), "cannot watch the policies directory; changes need a daemon restart: {e}");
+                }
+            })
+            .map_err(|e| DaemonError::Other(format!("cannot start the policy watcher: {e}")))?;
+    }
     runtime.block_on(serve(listener, shared));
     let _ = fs::remove_file(&cfg.socket);
     lock(&host).shutdown();
@@ -228,14 +258,8 @@ fn lock(host: &SharedHost) -> std::sync::MutexGuard<'_, Host> {
 impl Shared {
     /// The figures of one scrape.
     fn host_stat(&self) -> HostStat {
-        let (vps, events_dropped, names) = {
-            let mut h = lock(&self.host);
-            (
-                h.stat(None).unwrap_or_default(),
-                h.events_dropped(),
-                h.names_by_id(),
-            )
-        };
+        let mut h = lock(&self.host);
+        let names = h.names_by_id();
         let denials = self
             .events
             .counts()
@@ -246,7 +270,7 @@ impl Shared {
                     .cloned()
                     .unwrap_or_else(|| format!("vps#{vps_id}")),
                 hook,
-                rule: crate::ksal::rule_name(rule_id),
+                rule: h.rule_name(rule_id),
                 mode: if verdict == "audited" {
                     "audit"
                 } else {
@@ -257,11 +281,32 @@ impl Shared {
             })
             .collect();
         HostStat {
-            vps,
+            vps: h.stat(None).unwrap_or_default(),
             denials,
-            events_dropped,
-            policy_reload_errors: 0,
+            events_dropped: h.events_dropped(),
+            policy_reload_errors: h.policy_reload_errors(),
         }
+    }
+
+    /// Events after `after` (of VPS `name`, or all), waiting up to `wait`
+    /// for one; each carries its VPS's name and its rule's name.
+    fn events(&self, name: Option<&str>, after: u64, wait: Duration) -> Vec<serde_json::Value> {
+        let logged = self.events.after(after, wait);
+        let h = lock(&self.host);
+        let names = h.names_by_id();
+        logged
+            .into_iter()
+            .filter_map(|e| {
+                let vps = names.get(&e.event.vps_id).cloned();
+                if name.is_some() && vps.as_deref() != name {
+                    return None;
+                }
+                let mut v = serde_json::to_value(&e).ok()?;
+                v["vps"] = json!(vps);
+                v["rule"] = json!(h.rule_name(e.event.rule_id));
+                Some(v)
+            })
+            .collect()
     }
 }
 
@@ -276,6 +321,22 @@ fn dispatch(
     match request {
         Request::Ping => Ok(json!("pong")),
         Request::Stat { name } => reply(lock(host).stat(name.as_deref())),
+        Request::PolicyList => Ok(json!(lock(host).policy_files())),
+        Request::PolicyShow { name } => {
+            let p = lock(host).policy(&name).ok_or_else(|| {
+                format!("no policy {name} is in force; `vzhost policy list` shows them")
+            })?;
+            reply(Ok::<_, String>(p))
+        }
+        Request::Events {
+            name,
+            after,
+            wait_ms,
+        } => Ok(json!(shared.events(
+            name.as_deref(),
+            after,
+            Duration::from_millis(wait_ms.min(60_000))
+        ))),
         Request::Create(req) => reply(lock(host).create(&req)),
         Request::Start { name } => reply(lock(host).start(&name)),
         Request::Stop { name } => reply(lock(host).stop(&name)),

@@ -94,17 +94,23 @@ const SOCK_ADDR: [(&str, &str); 6] = [
     (program_names::CONNECT6, "cgroup/connect6"),
     (program_names::SENDMSG6, "cgroup/sendmsg6"),
 ];
-/// Rule id of the default deny of the link-local metadata address.
-pub const RULE_METADATA: u32 = 1;
 
-/// The name a rule id is reported under in events and metrics.
-pub fn rule_name(rule_id: u32) -> String {
-    match rule_id {
-        RULE_METADATA => "network.metadata".into(),
-        id => format!("rule#{id}"),
-    }
+/// The kernel rules of one VPS, resolved by the host from its policy.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VpsRules {
+    pub files: Vec<(FileRuleKey, FileRule)>,
+    pub egress: Vec<EgressDeny>,
 }
-const METADATA_ADDR: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
+
+/// Connections and datagrams to `net/prefix` (on `port`, or any port
+/// with 0) are denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EgressDeny {
+    pub net: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub port: u16,
+    pub rule_id: u32,
+}
 
 /// The links that tie the guards to one VPS cgroup.
 struct Guards {
@@ -117,6 +123,8 @@ pub struct Ksal {
     ebpf: Ebpf,
     /// By cgroup id.
     guards: std::collections::HashMap<u64, Guards>,
+    /// The rules in the maps, by VPS id, so a reload removes what went.
+    applied: std::collections::HashMap<u32, VpsRules>,
 }
 
 fn cgroup_skb<'a>(
@@ -193,6 +201,7 @@ impl Ksal {
         Ok(Self {
             ebpf,
             guards: std::collections::HashMap::new(),
+            applied: std::collections::HashMap::new(),
         })
     }
 
@@ -266,7 +275,6 @@ impl Ksal {
         self.net_map()?
             .insert(cgroup_id, net, 0)
             .map_err(map_err(map_names::VPS_NET))?;
-        self.deny_egress(vps_id, METADATA_ADDR, 32, 0, RULE_METADATA)?;
         let mut guards = Guards {
             skb: Vec::new(),
             sock: Vec::new(),
@@ -292,8 +300,49 @@ impl Ksal {
         Ok(())
     }
 
-    /// Detach VPS `vps_id`'s guards and forget its address and rules.
-    pub fn detach_guards(&mut self, cgroup_id: u64, vps_id: u32) {
+    /// Make `rules` the rules of VPS `vps_id`: what is new is added, what
+    /// is gone is removed; rules in both stay in force throughout.
+    pub fn sync_rules(&mut self, vps_id: u32, rules: VpsRules) -> Result<()> {
+        let old = self.applied.remove(&vps_id).unwrap_or_default();
+        for (key, rule) in &rules.files {
+            self.file_rules()?
+                .insert(*key, *rule, 0)
+                .map_err(map_err(map_names::FILE_RULES))?;
+        }
+        for e in &rules.egress {
+            self.deny_egress(vps_id, e.net, e.prefix, e.port, e.rule_id)?;
+        }
+        for (key, _) in old
+            .files
+            .iter()
+            .filter(|(k, _)| !rules.files.iter().any(|(n, _)| n == k))
+        {
+            match self.file_rules()?.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::FILE_RULES)(e)),
+            }
+        }
+        for e in old.egress.iter().filter(|o| {
+            !rules
+                .egress
+                .iter()
+                .any(|n| (n.net, n.prefix) == (o.net, o.prefix))
+        }) {
+            self.allow_egress(vps_id, e.net, e.prefix)?;
+        }
+        self.applied.insert(vps_id, rules);
+        Ok(())
+    }
+
+    /// Forget VPS `vps_id` entirely: its registration, guards and rules.
+    pub fn forget_vps(&mut self, cgroup_id: u64, vps_id: u32) {
+        let _ = self.unregister_vps(cgroup_id);
+        self.detach_guards(cgroup_id, vps_id);
+        let _ = self.sync_rules(vps_id, VpsRules::default());
+    }
+
+    /// Detach VPS `vps_id`'s guards and forget its address.
+    fn detach_guards(&mut self, cgroup_id: u64, _vps_id: u32) {
         if let Some(g) = self.guards.remove(&cgroup_id) {
             for (program, link) in g.skb {
                 if let Ok(p) = cgroup_skb(&mut self.ebpf, program, "cgroup_skb") {
@@ -309,7 +358,6 @@ impl Ksal {
         if let Ok(mut m) = self.net_map() {
             let _ = m.remove(&cgroup_id);
         }
-        let _ = self.allow_egress(vps_id, METADATA_ADDR, 32);
     }
 
     fn net_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsNet>> {
@@ -462,12 +510,16 @@ fn file_key(vps_id: u32, path: &Path) -> Result<FileRuleKey> {
         path: path.display().to_string(),
         source,
     })?;
-    let dev = meta.dev();
-    Ok(FileRuleKey {
+    Ok(file_key_of(vps_id, meta.dev(), meta.ino()))
+}
+
+/// The rule key of the file with userspace `st_dev` and `st_ino`.
+pub fn file_key_of(vps_id: u32, st_dev: u64, ino: u64) -> FileRuleKey {
+    FileRuleKey {
         vps_id,
-        dev: kernel_dev(libc::major(dev), libc::minor(dev)),
-        ino: meta.ino(),
-    })
+        dev: kernel_dev(libc::major(st_dev), libc::minor(st_dev)),
+        ino,
+    }
 }
 
 /// Try to load (not attach) the file_open LSM program: the only reliable

@@ -175,6 +175,46 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// `stat` of `path` as process `pid` sees it: resolved inside its root
+/// (openat2 with RESOLVE_IN_ROOT), so a symlink in the VPS pointing to an
+/// absolute path stays in the VPS. Returns (st_dev, st_ino).
+pub fn stat_in_root_of(pid: u32, path: &str) -> io::Result<(u64, u64)> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+    let c_path = std::ffi::CString::new(path.trim_start_matches('/'))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // struct open_how (libc's is non_exhaustive).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: openat2 reads the path and the open_how of the given size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c_path.as_ptr(),
+            &raw const how,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new fd nothing else owns.
+    let file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    let meta = file.metadata()?;
+    use std::os::unix::fs::MetadataExt as _;
+    Ok((meta.dev(), meta.ino()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     cgroup::manager::{Hierarchy, ManagerError, VpsCgroup},
-    ksal::{Ksal, KsalError},
+    ksal::{EgressDeny, Ksal, KsalError, VpsRules},
     metrics::VpsStat,
     net::NetConfig,
     ns::{
@@ -29,7 +29,12 @@ use crate::{
         launch::LaunchPlan,
         sys::{
             is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time,
+            stat_in_root_of,
         },
+    },
+    policy::{
+        self, Policy,
+        watch::{FileStatus, PolicyDir},
     },
     rootfs::{
         TemplateError, Templates,
@@ -72,6 +77,10 @@ pub enum LifecycleError {
     NoIdRange,
     #[error(transparent)]
     Addr(#[from] crate::net::AddrError),
+    #[error(
+        "VPS {name} runs under policy {policy:?}, which is not in force; restore it, or recreate the VPS with another --policy"
+    )]
+    NoPolicy { name: String, policy: String },
     #[error("VPS {name}: network: {source}")]
     Net {
         name: String,
@@ -96,6 +105,9 @@ pub struct CreateRequest {
     /// Its address (ADDRESS or ADDRESS/PREFIX); allocated when absent.
     #[serde(default)]
     pub ip: Option<String>,
+    /// The policy it runs under, instead of the one its name and labels select.
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// A row of `vzhost list`.
@@ -111,6 +123,11 @@ pub struct VpsStatus {
     pub init_pid: Option<u32>,
     /// Traffic seen by the KSAL guards while it runs.
     pub network: Option<NetStats>,
+    /// The policy it runs under.
+    pub policy: Option<String>,
+    /// Its policy's LSM rules are not enforced: this kernel cannot run the
+    /// LSM hooks and the policy allows a degraded start.
+    pub degraded: bool,
 }
 
 /// A VPS's traffic counters.
@@ -136,6 +153,11 @@ pub struct Host {
     /// The vzhost binary, re-executed for the launch and attach helpers.
     exe: PathBuf,
     net: NetConfig,
+    policies: PolicyDir,
+    /// Why the LSM hooks are not loaded, if they are not.
+    lsm_error: Option<String>,
+    /// Names of the rule ids ever put in the maps, for events and metrics.
+    rule_names: std::collections::HashMap<u32, String>,
     /// Highest process count seen per VPS id in its current run (keyed by
     /// start time), for kernels without pids.peak.
     process_peaks: std::collections::HashMap<u32, (u64, u64)>,
@@ -151,9 +173,10 @@ impl Host {
     pub fn new(
         store: Store,
         cgroups: Hierarchy,
-        ksal: Option<Ksal>,
+        (ksal, lsm_error): (Option<Ksal>, Option<String>),
         exe: PathBuf,
         net: NetConfig,
+        policies: PolicyDir,
     ) -> Self {
         Self {
             templates: Templates::new(store.root()),
@@ -162,8 +185,150 @@ impl Host {
             ksal,
             exe,
             net,
+            policies,
+            lsm_error,
+            rule_names: Default::default(),
             process_peaks: Default::default(),
         }
+    }
+
+    /// The policy VPS `spec` runs under.
+    fn policy_of(&self, spec: &Spec) -> Result<Policy> {
+        let set = self.policies.set();
+        set.for_vps(spec.policy.as_deref(), spec.name.as_str(), &spec.labels)
+            .cloned()
+            .ok_or_else(|| LifecycleError::NoPolicy {
+                name: spec.name.to_string(),
+                policy: spec.policy.clone().unwrap_or_default(),
+            })
+    }
+
+    /// Whether `policy` runs degraded here; an error when it needs LSM
+    /// hooks this kernel cannot run and does not allow that.
+    fn degraded(&self, name: &Name, policy: &Policy) -> Result<bool> {
+        let hooks = policy.lsm_hooks();
+        let Some(why) = self.lsm_error.as_ref().filter(|_| !hooks.is_empty()) else {
+            return Ok(false);
+        };
+        if policy.allow_degraded {
+            tracing::warn!(
+                vps = %name,
+                policy = %policy.name,
+                "DEGRADED: the policy's LSM rules ({}) are not enforced: {why}",
+                hooks.join(", ")
+            );
+            return Ok(true);
+        }
+        Err(LifecycleError::Start {
+            name: name.to_string(),
+            why: format!(
+                "its policy {} needs the LSM hooks {} and this kernel cannot run them ({why}); \
+                 run it on a kernel with BPF LSM enabled, or set `allow_degraded: true` in the \
+                 policy to start it with the cgroup hooks only",
+                policy.name,
+                hooks.join(", ")
+            ),
+        })
+    }
+
+    /// The kernel rules of `policy` for VPS `spec`; file rules need its
+    /// running init (paths resolve inside its root) and the LSM hooks.
+    fn kernel_rules(&mut self, spec: &Spec, policy: &Policy, init_pid: Option<u32>) -> VpsRules {
+        let names = policy.rule_names();
+        let mut rules = VpsRules::default();
+        let (file_names, net_names) = names.split_at(policy.files.deny.len());
+        for (rule, rule_name) in policy.network.deny_egress.iter().zip(net_names) {
+            let rule_id = policy::rule_id(rule_name);
+            self.rule_names.insert(rule_id, rule_name.clone());
+            rules.egress.push(EgressDeny {
+                net: rule.cidr.addr,
+                prefix: rule.cidr.prefix,
+                port: rule.port,
+                rule_id,
+            });
+        }
+        let Some(pid) = init_pid.filter(|_| self.lsm_error.is_none()) else {
+            return rules;
+        };
+        for (rule, rule_name) in policy.files.deny.iter().zip(file_names) {
+            let rule_id = policy::rule_id(rule_name);
+            self.rule_names.insert(rule_id, rule_name.clone());
+            match stat_in_root_of(pid, rule.path.as_str()) {
+                Ok((dev, ino)) => rules.files.push((
+                    crate::ksal::file_key_of(spec.id, dev, ino),
+                    ksal_common::FileRule {
+                        rule_id,
+                        access: rule.access_bits(),
+                    },
+                )),
+                // A rule for a file the VPS does not have holds nothing yet.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(
+                    vps = %spec.name,
+                    rule = %rule_name,
+                    path = rule.path.as_str(),
+                    "cannot resolve the rule's path: {e}"
+                ),
+            }
+        }
+        rules
+    }
+
+    /// Put running VPS `spec` under its policy now.
+    fn apply_policy(&mut self, spec: &Spec, init_pid: Option<u32>) -> Result<bool> {
+        let policy = self.policy_of(spec)?;
+        let degraded = self.degraded(&spec.name, &policy)?;
+        let rules = self.kernel_rules(spec, &policy, init_pid);
+        let cgroup_id = self
+            .cgroup(&spec.name)
+            .id()
+            .map_err(Self::cgroup_err(&spec.name))?;
+        if let Some(ksal) = &mut self.ksal {
+            ksal.register_vps(cgroup_id, spec.id, policy.mode.kernel())
+                .and_then(|()| ksal.sync_rules(spec.id, rules))
+                .map_err(|source| LifecycleError::Ksal {
+                    name: spec.name.to_string(),
+                    source: Box::new(source),
+                })?;
+        }
+        tracing::info!(vps = %spec.name, policy = %policy.name, mode = %policy.mode, degraded, "policy applied");
+        Ok(degraded)
+    }
+
+    /// Read the policies directory again and put every running VPS under
+    /// what is now in force. Returns whether anything changed.
+    pub fn reload_policies(&mut self) -> bool {
+        if !self.policies.reload() {
+            return false;
+        }
+        for spec in self.store.list().unwrap_or_default() {
+            if let Some(r) = self.live_runtime(&spec.name)
+                && let Err(e) = self.apply_policy(&spec, Some(r.init_pid))
+            {
+                tracing::error!(vps = %spec.name, "ENFORCEMENT: new policy not applied: {e}");
+            }
+        }
+        true
+    }
+
+    pub fn policy_files(&self) -> Vec<FileStatus> {
+        self.policies.status()
+    }
+
+    pub fn policy(&self, name: &str) -> Option<Policy> {
+        self.policies.set().policies.get(name).cloned()
+    }
+
+    pub fn policy_reload_errors(&self) -> u64 {
+        self.policies.reload_errors
+    }
+
+    /// What rule id `id` stands for.
+    pub fn rule_name(&self, id: u32) -> String {
+        self.rule_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("rule#{id}"))
     }
 
     pub fn templates(&self) -> &Templates {
@@ -194,6 +359,16 @@ impl Host {
             .clone()
             .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
         self.templates.resolve(&template)?;
+        if let Some(p) = &req.policy
+            && self.policy(p).is_none()
+        {
+            return Err(SpecError::Field {
+                field: "policy",
+                value: p.clone(),
+                why: "no such policy is in force; `vzhost policy list` shows them".into(),
+            }
+            .into());
+        }
         let existing = self.store.list()?;
         let idmap = match req.idmap {
             Some(m) => {
@@ -226,11 +401,7 @@ impl Host {
             Some(want) => self.net.check(want, &used)?,
             None => self.net.allocate(&used)?,
         };
-        let disk = req
-            .limits
-            .disk
-            .map(|_| VpsDisk::choose_backend(&self.store.root().join("vps"), project_id(id)));
-        let spec = Spec {
+        let mut spec = Spec {
             name,
             template,
             hostname,
@@ -239,9 +410,17 @@ impl Host {
             labels: req.labels.clone(),
             stop_timeout: req.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
             id,
-            disk,
+            disk: None,
             ip: Some(ip),
+            policy: req.policy.clone(),
         };
+        // Limits the command line leaves unset come from the policy.
+        spec.limits = self.policy_of(&spec)?.fill_limits(&spec.limits);
+        spec.limits.validate()?;
+        spec.disk = spec
+            .limits
+            .disk
+            .map(|_| VpsDisk::choose_backend(&self.store.root().join("vps"), project_id(id)));
         let gateway = self.net.subnet.gateway();
         self.store.create(&spec, |dir| {
             let result = make_layer(dir, &spec, gateway);
@@ -286,18 +465,17 @@ impl Host {
         let name = &spec.name;
         cgroup.create().map_err(Self::cgroup_err(name))?;
         cgroup.apply(&spec.limits).map_err(Self::cgroup_err(name))?;
+        // Registered, guarded and under its policy's network rules before
+        // its first process runs; file rules follow once its root exists.
         if let Some(ksal) = &mut self.ksal {
-            // Registered before the VPS's first process runs.
             let id = cgroup.id().map_err(Self::cgroup_err(name))?;
-            ksal.register_vps(id, spec.id, ksal_common::mode::ENFORCE)
-                .and_then(|()| {
-                    ksal.attach_guards(cgroup.v2_path(), id, spec.id, spec.ip.map(|ip| ip.addr))
-                })
+            ksal.attach_guards(cgroup.v2_path(), id, spec.id, spec.ip.map(|ip| ip.addr))
                 .map_err(|source| LifecycleError::Ksal {
                     name: name.to_string(),
                     source: Box::new(source),
                 })?;
         }
+        self.apply_policy(spec, None)?;
         let plan = LaunchPlan {
             vps_dir: self.store.dir(name).0,
             template: template.to_owned(),
@@ -322,6 +500,13 @@ impl Host {
                 }
                 return Err(net_err(e));
             }
+        }
+        if let Err(e) = self.apply_policy(spec, Some(pid)) {
+            if let Ok(fd) = pidfd_open(pid) {
+                let _ = pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
+                pidfd_wait_exit(fd.as_fd(), 5_000);
+            }
+            return Err(e);
         }
         let runtime = Runtime {
             init_pid: pid,
@@ -375,8 +560,7 @@ impl Host {
         }
         if let (Some(ksal), Ok(id), Ok(spec)) = (&mut self.ksal, cgroup.id(), self.store.load(name))
         {
-            let _ = ksal.unregister_vps(id);
-            ksal.detach_guards(id, spec.id);
+            ksal.forget_vps(id, spec.id);
         }
         if let Err(e) = cgroup.remove() {
             tracing::warn!(vps = %name, %e, "cannot remove cgroups");
@@ -500,6 +684,11 @@ impl Host {
                     .into(),
                     init_pid: runtime.as_ref().map(|r| r.init_pid),
                     network: runtime.as_ref().and_then(|_| self.net_stats(spec.id)),
+                    policy: self.policy_of(&spec).ok().map(|p| p.name),
+                    degraded: runtime.is_some()
+                        && self
+                            .policy_of(&spec)
+                            .is_ok_and(|p| self.lsm_error.is_some() && !p.lsm_hooks().is_empty()),
                     name: spec.name.to_string(),
                     ip: spec.ip.map(|ip| ip.to_string()),
                     hostname: spec.hostname,
@@ -722,14 +911,15 @@ impl Host {
                 tracing::error!(vps = %spec.name, %e, "cannot mount its disk image");
             }
             let cgroup = self.cgroup(&spec.name);
-            if self.live_runtime(&spec.name).is_some() {
-                if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id()) {
-                    let _ = ksal.register_vps(id, spec.id, ksal_common::mode::ENFORCE);
-                    if let Err(e) =
+            if let Some(runtime) = self.live_runtime(&spec.name) {
+                if let (Some(ksal), Ok(id)) = (&mut self.ksal, cgroup.id())
+                    && let Err(e) =
                         ksal.attach_guards(cgroup.v2_path(), id, spec.id, spec.ip.map(|ip| ip.addr))
-                    {
-                        tracing::error!(vps = %spec.name, %e, "cannot re-attach its network guards");
-                    }
+                {
+                    tracing::error!(vps = %spec.name, %e, "cannot re-attach its network guards");
+                }
+                if let Err(e) = self.apply_policy(&spec, Some(runtime.init_pid)) {
+                    tracing::error!(vps = %spec.name, "ENFORCEMENT: cannot apply its policy: {e}");
                 }
                 tracing::info!(vps = %spec.name, "adopted running VPS");
                 adopted.push(spec.name.to_string());

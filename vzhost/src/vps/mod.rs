@@ -205,6 +205,9 @@ pub struct Spec {
     /// Its address on the host bridge.
     #[serde(default)]
     pub ip: Option<crate::net::Subnet>,
+    /// The policy named at create, if any (else its selectors decide).
+    #[serde(default)]
+    pub policy: Option<String>,
 }
 
 /// Default host id range for VPS user namespaces: 65536 ids per VPS from

@@ -259,6 +259,7 @@ mod tests {
             id: 1,
             disk: None,
             ip: None,
+            policy: None,
         }
     }
 

@@ -1,0 +1,253 @@
+//! KSAL policies from the policies directory: offline checks, hot reload
+//! into running VPSs, bad files that change nothing, audit mode, events,
+//! and failing closed where the kernel cannot run the LSM hooks a policy
+//! needs. The network rules run on the cgroup hooks, so these tests run
+//! natively as well as in the VM.
+use std::{
+    fs,
+    time::{Duration, Instant},
+};
+
+use vzhost_tests::{Daemon, Scratch, stderr, vzhost_bin};
+
+const B: &str = "10.213.0.11";
+
+/// a and b running; b serves HTTP on port 8080.
+fn pair(d: &Daemon) {
+    d.ok(&["create", "a", "--ip", "10.213.0.10"]);
+    d.ok(&["create", "b", "--ip", B]);
+    d.ok(&["start", "a"]);
+    d.ok(&["start", "b"]);
+    d.sh_ok(
+        "b",
+        "mkdir -p /srv && echo hello >/srv/index.html && httpd -p 0.0.0.0:8080 -h /srv",
+    );
+}
+
+/// Whether a can fetch from b (an error message when it cannot).
+fn fetch(d: &Daemon) -> Result<(), String> {
+    let out = d.sh(
+        "a",
+        &format!("wget -q -O /dev/null http://{B}:8080/index.html"),
+    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(stderr(&out))
+    }
+}
+
+fn write_policy(d: &Daemon, file: &str, text: &str) {
+    fs::create_dir_all(d.policies()).unwrap();
+    // Written whole and renamed, as configuration management tools do.
+    let tmp = d.policies().join(format!(".{file}.tmp"));
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, d.policies().join(file)).unwrap();
+}
+
+/// Wait up to `limit` for `ok`; returns how long it took.
+fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn events(d: &Daemon, vps: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(&d.ok(&["events", vps, "-o", "json"])).expect("events json")
+}
+
+const DENY_B: &str = "selector:\n  names: [a]\nmode: enforce\nnetwork:\n  deny_egress:\n    - cidr: 10.213.0.11/32\n      port: 8080\n";
+
+#[test]
+fn a_policy_change_takes_effect_on_a_running_vps_within_a_second() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-reload")?;
+    pair(&d);
+    within(Duration::from_secs(5), || fetch(&d).is_ok())
+        .expect("allowed before any policy names b");
+    let a_pid = d.status("a").unwrap()["init_pid"].clone();
+
+    write_policy(&d, "lockdown.yaml", DENY_B);
+    // Each probe takes a moment itself; the policy must be in force by 1 s.
+    let took = within(Duration::from_secs(3), || fetch(&d).is_err())
+        .expect("the new rule was never enforced");
+    println!("new rule enforced {took:?} after the file was written");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let err = fetch(&d).unwrap_err();
+    assert!(
+        err.contains("not permitted") || err.contains("denied"),
+        "{err}"
+    );
+    assert_eq!(
+        d.status("a").unwrap()["init_pid"],
+        a_pid,
+        "a was not restarted"
+    );
+    assert_eq!(d.status("a").unwrap()["policy"], "lockdown");
+
+    // The denial is an event with VPS, hook and rule.
+    let ev = events(&d, "a");
+    let last = ev.last().expect("an event for the denial");
+    assert_eq!(last["vps"], "a");
+    assert_eq!(last["hook"], "connect");
+    assert_eq!(last["verdict"], "denied");
+    assert_eq!(last["rule"], "lockdown:network.deny_egress[0]");
+    assert!(events(&d, "b").is_empty(), "b did nothing denied");
+
+    // An invalid edit is refused with file:line:column, and the last good
+    // version stays in force.
+    write_policy(
+        &d,
+        "lockdown.yaml",
+        "selector:\n  names: [a]\nmode: enforce\nnetwork:\n  deny_egress:\n    - cidr: 10.213.0.11/40\n",
+    );
+    let listed = within(Duration::from_secs(2), || {
+        d.ok(&["policy", "list"]).contains("lockdown.yaml:6:")
+    });
+    assert!(
+        listed.is_some(),
+        "policy list shows the error: {}",
+        d.ok(&["policy", "list"])
+    );
+    let table = d.ok(&["policy", "list"]);
+    assert!(table.contains("stale"), "{table}");
+    assert!(
+        d.log().contains("lockdown.yaml:6:"),
+        "the daemon log names it"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(fetch(&d).is_err(), "the previous rules stay in force");
+
+    // Removing the file lifts the rule.
+    fs::remove_file(d.policies().join("lockdown.yaml"))?;
+    within(Duration::from_secs(2), || fetch(&d).is_ok()).expect("allowed again");
+    assert_eq!(d.status("a").unwrap()["policy"], "default");
+    Ok(())
+}
+
+#[test]
+fn audit_mode_allows_and_records() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-audit")?;
+    write_policy(
+        &d,
+        "watch.yaml",
+        &DENY_B.replace("mode: enforce", "mode: audit"),
+    );
+    pair(&d);
+    within(Duration::from_secs(5), || fetch(&d).is_ok()).expect("audit mode allows");
+    let ev = events(&d, "a");
+    let last = ev.last().expect("an audit record");
+    assert_eq!(last["verdict"], "audited");
+    assert_eq!(last["rule"], "watch:network.deny_egress[0]");
+    // The metrics count it as an audit hit.
+    d.host_run(&["ip", "link", "set", "lo", "up"])?;
+    let (_, _, text) = d.http_get("127.0.0.1:9464", "/metrics", "*/*")?;
+    assert!(
+        text.contains("vzhost_ksal_denials_total{vps=\"a\",hook=\"connect\",rule=\"watch:network.deny_egress[0]\",mode=\"audit\"} 1"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_vps_looping_on_a_denied_action_cannot_flood_the_event_log() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-flood")?;
+    write_policy(&d, "lockdown.yaml", DENY_B);
+    pair(&d);
+    // 3000 denied connects as fast as the shell can make them.
+    let _ = d.sh(
+        "a",
+        &format!("i=0; while [ $i -lt 3000 ]; do nc -w 1 {B} 8080 </dev/null 2>/dev/null; i=$((i+1)); done; true"),
+    );
+    let ev = events(&d, "a");
+    d.host_run(&["ip", "link", "set", "lo", "up"])?;
+    let (_, _, text) = d.http_get("127.0.0.1:9464", "/metrics", "*/*")?;
+    let dropped: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vzhost_ksal_events_dropped_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("dropped counter");
+    println!("{} events kept, {dropped} dropped", ev.len());
+    assert!(!ev.is_empty());
+    assert!(
+        (ev.len() as f64) + dropped >= 2900.0,
+        "every denial is an event or a counted drop: {} + {dropped}",
+        ev.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn policy_check_names_file_line_column_offline() -> anyhow::Result<()> {
+    let s = Scratch::new()?;
+    let bad = s.file(
+        "bad.yaml",
+        "mode: enforce\nfiles:\n  deny:\n    - path: etc/shadow\n",
+    )?;
+    let out = std::process::Command::new(vzhost_bin())
+        .args(["policy", "check"])
+        .arg(&bad)
+        .env("VZHOST_SOCKET", "/nonexistent/vzhost.sock")
+        .output()?;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("{}:4:", bad.display())) && err.contains("not absolute"),
+        "{err}"
+    );
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+    for e in fs::read_dir(shipped)? {
+        let path = e?.path();
+        let out = std::process::Command::new(vzhost_bin())
+            .args(["policy", "check"])
+            .arg(&path)
+            .output()?;
+        assert!(out.status.success(), "{}: {}", path.display(), stderr(&out));
+    }
+    Ok(())
+}
+
+const DENY_FILE: &str =
+    "mode: enforce\nallow_degraded: false\nfiles:\n  deny:\n    - path: /etc/secret\n";
+
+#[test]
+fn an_enforcing_policy_fails_closed_without_the_lsm_hooks_it_needs() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-closed")?;
+    write_policy(&d, "default.yaml", DENY_FILE);
+    d.ok(&["create", "a"]);
+    // Both branches assert: enforced where the kernel runs BPF LSM (the VM),
+    // refused and then degraded where it cannot (the development hosts).
+    if vzhost::ksal::probe_lsm().is_ok() {
+        // Where the hooks run, the same policy starts and denies.
+        d.ok(&["start", "a"]);
+        d.sh_ok("a", "echo s3cret >/etc/secret");
+        d.ok(&["restart", "a"]);
+        let out = d.sh("a", "cat /etc/secret");
+        assert!(!out.status.success(), "denied inside");
+        assert!(stderr(&out).contains("not permitted"), "{}", stderr(&out));
+        assert_eq!(d.status("a").unwrap()["degraded"], false);
+        return Ok(());
+    }
+    let err = d.fails(&["start", "a"]);
+    assert!(err.contains("file_open") && err.contains("LSM"), "{err}");
+    assert!(err.contains("allow_degraded"), "names the way out: {err}");
+    assert_eq!(d.status("a").unwrap()["status"], "stopped");
+    // Degraded mode, when the policy allows it: started, loudly.
+    write_policy(
+        &d,
+        "default.yaml",
+        &DENY_FILE.replace("allow_degraded: false", "allow_degraded: true"),
+    );
+    within(Duration::from_secs(2), || {
+        d.vz(&["start", "a"]).is_ok_and(|o| o.status.success())
+    })
+    .expect("starts degraded");
+    let st = d.status("a").unwrap();
+    assert_eq!(st["degraded"], true, "{st}");
+    assert!(d.log().contains("DEGRADED"));
+    Ok(())
+}

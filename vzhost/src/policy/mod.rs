@@ -1,0 +1,452 @@
+//! KSAL policies: YAML files an administrator drops into the policies
+//! directory. Every value is checked while it is parsed, so a bad file is
+//! refused with `file:line:column: reason` and never half-applied.
+pub mod watch;
+
+use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::vps::Limits;
+
+/// The policy every VPS gets when no other selects it.
+pub const DEFAULT_NAME: &str = "default";
+/// The shipped `policies/default.yaml`, in force when the directory has none.
+pub const BUILTIN_DEFAULT: &str = include_str!("../../../policies/default.yaml");
+pub const DEFAULT_DIR: &str = "/etc/vzhost/policies.d";
+
+/// A policy file that could not be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[error("{file}:{line}:{column}: {reason}")]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deny and record.
+    #[default]
+    Enforce,
+    /// Allow and record.
+    Audit,
+}
+
+impl Mode {
+    pub fn kernel(self) -> u32 {
+        match self {
+            Self::Enforce => ksal_common::mode::ENFORCE,
+            Self::Audit => ksal_common::mode::AUDIT,
+        }
+    }
+}
+
+/// Which VPSs a policy is for: any listed name, or all the labels given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selector {
+    #[serde(default)]
+    pub names: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Selector {
+    pub fn matches(&self, name: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.names.iter().any(|n| n == name)
+            || (!self.labels.is_empty()
+                && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    }
+}
+
+/// An absolute path, as the VPS sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VpsPath(String);
+
+impl TryFrom<String> for VpsPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if !s.starts_with('/') {
+            return Err(format!(
+                "path {s:?} is not absolute: write it as the VPS sees it, from /"
+            ));
+        }
+        if s.split('/').any(|c| c == "..") {
+            return Err(format!("path {s:?} has a '..' component: write it without"));
+        }
+        if s.contains('\0') {
+            return Err("a path cannot hold a NUL byte".into());
+        }
+        Ok(Self(s))
+    }
+}
+
+impl From<VpsPath> for String {
+    fn from(p: VpsPath) -> Self {
+        p.0
+    }
+}
+
+impl VpsPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+fn both() -> Vec<Access> {
+    vec![Access::Read, Access::Write]
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRule {
+    pub path: VpsPath,
+    /// What is denied: read, write, or both (the default).
+    #[serde(default = "both")]
+    pub access: Vec<Access>,
+}
+
+impl FileRule {
+    pub fn access_bits(&self) -> u32 {
+        self.access.iter().fold(0, |bits, a| {
+            bits | match a {
+                Access::Read => ksal_common::access::READ,
+                Access::Write => ksal_common::access::WRITE,
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Files {
+    /// Files a VPS may not open (for the access given).
+    #[serde(default)]
+    pub deny: Vec<FileRule>,
+}
+
+/// An IPv4 network in a rule: ADDRESS/PREFIX (0 to 32), or one ADDRESS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    pub addr: std::net::Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (addr, prefix) = s.split_once('/').unwrap_or((&s, "32"));
+        let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| {
+            format!("{s:?} is not an IPv4 network: write e.g. 10.0.0.0/8 or 192.0.2.1")
+        })?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to 32"))?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        let net = std::net::Ipv4Addr::from(u32::from(addr) & mask);
+        if net != addr {
+            return Err(format!(
+                "{s:?} has host bits set: did you mean {net}/{prefix}?"
+            ));
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> Self {
+        format!("{}/{}", c.addr, c.prefix)
+    }
+}
+
+/// A destination a VPS may not connect or send to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressRule {
+    pub cidr: Cidr,
+    /// 0 or absent: every port.
+    #[serde(default)]
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    #[serde(default)]
+    pub deny_egress: Vec<EgressRule>,
+}
+
+/// Limits a VPS gets at create for what its command line leaves unset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyLimits {
+    #[serde(default)]
+    pub memory: Option<Size>,
+    #[serde(default)]
+    pub cpus: Option<f64>,
+    #[serde(default)]
+    pub pids: Option<u64>,
+    #[serde(default)]
+    pub disk: Option<Size>,
+}
+
+/// A byte size written as in the CLI: 512M, 1G.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Size(pub u64);
+
+impl TryFrom<String> for Size {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        crate::vps::parse_size("size", &s)
+            .map(Size)
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl From<Size> for String {
+    fn from(s: Size) -> Self {
+        s.0.to_string()
+    }
+}
+
+/// One policy file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Defaults to the file name without `.yaml`.
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Absent: the policy applies to VPSs that name it (`create --policy`),
+    /// or to every unselected VPS if it is `default`.
+    #[serde(default)]
+    pub selector: Option<Selector>,
+    /// Among policies selecting a VPS, the highest priority wins.
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Start VPSs under this policy with the cgroup hooks only when the
+    /// kernel cannot run the LSM hooks it needs (logged, shown by `list`).
+    #[serde(default)]
+    pub allow_degraded: bool,
+    #[serde(default)]
+    pub files: Files,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub limits: PolicyLimits,
+}
+
+impl Policy {
+    /// Parse and check the policy in `text`, read from `file`.
+    pub fn parse(file: &str, text: &str) -> Result<Self, PolicyError> {
+        let mut p: Policy = serde_yaml::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            let msg = e.to_string();
+            // serde_yaml appends the position, which the prefix already has.
+            let reason = msg
+                .rsplit_once(" at line ")
+                .map_or(msg.as_str(), |(r, _)| r)
+                .to_owned();
+            PolicyError {
+                file: file.to_owned(),
+                line,
+                column,
+                reason,
+            }
+        })?;
+        if p.name.is_empty() {
+            p.name = Path::new(file)
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        }
+        if let Err(e) = crate::vps::Name::new(&p.name) {
+            return Err(PolicyError {
+                file: file.to_owned(),
+                line: 1,
+                column: 1,
+                reason: format!("name: {e}"),
+            });
+        }
+        Ok(p)
+    }
+
+    /// The LSM hooks this policy's rules need.
+    pub fn lsm_hooks(&self) -> Vec<&'static str> {
+        let mut hooks = Vec::new();
+        if !self.files.deny.is_empty() {
+            hooks.push("file_open");
+        }
+        hooks
+    }
+
+    /// Default limits for a new VPS, under those given.
+    pub fn fill_limits(&self, given: &Limits) -> Limits {
+        Limits {
+            memory: given.memory.or(self.limits.memory.map(|s| s.0)),
+            cpus: given.cpus.or(self.limits.cpus),
+            pids: given.pids.or(self.limits.pids),
+            disk: given.disk.or(self.limits.disk.map(|s| s.0)),
+        }
+    }
+
+    /// Every rule with the name it is reported under.
+    pub fn rule_names(&self) -> Vec<String> {
+        let files = (0..self.files.deny.len()).map(|i| format!("{}:files.deny[{i}]", self.name));
+        let net = (0..self.network.deny_egress.len())
+            .map(|i| format!("{}:network.deny_egress[{i}]", self.name));
+        files.chain(net).collect()
+    }
+}
+
+/// A stable rule id for `name` (FNV-1a), so events keep their meaning
+/// across reloads; 0 is never used.
+pub fn rule_id(name: &str) -> u32 {
+    let h = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h.max(2)
+}
+
+/// The policies in force, by name.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    pub policies: BTreeMap<String, Policy>,
+}
+
+impl PolicySet {
+    /// The policy for a VPS: the one it names, else the selecting policy of
+    /// highest priority (ties: the first by name), else `default`.
+    pub fn for_vps(
+        &self,
+        explicit: Option<&str>,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<&Policy> {
+        if let Some(p) = explicit {
+            return self.policies.get(p);
+        }
+        self.policies
+            .values()
+            .filter(|p| p.selector.as_ref().is_some_and(|s| s.matches(name, labels)))
+            .fold(None, |best: Option<&Policy>, p| match best {
+                Some(b) if b.priority >= p.priority => Some(b),
+                _ => Some(p),
+            })
+            .or_else(|| self.policies.get(DEFAULT_NAME))
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Enforce => "enforce",
+            Self::Audit => "audit",
+        })
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enforce" => Ok(Self::Enforce),
+            "audit" => Ok(Self::Audit),
+            _ => Err(format!("mode {s:?}: use enforce or audit")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policies_parse() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies");
+        for e in std::fs::read_dir(dir).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            Policy::parse(&path.display().to_string(), &text).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let d = Policy::parse("default.yaml", BUILTIN_DEFAULT).unwrap();
+        assert_eq!(d.name, "default");
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_field() {
+        let text = "mode: enforce\nfiles:\n  deny:\n    - path: etc/shadow\n";
+        let e = Policy::parse("p.yaml", text).unwrap_err();
+        assert_eq!((e.line, e.file.as_str()), (4, "p.yaml"));
+        assert!(e.reason.contains("files.deny[0]"), "{e}");
+        assert!(e.reason.contains("not absolute"), "{e}");
+        assert!(e.to_string().starts_with("p.yaml:4:"), "{e}");
+
+        let e = Policy::parse("p.yaml", "mode: block\n").unwrap_err();
+        assert!(e.reason.contains("mode"), "{e}");
+        for bad in ["10.0.0.0/33", "10.0.0.1/8", "ten"] {
+            let text = format!("network:\n  deny_egress:\n    - cidr: {bad}\n");
+            let e = Policy::parse("p.yaml", &text).unwrap_err();
+            assert_eq!(e.line, 3, "{e}");
+        }
+        let ok = Policy::parse("p.yaml", "network:\n  deny_egress:\n    - cidr: 0.0.0.0/0\n      port: 25\n    - cidr: 192.0.2.1\n").unwrap();
+        assert_eq!(ok.network.deny_egress[1].cidr.prefix, 32);
+        let e = Policy::parse("p.yaml", "filez: {}\n").unwrap_err();
+        assert!(e.reason.contains("unknown field `filez`"), "{e}");
+        let e = Policy::parse("p.yaml", "limits:\n  memory: 12QB\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(Policy::parse("p.yaml", "- just\n- a list\n").is_err());
+        assert!(Policy::parse("p.yaml", "name: Bad_Name\n").is_err());
+    }
+
+    #[test]
+    fn selection_prefers_explicit_then_priority_then_default() {
+        let mut set = PolicySet::default();
+        for (file, text) in [
+            ("default.yaml", "mode: enforce\n"),
+            (
+                "web.yaml",
+                "selector: {labels: {role: web}}\npriority: 10\n",
+            ),
+            ("named.yaml", "selector: {names: [db]}\n"),
+            ("audit.yaml", "mode: audit\n"),
+        ] {
+            let p = Policy::parse(file, text).unwrap();
+            set.policies.insert(p.name.clone(), p);
+        }
+        let web = BTreeMap::from([("role".to_owned(), "web".to_owned())]);
+        let none = BTreeMap::new();
+        let pick = |e, n, l| set.for_vps(e, n, l).map(|p| p.name.as_str());
+        assert_eq!(pick(None, "x", &web), Some("web"));
+        assert_eq!(pick(None, "db", &none), Some("named"));
+        assert_eq!(pick(None, "other", &none), Some("default"));
+        assert_eq!(pick(Some("audit"), "x", &web), Some("audit"));
+    }
+
+    #[test]
+    fn rule_ids_are_stable_and_nonzero() {
+        assert_eq!(
+            rule_id("default:files.deny[0]"),
+            rule_id("default:files.deny[0]")
+        );
+        assert_ne!(rule_id("a"), rule_id("b"));
+        assert!(rule_id("") >= 2);
+    }
+}
