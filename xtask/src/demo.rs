@@ -41,6 +41,8 @@ impl DemoHost {
         cmd.arg("daemon")
             .arg("--root")
             .arg(host.state.join("root"))
+            .arg("--policies")
+            .arg(host.policies())
             .env("VZHOST_SOCKET", host.socket())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -73,6 +75,10 @@ impl DemoHost {
 
     fn socket(&self) -> PathBuf {
         self.state.join("vzhost.sock")
+    }
+
+    fn policies(&self) -> PathBuf {
+        self.state.join("policies")
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -176,6 +182,22 @@ fn partitions(vzhost: &Path) -> anyhow::Result<()> {
         &format!("echo \"web fetched: $(wget -q -O - http://{db_ip}/data)\""),
     )?;
     host.sh("web", "ip -4 addr show eth0 | grep inet; nc -w 2 169.254.169.254 80 </dev/null; echo \"metadata address: exit $?\"")?;
+    println!(
+        "\n-- a policy dropped into the policies directory applies to the running web at once --"
+    );
+    let policy = format!(
+        "# web may not reach db's web server\nselector:\n  names: [web]\nmode: enforce\nnetwork:\n  deny_egress:\n    - cidr: {db_ip}/32\n      port: 80\n"
+    );
+    println!("$ cat > policies.d/lockdown.yaml\n{policy}");
+    fs::create_dir_all(host.policies())?;
+    fs::write(host.policies().join("lockdown.yaml"), policy)?;
+    std::thread::sleep(Duration::from_millis(300));
+    host.show(&["policy", "list"])?;
+    host.sh(
+        "web",
+        &format!("wget -q -O /dev/null http://{db_ip}/data; echo \"fetch from db: exit $?\""),
+    )?;
+    host.show(&["events", "web"])?;
     println!("\n-- a fork bomb in web stops at its pids limit of 30; db is unaffected --");
     host.sh(
         "web",
@@ -183,6 +205,7 @@ fn partitions(vzhost: &Path) -> anyhow::Result<()> {
     )?;
     host.sh("db", "echo db still starts processes: $(echo ok)")?;
     host.show(&["list"])?;
+    host.show(&["stat", "web"])?;
     host.show(&["restart", "web"])?;
     host.show(&["list"])?;
     Ok(())
