@@ -15,11 +15,21 @@ pub mod map_names {
     pub const NET_COUNTERS: &str = "KSAL_NET_COUNTERS";
     pub const EGRESS_RULES: &str = "KSAL_EGRESS_RULES";
     pub const EVENT_RATE: &str = "KSAL_EVENT_RATE";
+    pub const MOUNT_ALLOW: &str = "KSAL_MOUNT_ALLOW";
 }
 
 /// Program names (the function names in `ksal-ebpf`).
 pub mod program_names {
     pub const FILE_OPEN: &str = "ksal_file_open";
+    pub const SB_MOUNT: &str = "ksal_sb_mount";
+    pub const MODULE_REQUEST: &str = "ksal_kernel_module_request";
+    /// The bpf hook takes 3 arguments up to Linux 6.15 and 4 after; the
+    /// host loads the variant that matches the running kernel's BTF.
+    pub const BPF3: &str = "ksal_bpf3";
+    pub const BPF4: &str = "ksal_bpf4";
+    pub const PERF_EVENT_OPEN: &str = "ksal_perf_event_open";
+    pub const SOCKET_CREATE: &str = "ksal_socket_create";
+    pub const CAPABLE: &str = "ksal_capable";
     pub const CGROUP_PROBE: &str = "ksal_cgroup_probe";
     pub const SKB_EGRESS: &str = "ksal_skb_egress";
     pub const SKB_INGRESS: &str = "ksal_skb_ingress";
@@ -60,6 +70,12 @@ pub enum Hook {
     Connect = 2,
     /// cgroup sendmsg4/sendmsg6.
     Sendmsg = 3,
+    SbMount = 4,
+    ModuleRequest = 5,
+    Bpf = 6,
+    PerfEventOpen = 7,
+    SocketCreate = 8,
+    Capable = 9,
 }
 
 impl Hook {
@@ -68,6 +84,12 @@ impl Hook {
             1 => Some(Self::FileOpen),
             2 => Some(Self::Connect),
             3 => Some(Self::Sendmsg),
+            4 => Some(Self::SbMount),
+            5 => Some(Self::ModuleRequest),
+            6 => Some(Self::Bpf),
+            7 => Some(Self::PerfEventOpen),
+            8 => Some(Self::SocketCreate),
+            9 => Some(Self::Capable),
             _ => None,
         }
     }
@@ -77,6 +99,12 @@ impl Hook {
             Self::FileOpen => "file_open",
             Self::Connect => "connect",
             Self::Sendmsg => "sendmsg",
+            Self::SbMount => "sb_mount",
+            Self::ModuleRequest => "kernel_module_request",
+            Self::Bpf => "bpf",
+            Self::PerfEventOpen => "perf_event_open",
+            Self::SocketCreate => "socket_create",
+            Self::Capable => "capable",
         }
     }
 }
@@ -87,6 +115,34 @@ pub mod mode {
     pub const ENFORCE: u32 = 1;
     /// Allow and record.
     pub const AUDIT: u32 = 2;
+}
+
+/// What a VPS's policy denies outside file and network rules: bits of
+/// `VpsEntry::guards`.
+pub mod guard {
+    /// New mounts only of the filesystem types in `KSAL_MOUNT_ALLOW`.
+    pub const MOUNT_TYPES: u32 = 1 << 0;
+    /// Remounts only read-only.
+    pub const REMOUNT_READ_ONLY: u32 = 1 << 1;
+    pub const MODULE_AUTOLOAD: u32 = 1 << 2;
+    pub const BPF: u32 = 1 << 3;
+    pub const PERF_EVENTS: u32 = 1 << 4;
+    pub const RAW_SOCKETS: u32 = 1 << 5;
+    pub const PACKET_SOCKETS: u32 = 1 << 6;
+}
+
+/// Rule ids of the guards, as events carry them (file and network rules
+/// have ids of the host's choosing, never below `FIRST_HOST_RULE`).
+pub mod guard_rule {
+    pub const MOUNT_TYPES: u32 = 1;
+    pub const REMOUNT_READ_ONLY: u32 = 2;
+    pub const MODULE_AUTOLOAD: u32 = 3;
+    pub const BPF: u32 = 4;
+    pub const PERF_EVENTS: u32 = 5;
+    pub const RAW_SOCKETS: u32 = 6;
+    pub const PACKET_SOCKETS: u32 = 7;
+    pub const CAPABILITIES: u32 = 8;
+    pub const FIRST_HOST_RULE: u32 = 16;
 }
 
 /// What happened to the action an event describes.
@@ -135,7 +191,24 @@ pub struct Config {
 pub struct VpsEntry {
     pub vps_id: u32,
     pub mode: u32,
+    /// `guard::*` bits.
+    pub guards: u32,
+    pub _pad: u32,
+    /// Capabilities (bit n = capability n) the VPS may not use, even in
+    /// its own user namespace.
+    pub caps_denied: u64,
 }
+
+/// Key of `KSAL_MOUNT_ALLOW`: a filesystem type a VPS may mount, NUL-padded.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MountKey {
+    pub vps_id: u32,
+    pub fstype: [u8; FSTYPE_LEN],
+}
+
+/// Longest filesystem type name a mount rule holds, with its NUL.
+pub const FSTYPE_LEN: usize = 16;
 
 /// Key of the `KSAL_FILE_RULES` hash map: one denied inode for one VPS.
 /// `dev` is the kernel's internal encoding (major << 20 | minor).
@@ -241,6 +314,8 @@ mod pod {
     unsafe impl aya::Pod for super::EgressRule {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EventRate {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::MountKey {}
 }
 
 #[cfg(test)]
@@ -252,7 +327,8 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(size_of::<KernelLayout>(), 24);
         assert_eq!(size_of::<Config>(), 32);
-        assert_eq!(size_of::<VpsEntry>(), 8);
+        assert_eq!(size_of::<VpsEntry>(), 24);
+        assert_eq!(size_of::<MountKey>(), 4 + FSTYPE_LEN);
         assert_eq!(size_of::<FileRuleKey>(), 16);
         assert_eq!(size_of::<FileRule>(), 8);
         assert_eq!(size_of::<Event>(), 24 + 24 + COMM_LEN);

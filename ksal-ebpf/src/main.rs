@@ -3,12 +3,17 @@
 #![no_std]
 #![no_main]
 
+mod capabilities;
 mod events;
 mod files;
+mod guards;
+mod kernel;
 mod maps;
+mod mounts;
 mod network;
 mod probe;
 mod scope;
+mod sockets;
 
 #[cfg(not(test))]
 #[panic_handler]

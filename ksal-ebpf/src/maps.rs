@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use ksal_common::{
     Config, EVENTS_RINGBUF_BYTES, EgressKey, EgressRule, EventRate, FileRule, FileRuleKey,
-    MAX_FILE_RULES, MAX_VPS, NetCounters, VpsEntry, VpsNet,
+    MAX_FILE_RULES, MAX_VPS, MountKey, NetCounters, VpsEntry, VpsNet,
 };
 
 #[map(name = "KSAL_CONFIG")]
@@ -27,6 +27,11 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RINGBUF_BYTES, 0);
 /// Events that did not fit in the ring buffer, per CPU.
 #[map(name = "KSAL_EVENTS_DROPPED")]
 pub static EVENTS_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// (VPS, filesystem type) it may mount; consulted when `guard::MOUNT_TYPES`
+/// is set for the VPS.
+#[map(name = "KSAL_MOUNT_ALLOW")]
+pub static MOUNT_ALLOW: HashMap<MountKey, u32> = HashMap::with_max_entries(MAX_FILE_RULES, 0);
 
 /// VPS id -> its event budget on this CPU.
 #[map(name = "KSAL_EVENT_RATE")]

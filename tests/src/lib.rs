@@ -197,6 +197,11 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The shipped default policy, allowed to start without the LSM hooks.
+pub fn degraded_default() -> String {
+    vzhost::policy::BUILTIN_DEFAULT.replace("allow_degraded: false", "allow_degraded: true")
+}
+
 /// The vzhost binary under test.
 pub fn vzhost_bin() -> PathBuf {
     std::env::var_os("VZHOST_BIN").map_or_else(
@@ -285,9 +290,25 @@ impl Daemon {
             .create(true)
             .append(true)
             .open(self.state.path().join("daemon.log"))?;
+        // Where the kernel cannot run the LSM hooks the shipped default
+        // policy needs, its VPSs would not start (it fails closed): the
+        // test host runs them degraded, as an administrator of such a host
+        // would choose to. Tests that need another default write their own.
+        let default = self.policies().join("default.yaml");
+        if !default.exists() && vzhost::ksal::probe_lsm().is_err() {
+            fs::create_dir_all(self.policies())?;
+            fs::write(&default, degraded_default())?;
+        }
         let netns = match self.netns.take() {
             Some(ns) => ns,
-            None => new_netns()?,
+            None => {
+                // Loopback up, as on any real host (the metrics endpoint
+                // listens there).
+                let ns = new_netns()?;
+                let up = run_in_netns(&ns, &["ip", "link", "set", "lo", "up"])?;
+                anyhow::ensure!(up.status.success(), "lo up: {}", stderr(&up));
+                ns
+            }
         };
         let ns_fd = netns.as_raw_fd();
         let mut cmd = Command::new(vzhost_bin());
@@ -403,6 +424,55 @@ impl Daemon {
         })
         .join()
         .map_err(|_| anyhow::anyhow!("HTTP thread panicked"))?
+    }
+
+    /// Run `work` as root of running VPS `vps` (its cgroup, network and
+    /// user namespaces, uid 0 there) in a child process, between fork and
+    /// exec of /bin/true: the action is the VPS's own, with no tool
+    /// inside it needed. Returns the error `work` failed with.
+    pub fn as_vps_root(
+        &self,
+        vps: &str,
+        work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> std::io::Result<()> {
+        let pid = self.status(vps).expect("the VPS exists")["init_pid"]
+            .as_u64()
+            .expect("the VPS runs");
+        let open = |ns: &str| fs::File::open(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let (net, user) = (open("net"), open("user"));
+        let procs = fs::OpenOptions::new()
+            .write(true)
+            .open(self.cgroup.path.join(vps).join("cgroup.procs"))
+            .unwrap();
+        let (net_fd, user_fd, procs_fd) = (net.as_raw_fd(), user.as_raw_fd(), procs.as_raw_fd());
+        let mut cmd = Command::new("/bin/true");
+        // SAFETY: only raw syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let ok = |r: libc::c_int| {
+                    if r < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    }
+                };
+                ok(libc::write(procs_fd, b"0".as_ptr().cast(), 1) as libc::c_int)?;
+                ok(libc::setns(net_fd, libc::CLONE_NEWNET))?;
+                ok(libc::setns(user_fd, libc::CLONE_NEWUSER))?;
+                ok(libc::setgroups(0, std::ptr::null()))?;
+                ok(libc::setresgid(0, 0, 0))?;
+                ok(libc::setresuid(0, 0, 0))?;
+                work()
+            });
+        }
+        let result = cmd.status().map(|_| ());
+        drop((net, user, procs));
+        result
+    }
+
+    /// `vzhost events NAME -o json`.
+    pub fn events(&self, vps: &str) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["events", vps, "-o", "json"])).expect("events json")
     }
 
     /// The daemon's pid.

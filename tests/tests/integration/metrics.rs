@@ -30,19 +30,9 @@ pub fn send(d: &Daemon) {
     d.sh_ok("b", "wget -q -O /dev/null http://10.213.0.10:8080/blob");
 }
 
-pub fn loopback_up(d: &Daemon) {
-    let out = d.host_run(&["ip", "link", "set", "lo", "up"]).unwrap();
-    assert!(
-        out.status.success(),
-        "lo up: {}",
-        vzhost_tests::stderr(&out)
-    );
-}
-
 #[test]
 fn metrics_endpoint_reports_every_vps() -> anyhow::Result<()> {
     let d = Daemon::start("metrics")?;
-    loopback_up(&d);
     let bytes = two_vps_with_traffic(&d);
     d.ok(&["create", "idle"]);
     let get = || d.http_get(ADDR, "/metrics", "*/*").unwrap();

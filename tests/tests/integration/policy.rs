@@ -144,7 +144,6 @@ fn audit_mode_allows_and_records() -> anyhow::Result<()> {
     assert_eq!(last["verdict"], "audited");
     assert_eq!(last["rule"], "watch:network.deny_egress[0]");
     // The metrics count it as an audit hit.
-    d.host_run(&["ip", "link", "set", "lo", "up"])?;
     let (_, _, text) = d.http_get("127.0.0.1:9464", "/metrics", "*/*")?;
     assert!(
         text.contains("vzhost_ksal_denials_total{vps=\"a\",hook=\"connect\",rule=\"watch:network.deny_egress[0]\",mode=\"audit\"} 1"),
@@ -164,7 +163,6 @@ fn a_vps_looping_on_a_denied_action_cannot_flood_the_event_log() -> anyhow::Resu
         &format!("i=0; while [ $i -lt 3000 ]; do nc -w 1 {B} 8080 </dev/null 2>/dev/null; i=$((i+1)); done; true"),
     );
     let ev = events(&d, "a");
-    d.host_run(&["ip", "link", "set", "lo", "up"])?;
     let (_, _, text) = d.http_get("127.0.0.1:9464", "/metrics", "*/*")?;
     let dropped: f64 = text
         .lines()
@@ -263,5 +261,30 @@ fn an_enforcing_policy_fails_closed_without_the_lsm_hooks_it_needs() -> anyhow::
     let st = d.status("a").unwrap();
     assert_eq!(st["degraded"], true, "{st}");
     assert!(d.log().contains("DEGRADED"));
+    Ok(())
+}
+
+#[test]
+fn the_shipped_default_fails_closed_where_the_kernel_refuses_lsm() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-default")?;
+    d.ok(&["create", "a"]);
+    if vzhost::ksal::probe_lsm().is_ok() {
+        d.ok(&["start", "a"]);
+        assert_eq!(d.status("a").unwrap()["degraded"], false);
+        return Ok(());
+    }
+    // The test host's degraded copy goes: the built-in default is in force.
+    fs::remove_file(d.policies().join("default.yaml"))?;
+    within(Duration::from_secs(3), || {
+        !d.ok(&["policy", "list"]).contains("default.yaml")
+    })
+    .expect("the daemon saw the file go");
+    let err = d.fails(&["start", "a"]);
+    println!("{err}");
+    assert!(
+        err.contains("LSM") && err.contains("allow_degraded"),
+        "{err}"
+    );
+    assert_eq!(d.status("a").unwrap()["status"], "stopped");
     Ok(())
 }

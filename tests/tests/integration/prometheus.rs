@@ -3,7 +3,7 @@
 //! the endpoint itself is tested in the VM by `metrics::`.
 use std::time::{Duration, Instant};
 
-use crate::metrics::{ADDR, loopback_up, send, two_vps_with_traffic};
+use crate::metrics::{ADDR, send, two_vps_with_traffic};
 use vzhost_tests::{Daemon, Scratch};
 
 const PROMETHEUS_ADDR: &str = "127.0.0.1:9490";
@@ -67,7 +67,6 @@ impl Drop for Killed {
 #[test]
 fn prometheus_scrapes_both_vps_and_sees_traffic() -> anyhow::Result<()> {
     let d = Daemon::start("prom")?;
-    loopback_up(&d);
     let bytes = two_vps_with_traffic(&d);
 
     // promtool's linter accepts what the endpoint serves.

@@ -270,7 +270,7 @@ impl Shared {
                     .cloned()
                     .unwrap_or_else(|| format!("vps#{vps_id}")),
                 hook,
-                rule: h.rule_name(rule_id),
+                rule: h.rule_name(vps_id, rule_id),
                 mode: if verdict == "audited" {
                     "audit"
                 } else {
@@ -303,7 +303,7 @@ impl Shared {
                 }
                 let mut v = serde_json::to_value(&e).ok()?;
                 v["vps"] = json!(vps);
-                v["rule"] = json!(h.rule_name(e.event.rule_id));
+                v["rule"] = json!(h.rule_name(e.event.vps_id, e.event.rule_id));
                 Some(v)
             })
             .collect()

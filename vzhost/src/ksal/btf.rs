@@ -11,6 +11,7 @@ const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -28,6 +29,8 @@ pub enum BtfError {
     Malformed(&'static str),
     #[error("kernel BTF has no struct {0}")]
     NoStruct(String),
+    #[error("kernel BTF has no function {0}")]
+    NoFunc(String),
     #[error("kernel BTF struct {strukt} has no member {member}")]
     NoMember { strukt: String, member: String },
 }
@@ -43,6 +46,9 @@ struct Member {
 struct Type {
     name_off: u32,
     kind: u32,
+    /// The size, or the referenced type (FUNC: its FUNC_PROTO).
+    size_or_type: u32,
+    vlen: u32,
     members: Vec<Member>,
 }
 
@@ -96,6 +102,7 @@ impl Btf {
         while at < section.len() {
             let name_off = u32_at(section, at)?;
             let info = u32_at(section, at + 4)?;
+            let size_or_type = u32_at(section, at + 8)?;
             at += 12;
             let vlen = (info & 0xffff) as usize;
             let kind = (info >> 24) & 0x1f;
@@ -127,6 +134,8 @@ impl Btf {
             types.push(Type {
                 name_off,
                 kind,
+                size_or_type,
+                vlen: vlen as u32,
                 members,
             });
         }
@@ -170,6 +179,19 @@ impl Btf {
             matches!(inner.kind, KIND_STRUCT | KIND_UNION)
                 .then(|| self.find_member(inner, member, base_bits + m.bit_offset))?
         })
+    }
+
+    /// How many parameters kernel function `func` takes.
+    pub fn func_params(&self, func: &str) -> Result<u32> {
+        let f = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name_off) == func.as_bytes())
+            .ok_or_else(|| BtfError::NoFunc(func.to_owned()))?;
+        self.type_by_id(f.size_or_type)
+            .filter(|p| p.kind == KIND_FUNC_PROTO)
+            .map(|p| p.vlen)
+            .ok_or(BtfError::Malformed("a FUNC without its FUNC_PROTO"))
     }
 
     /// The field offsets the KSAL programs need.

@@ -19,7 +19,7 @@ use aya::{
     },
 };
 use ksal_common::{
-    Config, EgressKey, EgressRule, FileRule, FileRuleKey, NetCounters, VpsEntry, VpsNet,
+    Config, EgressKey, EgressRule, FileRule, FileRuleKey, MountKey, NetCounters, VpsEntry, VpsNet,
     kernel_dev, map_names, program_names,
 };
 
@@ -80,6 +80,17 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> KsalError {
     move |source| KsalError::Map { map, source }
 }
 
+/// LSM programs and their hooks (the bpf hook's program is chosen by the
+/// kernel's signature of it).
+pub const LSM_HOOKS: [(&str, &str); 6] = [
+    (program_names::FILE_OPEN, "file_open"),
+    (program_names::SB_MOUNT, "sb_mount"),
+    (program_names::MODULE_REQUEST, "kernel_module_request"),
+    (program_names::PERF_EVENT_OPEN, "perf_event_open"),
+    (program_names::SOCKET_CREATE, "socket_create"),
+    (program_names::CAPABLE, "capable"),
+];
+
 /// cgroup_skb programs attached to every VPS cgroup.
 const CGROUP_SKB: [(&str, &str); 2] = [
     (program_names::SKB_EGRESS, "cgroup_skb/egress"),
@@ -100,6 +111,8 @@ const SOCK_ADDR: [(&str, &str); 6] = [
 pub struct VpsRules {
     pub files: Vec<(FileRuleKey, FileRule)>,
     pub egress: Vec<EgressDeny>,
+    /// Filesystem types it may mount (NUL-padded), when its guards restrict them.
+    pub mount_types: Vec<[u8; ksal_common::FSTYPE_LEN]>,
 }
 
 /// Connections and datagrams to `net/prefix` (on `port`, or any port
@@ -162,7 +175,8 @@ impl Ksal {
     }
 
     fn load_inner(vps_cgroup_level: u32, lsm: bool) -> Result<Self> {
-        let layout = btf::Btf::from_sys_fs()?.kernel_layout()?;
+        let btf_reader = btf::Btf::from_sys_fs()?;
+        let layout = btf_reader.kernel_layout()?;
         let mut ebpf = EbpfLoader::new().load(KSAL_OBJECT)?;
         {
             let map = ebpf
@@ -180,12 +194,16 @@ impl Ksal {
                 .map_err(map_err(map_names::CONFIG))?;
         }
         if lsm {
-            attach_lsm(
-                &mut ebpf,
-                program_names::FILE_OPEN,
-                "file_open",
-                &kernel_btf()?,
-            )?;
+            let aya_btf = kernel_btf()?;
+            // The bpf hook gained a parameter in Linux 6.16.
+            let bpf = if btf_reader.func_params("bpf_lsm_bpf")? == 3 {
+                program_names::BPF3
+            } else {
+                program_names::BPF4
+            };
+            for (program, hook) in LSM_HOOKS.into_iter().chain([(bpf, "bpf")]) {
+                attach_lsm(&mut ebpf, program, hook, &aya_btf)?;
+            }
         }
         for (program, hook) in CGROUP_SKB {
             cgroup_skb(&mut ebpf, program, hook)?
@@ -224,8 +242,20 @@ impl Ksal {
     /// Put the tasks of cgroup `cgroup_id` (and its descendants) under the
     /// rules of `vps_id`, in `mode` (`ksal_common::mode`).
     pub fn register_vps(&mut self, cgroup_id: u64, vps_id: u32, mode: u32) -> Result<()> {
+        self.register_entry(
+            cgroup_id,
+            VpsEntry {
+                vps_id,
+                mode,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Register (or update in place) a VPS with its mode and guards.
+    pub fn register_entry(&mut self, cgroup_id: u64, entry: VpsEntry) -> Result<()> {
         self.vps_map()?
-            .insert(cgroup_id, VpsEntry { vps_id, mode }, 0)
+            .insert(cgroup_id, entry, 0)
             .map_err(map_err(map_names::VPS))
     }
 
@@ -312,6 +342,21 @@ impl Ksal {
         for e in &rules.egress {
             self.deny_egress(vps_id, e.net, e.prefix, e.port, e.rule_id)?;
         }
+        for t in &rules.mount_types {
+            self.mount_allow()?
+                .insert(MountKey { vps_id, fstype: *t }, 1, 0)
+                .map_err(map_err(map_names::MOUNT_ALLOW))?;
+        }
+        for t in old
+            .mount_types
+            .iter()
+            .filter(|t| !rules.mount_types.contains(t))
+        {
+            match self.mount_allow()?.remove(&MountKey { vps_id, fstype: *t }) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::MOUNT_ALLOW)(e)),
+            }
+        }
         for (key, _) in old
             .files
             .iter()
@@ -358,6 +403,14 @@ impl Ksal {
         if let Ok(mut m) = self.net_map() {
             let _ = m.remove(&cgroup_id);
         }
+    }
+
+    fn mount_allow(&mut self) -> Result<HashMap<&mut MapData, MountKey, u32>> {
+        let map = self
+            .ebpf
+            .map_mut(map_names::MOUNT_ALLOW)
+            .ok_or(KsalError::NoMap(map_names::MOUNT_ALLOW))?;
+        HashMap::try_from(map).map_err(map_err(map_names::MOUNT_ALLOW))
     }
 
     fn net_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsNet>> {

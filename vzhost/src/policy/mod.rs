@@ -5,6 +5,7 @@ pub mod watch;
 
 use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
 
+use ksal_common::{guard, guard_rule};
 use serde::{Deserialize, Serialize};
 
 use crate::vps::Limits;
@@ -183,11 +184,179 @@ pub struct EgressRule {
     pub port: u16,
 }
 
+/// Allow or deny one kind of action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permit {
+    #[default]
+    Allow,
+    Deny,
+}
+
+impl Permit {
+    fn denied(self) -> bool {
+        self == Self::Deny
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     #[serde(default)]
     pub deny_egress: Vec<EgressRule>,
+    /// Raw IPv4/IPv6 sockets (SOCK_RAW).
+    #[serde(default)]
+    pub raw_sockets: Permit,
+    /// Packet sockets (AF_PACKET).
+    #[serde(default)]
+    pub packet_sockets: Permit,
+}
+
+/// A filesystem type name, as `mount -t` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct FsType(String);
+
+impl TryFrom<String> for FsType {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() < ksal_common::FSTYPE_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(format!(
+                "filesystem type {s:?}: use a name as in /proc/filesystems, up to {} characters",
+                ksal_common::FSTYPE_LEN - 1
+            ))
+        }
+    }
+}
+
+impl From<FsType> for String {
+    fn from(t: FsType) -> Self {
+        t.0
+    }
+}
+
+impl FsType {
+    pub fn key(&self) -> [u8; ksal_common::FSTYPE_LEN] {
+        let mut k = [0; ksal_common::FSTYPE_LEN];
+        k[..self.0.len()].copy_from_slice(self.0.as_bytes());
+        k
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mounts {
+    /// Filesystem types a VPS may mount; absent: any the kernel lets it.
+    /// Bind mounts and moves are not new filesystems and are not limited.
+    #[serde(default)]
+    pub allow_types: Option<Vec<FsType>>,
+    /// Remounts only read-only (`mount -o remount,ro`).
+    #[serde(default)]
+    pub remount_read_only: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// Loading kernel modules on the VPS's behalf (a socket family, a
+    /// link type, a filesystem). Inserting modules itself, kexec, setting
+    /// the clock and reading the kernel log need capabilities of the
+    /// host's user namespace, which no VPS has: the kernel refuses those.
+    #[serde(default)]
+    pub module_autoload: Permit,
+    /// The bpf() system call.
+    #[serde(default)]
+    pub bpf: Permit,
+    /// perf_event_open().
+    #[serde(default)]
+    pub perf_events: Permit,
+}
+
+/// A capability name, CAP_NET_ADMIN or net_admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Capability(pub u8);
+
+/// Capability names by number (linux/capability.h).
+pub const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+impl TryFrom<String> for Capability {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let upper = s.to_ascii_uppercase();
+        let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        CAPABILITIES
+            .iter()
+            .position(|c| *c == bare)
+            .map(|i| Self(i as u8))
+            .ok_or_else(|| {
+                format!(
+                    "unknown capability {s:?}: use a name like CAP_NET_ADMIN (see capabilities(7))"
+                )
+            })
+    }
+}
+
+impl From<Capability> for String {
+    fn from(c: Capability) -> Self {
+        format!("CAP_{}", CAPABILITIES[usize::from(c.0)])
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    /// Capabilities the VPS may not use, even in its own user namespace.
+    #[serde(default)]
+    pub deny: Vec<Capability>,
 }
 
 /// Limits a VPS gets at create for what its command line leaves unset.
@@ -251,6 +420,12 @@ pub struct Policy {
     #[serde(default)]
     pub network: Network,
     #[serde(default)]
+    pub mounts: Mounts,
+    #[serde(default)]
+    pub kernel: Kernel,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    #[serde(default)]
     pub limits: PolicyLimits,
 }
 
@@ -290,11 +465,64 @@ impl Policy {
 
     /// The LSM hooks this policy's rules need.
     pub fn lsm_hooks(&self) -> Vec<&'static str> {
-        let mut hooks = Vec::new();
-        if !self.files.deny.is_empty() {
-            hooks.push("file_open");
-        }
-        hooks
+        let g = self.guards();
+        [
+            (!self.files.deny.is_empty(), "file_open"),
+            (
+                g & (guard::MOUNT_TYPES | guard::REMOUNT_READ_ONLY) != 0,
+                "sb_mount",
+            ),
+            (g & guard::MODULE_AUTOLOAD != 0, "kernel_module_request"),
+            (g & guard::BPF != 0, "bpf"),
+            (g & guard::PERF_EVENTS != 0, "perf_event_open"),
+            (
+                g & (guard::RAW_SOCKETS | guard::PACKET_SOCKETS) != 0,
+                "socket_create",
+            ),
+            (!self.capabilities.deny.is_empty(), "capable"),
+        ]
+        .into_iter()
+        .filter_map(|(needed, hook)| needed.then_some(hook))
+        .collect()
+    }
+
+    /// The `ksal_common::guard` bits of this policy.
+    pub fn guards(&self) -> u32 {
+        [
+            (self.mounts.allow_types.is_some(), guard::MOUNT_TYPES),
+            (self.mounts.remount_read_only, guard::REMOUNT_READ_ONLY),
+            (self.kernel.module_autoload.denied(), guard::MODULE_AUTOLOAD),
+            (self.kernel.bpf.denied(), guard::BPF),
+            (self.kernel.perf_events.denied(), guard::PERF_EVENTS),
+            (self.network.raw_sockets.denied(), guard::RAW_SOCKETS),
+            (self.network.packet_sockets.denied(), guard::PACKET_SOCKETS),
+        ]
+        .into_iter()
+        .fold(0, |bits, (on, bit)| if on { bits | bit } else { bits })
+    }
+
+    /// Denied capabilities as a bit mask.
+    pub fn caps_denied(&self) -> u64 {
+        self.capabilities
+            .deny
+            .iter()
+            .fold(0, |m, c| m | (1u64 << c.0))
+    }
+
+    /// The name a guard's denials are reported under.
+    pub fn guard_rule_name(&self, rule_id: u32) -> Option<String> {
+        let section = match rule_id {
+            guard_rule::MOUNT_TYPES => "mounts.allow_types",
+            guard_rule::REMOUNT_READ_ONLY => "mounts.remount_read_only",
+            guard_rule::MODULE_AUTOLOAD => "kernel.module_autoload",
+            guard_rule::BPF => "kernel.bpf",
+            guard_rule::PERF_EVENTS => "kernel.perf_events",
+            guard_rule::RAW_SOCKETS => "network.raw_sockets",
+            guard_rule::PACKET_SOCKETS => "network.packet_sockets",
+            guard_rule::CAPABILITIES => "capabilities.deny",
+            _ => return None,
+        };
+        Some(format!("{}:{section}", self.name))
     }
 
     /// Default limits for a new VPS, under those given.
@@ -322,7 +550,7 @@ pub fn rule_id(name: &str) -> u32 {
     let h = name.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    h.max(2)
+    h.max(guard_rule::FIRST_HOST_RULE)
 }
 
 /// The policies in force, by name.
@@ -441,12 +669,41 @@ mod tests {
     }
 
     #[test]
+    fn guard_sections_become_bits_hooks_and_names() {
+        let p = Policy::parse(
+            "g.yaml",
+            "mounts:\n  allow_types: [tmpfs, proc]\nkernel:\n  bpf: deny\nnetwork:\n  raw_sockets: deny\ncapabilities:\n  deny: [CAP_NET_ADMIN, sys_admin]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.guards(),
+            guard::MOUNT_TYPES | guard::BPF | guard::RAW_SOCKETS
+        );
+        assert_eq!(p.caps_denied(), (1 << 12) | (1 << 21));
+        assert_eq!(
+            p.lsm_hooks(),
+            vec!["sb_mount", "bpf", "socket_create", "capable"]
+        );
+        assert_eq!(
+            p.guard_rule_name(guard_rule::BPF).as_deref(),
+            Some("g:kernel.bpf")
+        );
+        let e = Policy::parse("g.yaml", "capabilities:\n  deny: [CAP_FLY]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.reason.contains("CAP_FLY"), "{e}");
+        let e = Policy::parse("g.yaml", "kernel:\n  bpf: maybe\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e = Policy::parse("g.yaml", "mounts:\n  allow_types: [\"a b\"]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
     fn rule_ids_are_stable_and_nonzero() {
         assert_eq!(
             rule_id("default:files.deny[0]"),
             rule_id("default:files.deny[0]")
         );
         assert_ne!(rule_id("a"), rule_id("b"));
-        assert!(rule_id("") >= 2);
+        assert!(rule_id("") >= guard_rule::FIRST_HOST_RULE);
     }
 }

@@ -12,6 +12,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use ksal_common::VpsEntry;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -250,6 +251,13 @@ impl Host {
         let Some(pid) = init_pid.filter(|_| self.lsm_error.is_none()) else {
             return rules;
         };
+        rules.mount_types = policy
+            .mounts
+            .allow_types
+            .iter()
+            .flatten()
+            .map(policy::FsType::key)
+            .collect();
         for (rule, rule_name) in policy.files.deny.iter().zip(file_names) {
             let rule_id = policy::rule_id(rule_name);
             self.rule_names.insert(rule_id, rule_name.clone());
@@ -283,8 +291,18 @@ impl Host {
             .cgroup(&spec.name)
             .id()
             .map_err(Self::cgroup_err(&spec.name))?;
+        // The guards start once the VPS is built: its launcher mounts and
+        // uses capabilities as VPS root while it builds it.
+        let guarded = init_pid.is_some() && self.lsm_error.is_none();
+        let entry = VpsEntry {
+            vps_id: spec.id,
+            mode: policy.mode.kernel(),
+            guards: if guarded { policy.guards() } else { 0 },
+            _pad: 0,
+            caps_denied: if guarded { policy.caps_denied() } else { 0 },
+        };
         if let Some(ksal) = &mut self.ksal {
-            ksal.register_vps(cgroup_id, spec.id, policy.mode.kernel())
+            ksal.register_entry(cgroup_id, entry)
                 .and_then(|()| ksal.sync_rules(spec.id, rules))
                 .map_err(|source| LifecycleError::Ksal {
                     name: spec.name.to_string(),
@@ -323,12 +341,21 @@ impl Host {
         self.policies.reload_errors
     }
 
-    /// What rule id `id` stands for.
-    pub fn rule_name(&self, id: u32) -> String {
-        self.rule_names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| format!("rule#{id}"))
+    /// What rule id `id` of VPS `vps_id`'s events stands for.
+    pub fn rule_name(&self, vps_id: u32, id: u32) -> String {
+        let guard = || {
+            let spec = self
+                .store
+                .list()
+                .ok()?
+                .into_iter()
+                .find(|s| s.id == vps_id)?;
+            self.policy_of(&spec).ok()?.guard_rule_name(id)
+        };
+        match self.rule_names.get(&id) {
+            Some(name) => name.clone(),
+            None => guard().unwrap_or_else(|| format!("rule#{id}")),
+        }
     }
 
     pub fn templates(&self) -> &Templates {

@@ -1,3 +1,4 @@
 //! Tests that need BPF LSM: they run in the VM.
 mod doctor;
+mod escape;
 mod file_open;

@@ -1,0 +1,38 @@
+//! What the LSM guards share: honour an earlier program's verdict, find
+//! the VPS, and deny (or, in audit mode, allow) with an event.
+use aya_ebpf::{helpers::bpf_get_current_uid_gid, programs::LsmContext};
+use ksal_common::{Hook, mode, verdict};
+
+use crate::{events, scope::Scope};
+
+pub const EPERM: i32 = 1;
+
+/// The verdict for a guarded action of `scope`'s VPS that its policy
+/// denies: -EPERM and a denial event in enforce mode, 0 and an audit
+/// record in audit mode.
+#[inline(always)]
+pub fn deny(scope: &Scope, hook: Hook, rule_id: u32, object: u64) -> i32 {
+    if scope.vps.mode == mode::AUDIT {
+        events::emit(scope, hook, rule_id, verdict::AUDITED, object);
+        return 0;
+    }
+    events::emit(scope, hook, rule_id, verdict::DENIED, object);
+    -EPERM
+}
+
+/// The earlier verdict in the return slot at argument `N` of the hook.
+#[inline(always)]
+pub fn previous<const N: usize>(ctx: &LsmContext) -> i32 {
+    ctx.arg(N)
+}
+
+/// The VPS of the current task, unless the task runs as host root (uid 0
+/// is never mapped into a VPS): vzhost's own launch and attach helpers
+/// pass through the VPS cgroup as host root before they become VPS root.
+#[inline(always)]
+pub fn vps_task() -> Option<Scope> {
+    if bpf_get_current_uid_gid() as u32 == 0 {
+        return None;
+    }
+    crate::scope::current()
+}
