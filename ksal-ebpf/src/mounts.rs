@@ -46,7 +46,7 @@ pub fn ksal_sb_mount(ctx: LsmContext) -> i32 {
     // SAFETY: the helper copes with any kernel address.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(fstype, &mut key.fstype) };
     // SAFETY: plain-integer value.
-    if unsafe { MOUNT_ALLOW.get(&key) }.is_some() {
+    if unsafe { MOUNT_ALLOW.get(key) }.is_some() {
         return 0;
     }
     deny(&scope, Hook::SbMount, guard_rule::MOUNT_TYPES, flags)
