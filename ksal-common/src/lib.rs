@@ -23,11 +23,13 @@ pub mod program_names {
     pub const FILE_OPEN: &str = "ksal_file_open";
     pub const SB_MOUNT: &str = "ksal_sb_mount";
     pub const MODULE_REQUEST: &str = "ksal_kernel_module_request";
-    /// The bpf hook takes 3 arguments up to Linux 6.15 and 4 after; the
-    /// host loads the variant that matches the running kernel's BTF.
+    /// Hooks whose arguments changed between kernels have a program per
+    /// argument count (the verdict of an earlier program follows the last
+    /// argument); the host loads the one the running kernel's BTF asks for.
     pub const BPF3: &str = "ksal_bpf3";
     pub const BPF4: &str = "ksal_bpf4";
-    pub const PERF_EVENT_OPEN: &str = "ksal_perf_event_open";
+    pub const PERF_EVENT_OPEN1: &str = "ksal_perf_event_open1";
+    pub const PERF_EVENT_OPEN2: &str = "ksal_perf_event_open2";
     pub const SOCKET_CREATE: &str = "ksal_socket_create";
     pub const CAPABLE: &str = "ksal_capable";
     pub const CGROUP_PROBE: &str = "ksal_cgroup_probe";

@@ -57,9 +57,21 @@ pub fn ksal_bpf4(ctx: LsmContext) -> i32 {
     )
 }
 
-/// perf_event_open(attr, type)
+/// perf_event_open(type) on later kernels.
 #[lsm(hook = "perf_event_open")]
-pub fn ksal_perf_event_open(ctx: LsmContext) -> i32 {
+pub fn ksal_perf_event_open1(ctx: LsmContext) -> i32 {
+    guarded(
+        previous::<1>(&ctx),
+        guard::PERF_EVENTS,
+        Hook::PerfEventOpen,
+        guard_rule::PERF_EVENTS,
+        0,
+    )
+}
+
+/// perf_event_open(attr, type) up to Linux 6.1 and a little after.
+#[lsm(hook = "perf_event_open")]
+pub fn ksal_perf_event_open2(ctx: LsmContext) -> i32 {
     guarded(
         previous::<2>(&ctx),
         guard::PERF_EVENTS,

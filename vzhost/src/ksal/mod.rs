@@ -44,6 +44,11 @@ pub enum KsalError {
         hook: &'static str,
         source: ProgramError,
     },
+    #[error(
+        "this kernel's LSM hook {hook} takes {nargs} arguments, a signature this vzhost has no \
+         program for; update vzhost"
+    )]
+    HookSignature { hook: &'static str, nargs: u32 },
     #[error("KSAL map {map}: {source}")]
     Map { map: &'static str, source: MapError },
     #[error("cannot resolve policy path {path}: {source}")]
@@ -80,16 +85,42 @@ fn map_err(map: &'static str) -> impl FnOnce(MapError) -> KsalError {
     move |source| KsalError::Map { map, source }
 }
 
-/// LSM programs and their hooks (the bpf hook's program is chosen by the
-/// kernel's signature of it).
-pub const LSM_HOOKS: [(&str, &str); 6] = [
-    (program_names::FILE_OPEN, "file_open"),
-    (program_names::SB_MOUNT, "sb_mount"),
-    (program_names::MODULE_REQUEST, "kernel_module_request"),
-    (program_names::PERF_EVENT_OPEN, "perf_event_open"),
-    (program_names::SOCKET_CREATE, "socket_create"),
-    (program_names::CAPABLE, "capable"),
+/// LSM hooks and their programs by the hook's argument count (0: any).
+pub const LSM_HOOKS: [(&str, &[(u32, &str)]); 7] = [
+    ("file_open", &[(0, program_names::FILE_OPEN)]),
+    ("sb_mount", &[(0, program_names::SB_MOUNT)]),
+    (
+        "kernel_module_request",
+        &[(0, program_names::MODULE_REQUEST)],
+    ),
+    ("bpf", &[(3, program_names::BPF3), (4, program_names::BPF4)]),
+    (
+        "perf_event_open",
+        &[
+            (1, program_names::PERF_EVENT_OPEN1),
+            (2, program_names::PERF_EVENT_OPEN2),
+        ],
+    ),
+    ("socket_create", &[(0, program_names::SOCKET_CREATE)]),
+    ("capable", &[(0, program_names::CAPABLE)]),
 ];
+
+/// The program for `hook` that fits this kernel's signature of it.
+fn lsm_program_for(
+    btf: &btf::Btf,
+    hook: &'static str,
+    variants: &[(u32, &'static str)],
+) -> Result<&'static str> {
+    if let [(0, program)] = variants {
+        return Ok(program);
+    }
+    let nargs = btf.func_params(&format!("bpf_lsm_{hook}"))?;
+    variants
+        .iter()
+        .find(|(n, _)| *n == nargs)
+        .map(|(_, p)| *p)
+        .ok_or(KsalError::HookSignature { hook, nargs })
+}
 
 /// cgroup_skb programs attached to every VPS cgroup.
 const CGROUP_SKB: [(&str, &str); 2] = [
@@ -195,13 +226,8 @@ impl Ksal {
         }
         if lsm {
             let aya_btf = kernel_btf()?;
-            // The bpf hook gained a parameter in Linux 6.16.
-            let bpf = if btf_reader.func_params("bpf_lsm_bpf")? == 3 {
-                program_names::BPF3
-            } else {
-                program_names::BPF4
-            };
-            for (program, hook) in LSM_HOOKS.into_iter().chain([(bpf, "bpf")]) {
+            for (hook, variants) in LSM_HOOKS {
+                let program = lsm_program_for(&btf_reader, hook, variants)?;
                 attach_lsm(&mut ebpf, program, hook, &aya_btf)?;
             }
         }
