@@ -16,6 +16,19 @@ pub mod map_names {
     pub const EGRESS_RULES: &str = "KSAL_EGRESS_RULES";
     pub const EVENT_RATE: &str = "KSAL_EVENT_RATE";
     pub const MOUNT_ALLOW: &str = "KSAL_MOUNT_ALLOW";
+    /// Every map, as pinned under the pin directory.
+    pub const ALL: [&str; 10] = [
+        CONFIG,
+        VPS,
+        FILE_RULES,
+        EVENTS,
+        EVENTS_DROPPED,
+        VPS_NET,
+        NET_COUNTERS,
+        EGRESS_RULES,
+        EVENT_RATE,
+        MOUNT_ALLOW,
+    ];
 }
 
 /// Program names (the function names in `ksal-ebpf`).

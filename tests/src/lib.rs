@@ -263,6 +263,12 @@ impl Daemon {
         self.state.path().join("root")
     }
 
+    /// Where this daemon pins its KSAL maps and links (on bpffs).
+    pub fn pins(&self) -> PathBuf {
+        let state = self.state.path().file_name().unwrap().to_string_lossy();
+        PathBuf::from("/sys/fs/bpf").join(state.as_ref())
+    }
+
     /// The daemon's policies directory (empty: the built-in default).
     pub fn policies(&self) -> PathBuf {
         self.state.path().join("policies")
@@ -318,6 +324,8 @@ impl Daemon {
             .arg(self.root())
             .arg("--policies")
             .arg(self.policies())
+            .arg("--pins")
+            .arg(self.pins())
             .env("VZHOST_SOCKET", self.socket())
             .env("VZHOST_LOG", "info")
             .stdin(std::process::Stdio::null())
@@ -438,6 +446,16 @@ impl Daemon {
         let pid = self.status(vps).expect("the VPS exists")["init_pid"]
             .as_u64()
             .expect("the VPS runs");
+        self.as_root_of(vps, pid, work)
+    }
+
+    /// `as_vps_root` for VPS `vps` whose init is `pid` (no daemon needed).
+    pub fn as_root_of(
+        &self,
+        vps: &str,
+        pid: u64,
+        work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> std::io::Result<()> {
         let open = |ns: &str| fs::File::open(format!("/proc/{pid}/ns/{ns}")).unwrap();
         let (net, user) = (open("net"), open("user"));
         let procs = fs::OpenOptions::new()
@@ -600,6 +618,8 @@ impl Drop for Daemon {
         for dir in self.v1_parents() {
             remove_cgroup_tree(&dir);
         }
+        // Its pins (and with them every program it attached).
+        let _ = fs::remove_dir_all(self.pins());
     }
 }
 

@@ -43,6 +43,8 @@ impl DemoHost {
             .arg(host.state.join("root"))
             .arg("--policies")
             .arg(host.policies())
+            .arg("--pins")
+            .arg(host.pins())
             .env("VZHOST_SOCKET", host.socket())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -79,6 +81,10 @@ impl DemoHost {
 
     fn policies(&self) -> PathBuf {
         self.state.join("policies")
+    }
+
+    fn pins(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/bpf").join(self.state.file_name().expect("named"))
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -122,6 +128,7 @@ impl Drop for DemoHost {
         let _ = fs::remove_dir(&leaf);
         let _ = fs::remove_dir(&self.cgroup);
         let _ = fs::remove_dir_all(&self.state);
+        let _ = fs::remove_dir_all(self.pins());
     }
 }
 

@@ -10,5 +10,6 @@ mod lsm;
 mod metrics;
 mod network;
 mod partitions;
+mod pinning;
 mod policy;
 mod prometheus;

@@ -84,6 +84,10 @@ enum Command {
         /// Directory of policy files (*.yaml), watched for changes.
         #[arg(long, default_value = vzhost::policy::DEFAULT_DIR)]
         policies: PathBuf,
+        /// bpffs directory where KSAL maps and links are pinned, so VPSs stay
+        /// confined while the daemon is down; "none" to not pin.
+        #[arg(long, default_value = vzhost::ksal::pins::DEFAULT_DIR)]
+        pins: String,
         /// Address of the Prometheus endpoint (/metrics), or "none".
         #[arg(long, default_value = vzhost::metrics::http::DEFAULT_ADDR)]
         metrics: String,
@@ -231,6 +235,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             subnet,
             nat,
             policies,
+            pins,
             metrics,
         } => {
             let metrics = match metrics.as_str() {
@@ -248,6 +253,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 nat: *nat,
                 metrics,
                 policies: policies.clone(),
+                pins: (pins != "none").then(|| PathBuf::from(pins)),
             })?;
             Ok(ExitCode::SUCCESS)
         }

@@ -64,6 +64,8 @@ pub struct DaemonConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// The policies directory, watched for changes.
     pub policies: PathBuf,
+    /// Where KSAL maps and links are pinned (None: they go with the daemon).
+    pub pins: Option<PathBuf>,
 }
 
 type SharedHost = Arc<Mutex<Host>>;
@@ -86,7 +88,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let cgroups = Hierarchy::for_current_process()?;
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
-    let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level()) {
+    let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level(), cfg.pins.as_deref()) {
         Ok(k) => {
             tracing::info!("KSAL LSM hooks attached");
             (Some(k), None)
@@ -96,7 +98,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
                 "KSAL LSM hooks unavailable: VPSs whose policy needs them start only if it \
                  allows degraded mode: {e}"
             );
-            match Ksal::load_cgroup_only(cgroups.vps_level()) {
+            match Ksal::load_cgroup_only(cgroups.vps_level(), cfg.pins.as_deref()) {
                 Ok(k) => (Some(k), Some(e.to_string())),
                 Err(e2) => {
                     tracing::error!("KSAL cgroup guards unavailable too: {e2}");

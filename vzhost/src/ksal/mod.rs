@@ -2,10 +2,14 @@
 //! eBPF object, tell it the kernel's struct layout and the VPS cgroup level,
 //! attach the hooks, register VPSs and their rules, and read events.
 pub mod btf;
+mod cgroup_attach;
 mod events;
 pub mod kernel_fs;
+pub mod pins;
 
 use std::{os::unix::fs::MetadataExt as _, path::Path};
+
+use std::os::fd::AsFd as _;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -15,7 +19,6 @@ use aya::{
     },
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
-        cgroup_skb::CgroupSkbLinkId, cgroup_sock_addr::CgroupSockAddrLinkId,
     },
 };
 use ksal_common::{
@@ -23,6 +26,7 @@ use ksal_common::{
     kernel_dev, map_names, program_names,
 };
 
+use cgroup_attach::attach_type;
 pub use events::{EventCounts, EventLog, EventReader, KsalEvent, LoggedEvent};
 
 /// The compiled KSAL programs, built by build.rs from `ksal-ebpf`.
@@ -49,6 +53,17 @@ pub enum KsalError {
          program for; update vzhost"
     )]
     HookSignature { hook: &'static str, nargs: u32 },
+    #[error("attaching KSAL program for {hook} to cgroup {cgroup}: {source}")]
+    Attach {
+        hook: &'static str,
+        cgroup: String,
+        source: std::io::Error,
+    },
+    #[error("KSAL link for {hook}: {source}")]
+    Link {
+        hook: &'static str,
+        source: aya::programs::links::LinkError,
+    },
     #[error("KSAL map {map}: {source}")]
     Map { map: &'static str, source: MapError },
     #[error("cannot resolve policy path {path}: {source}")]
@@ -123,18 +138,50 @@ fn lsm_program_for(
 }
 
 /// cgroup_skb programs attached to every VPS cgroup.
-const CGROUP_SKB: [(&str, &str); 2] = [
-    (program_names::SKB_EGRESS, "cgroup_skb/egress"),
-    (program_names::SKB_INGRESS, "cgroup_skb/ingress"),
+const CGROUP_SKB: [(&str, &str, u32); 2] = [
+    (
+        program_names::SKB_EGRESS,
+        "cgroup_skb/egress",
+        attach_type::INET_EGRESS,
+    ),
+    (
+        program_names::SKB_INGRESS,
+        "cgroup_skb/ingress",
+        attach_type::INET_INGRESS,
+    ),
 ];
 /// cgroup sock_addr programs attached to every VPS cgroup.
-const SOCK_ADDR: [(&str, &str); 6] = [
-    (program_names::BIND4, "cgroup/bind4"),
-    (program_names::CONNECT4, "cgroup/connect4"),
-    (program_names::SENDMSG4, "cgroup/sendmsg4"),
-    (program_names::BIND6, "cgroup/bind6"),
-    (program_names::CONNECT6, "cgroup/connect6"),
-    (program_names::SENDMSG6, "cgroup/sendmsg6"),
+const SOCK_ADDR: [(&str, &str, u32); 6] = [
+    (
+        program_names::BIND4,
+        "cgroup/bind4",
+        attach_type::INET4_BIND,
+    ),
+    (
+        program_names::CONNECT4,
+        "cgroup/connect4",
+        attach_type::INET4_CONNECT,
+    ),
+    (
+        program_names::SENDMSG4,
+        "cgroup/sendmsg4",
+        attach_type::UDP4_SENDMSG,
+    ),
+    (
+        program_names::BIND6,
+        "cgroup/bind6",
+        attach_type::INET6_BIND,
+    ),
+    (
+        program_names::CONNECT6,
+        "cgroup/connect6",
+        attach_type::INET6_CONNECT,
+    ),
+    (
+        program_names::SENDMSG6,
+        "cgroup/sendmsg6",
+        attach_type::UDP6_SENDMSG,
+    ),
 ];
 
 /// The kernel rules of one VPS, resolved by the host from its policy.
@@ -156,17 +203,11 @@ pub struct EgressDeny {
     pub rule_id: u32,
 }
 
-/// The links that tie the guards to one VPS cgroup.
-struct Guards {
-    skb: Vec<(&'static str, CgroupSkbLinkId)>,
-    sock: Vec<(&'static str, CgroupSockAddrLinkId)>,
-}
-
 /// The loaded and attached KSAL.
 pub struct Ksal {
     ebpf: Ebpf,
-    /// By cgroup id.
-    guards: std::collections::HashMap<u64, Guards>,
+    /// The LSM links and each VPS's guard links: pinned, or held here.
+    links: pins::Links,
     /// The rules in the maps, by VPS id, so a reload removes what went.
     applied: std::collections::HashMap<u32, VpsRules>,
 }
@@ -196,19 +237,34 @@ fn sock_addr<'a>(
 impl Ksal {
     /// Load the KSAL, configure it for this kernel, and attach the LSM hooks.
     /// VPS cgroups sit at `vps_cgroup_level` in the cgroup v2 hierarchy.
-    pub fn load(vps_cgroup_level: u32) -> Result<Self> {
-        Self::load_inner(vps_cgroup_level, true)
+    /// With `pins`, maps and links are pinned there (and taken over from a
+    /// previous daemon); without, they go when this process does.
+    pub fn load(vps_cgroup_level: u32, pins: Option<&Path>) -> Result<Self> {
+        Self::load_inner(vps_cgroup_level, true, pins)
     }
 
     /// The cgroup programs only, for hosts that refuse BPF LSM programs.
-    pub fn load_cgroup_only(vps_cgroup_level: u32) -> Result<Self> {
-        Self::load_inner(vps_cgroup_level, false)
+    pub fn load_cgroup_only(vps_cgroup_level: u32, pins: Option<&Path>) -> Result<Self> {
+        Self::load_inner(vps_cgroup_level, false, pins)
     }
 
-    fn load_inner(vps_cgroup_level: u32, lsm: bool) -> Result<Self> {
+    fn load_inner(vps_cgroup_level: u32, lsm: bool, pins: Option<&Path>) -> Result<Self> {
         let btf_reader = btf::Btf::from_sys_fs()?;
         let layout = btf_reader.kernel_layout()?;
-        let mut ebpf = EbpfLoader::new().load(KSAL_OBJECT)?;
+        let pin_err = |source| KsalError::Path {
+            path: pins.map_or_else(String::new, |p| p.display().to_string()),
+            source,
+        };
+        let map_pins = match pins {
+            Some(dir) => pins::prepare(dir, KSAL_OBJECT, &map_names::ALL).map_err(pin_err)?,
+            None => Vec::new(),
+        };
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &map_pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(KSAL_OBJECT)?;
+        let mut links = pins::Links::new(pins);
         {
             let map = ebpf
                 .map_mut(map_names::CONFIG)
@@ -228,25 +284,32 @@ impl Ksal {
             let aya_btf = kernel_btf()?;
             for (hook, variants) in LSM_HOOKS {
                 let program = lsm_program_for(&btf_reader, hook, variants)?;
-                attach_lsm(&mut ebpf, program, hook, &aya_btf)?;
+                let prog = load_lsm(&mut ebpf, program, hook, &aya_btf)?;
+                let id = prog.attach().map_err(program_error(program, hook))?;
+                let link = prog.take_link(id).map_err(program_error(program, hook))?;
+                links
+                    .keep(&format!("lsm/{hook}"), link.into())
+                    .map_err(pin_err)?;
             }
         }
-        for (program, hook) in CGROUP_SKB {
+        for (program, hook, _) in CGROUP_SKB {
             cgroup_skb(&mut ebpf, program, hook)?
                 .load()
                 .map_err(program_error(program, hook))?;
         }
-        for (program, hook) in SOCK_ADDR {
+        for (program, hook, _) in SOCK_ADDR {
             sock_addr(&mut ebpf, program, hook)?
                 .load()
                 .map_err(program_error(program, hook))?;
         }
-        tracing::info!(vps_cgroup_level, ?layout, lsm, "KSAL loaded");
-        Ok(Self {
+        tracing::info!(vps_cgroup_level, ?layout, lsm, pins = ?pins, "KSAL loaded");
+        let mut ksal = Self {
             ebpf,
-            guards: std::collections::HashMap::new(),
+            links,
             applied: std::collections::HashMap::new(),
-        })
+        };
+        ksal.recover_applied()?;
+        Ok(ksal)
     }
 
     fn vps_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsEntry>> {
@@ -331,28 +394,24 @@ impl Ksal {
         self.net_map()?
             .insert(cgroup_id, net, 0)
             .map_err(map_err(map_names::VPS_NET))?;
-        let mut guards = Guards {
-            skb: Vec::new(),
-            sock: Vec::new(),
-        };
-        for (program, hook) in CGROUP_SKB {
-            let kind = if hook.ends_with("egress") {
-                CgroupSkbAttachType::Egress
-            } else {
-                CgroupSkbAttachType::Ingress
+        // Each program joins those on the cgroup, then whatever an earlier
+        // daemon attached there goes: the hook is never without one.
+        let programs = CGROUP_SKB.iter().chain(SOCK_ADDR.iter());
+        for &(program, hook, kind) in programs {
+            let prog = self
+                .ebpf
+                .program(program)
+                .ok_or(KsalError::NoProgram(program))?;
+            let fd = prog.fd().map_err(program_error(program, hook))?;
+            let id = prog.info().map_err(program_error(program, hook))?.id();
+            let attach_err = |source| KsalError::Attach {
+                hook,
+                cgroup: cgroup_dir.display().to_string(),
+                source,
             };
-            let link = cgroup_skb(&mut self.ebpf, program, hook)?
-                .attach(&dir, kind, CgroupAttachMode::Single)
-                .map_err(program_error(program, hook))?;
-            guards.skb.push((program, link));
+            cgroup_attach::attach(dir.as_fd(), fd.as_fd(), kind).map_err(attach_err)?;
+            cgroup_attach::detach_others(dir.as_fd(), kind, Some(id)).map_err(attach_err)?;
         }
-        for (program, hook) in SOCK_ADDR {
-            let link = sock_addr(&mut self.ebpf, program, hook)?
-                .attach(&dir, CgroupAttachMode::Single)
-                .map_err(program_error(program, hook))?;
-            guards.sock.push((program, link));
-        }
-        self.guards.insert(cgroup_id, guards);
         Ok(())
     }
 
@@ -405,30 +464,96 @@ impl Ksal {
         Ok(())
     }
 
-    /// Forget VPS `vps_id` entirely: its registration, guards and rules.
+    /// Forget VPS `vps_id` entirely: its registration, address and rules.
     pub fn forget_vps(&mut self, cgroup_id: u64, vps_id: u32) {
         let _ = self.unregister_vps(cgroup_id);
-        self.detach_guards(cgroup_id, vps_id);
+        self.detach_guards(cgroup_id);
         let _ = self.sync_rules(vps_id, VpsRules::default());
     }
 
-    /// Detach VPS `vps_id`'s guards and forget its address.
-    fn detach_guards(&mut self, cgroup_id: u64, _vps_id: u32) {
-        if let Some(g) = self.guards.remove(&cgroup_id) {
-            for (program, link) in g.skb {
-                if let Ok(p) = cgroup_skb(&mut self.ebpf, program, "cgroup_skb") {
-                    let _ = p.detach(link);
-                }
-            }
-            for (program, link) in g.sock {
-                if let Ok(p) = sock_addr(&mut self.ebpf, program, "cgroup/sock_addr") {
-                    let _ = p.detach(link);
-                }
-            }
-        }
+    /// Forget VPS cgroup `cgroup_id`'s address. Its guard programs stay
+    /// with the cgroup and go when it is removed.
+    fn detach_guards(&mut self, cgroup_id: u64) {
         if let Ok(mut m) = self.net_map() {
             let _ = m.remove(&cgroup_id);
         }
+    }
+
+    /// After a restart with pinned maps: learn the rules a previous
+    /// daemon left in them, so the next sync removes what is gone.
+    fn recover_applied(&mut self) -> Result<()> {
+        let files: Vec<(FileRuleKey, FileRule)> = self
+            .file_rules()?
+            .iter()
+            .filter_map(std::result::Result::ok)
+            .collect();
+        for (k, v) in files {
+            self.applied.entry(k.vps_id).or_default().files.push((k, v));
+        }
+        let egress: Vec<(LpmKey<EgressKey>, EgressRule)> = self
+            .egress_rules()?
+            .iter()
+            .filter_map(std::result::Result::ok)
+            .collect();
+        for (k, v) in egress {
+            let data = k.data();
+            self.applied
+                .entry(u32::from_be(data.vps_id_be))
+                .or_default()
+                .egress
+                .push(EgressDeny {
+                    net: std::net::Ipv4Addr::from(data.ipv4_be.to_ne_bytes()),
+                    prefix: (k.prefix_len().saturating_sub(32)) as u8,
+                    port: v.port as u16,
+                    rule_id: v.rule_id,
+                });
+        }
+        let mounts: Vec<MountKey> = self
+            .mount_allow()?
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .collect();
+        for k in mounts {
+            self.applied
+                .entry(k.vps_id)
+                .or_default()
+                .mount_types
+                .push(k.fstype);
+        }
+        Ok(())
+    }
+
+    /// After adopting: forget every VPS not in `running` (cgroup id, VPS
+    /// id): its registration, address, rules and pinned links.
+    pub fn prune(&mut self, running: &[(u64, u32)]) {
+        let live_cg = |cg: &u64| running.iter().any(|(c, _)| c == cg);
+        let stale: Vec<u64> = self
+            .vps_map()
+            .map(|m| m.keys().filter_map(std::result::Result::ok).collect())
+            .unwrap_or_default();
+        let stale_net: Vec<u64> = self
+            .net_map()
+            .map(|m| m.keys().filter_map(std::result::Result::ok).collect())
+            .unwrap_or_default();
+        for cg in stale.into_iter().chain(stale_net) {
+            if !live_cg(&cg) {
+                tracing::info!(cgroup_id = cg, "removing what a gone VPS left in the KSAL");
+                let _ = self.unregister_vps(cg);
+                self.detach_guards(cg);
+            }
+        }
+        let ids: Vec<u32> = self.applied.keys().copied().collect();
+        for id in ids {
+            if !running.iter().any(|(_, v)| *v == id) {
+                let _ = self.sync_rules(id, VpsRules::default());
+                self.applied.remove(&id);
+            }
+        }
+    }
+
+    /// Where maps and links are pinned, if they are.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.links.pin_dir()
     }
 
     fn mount_allow(&mut self) -> Result<HashMap<&mut MapData, MountKey, u32>> {
@@ -572,18 +697,6 @@ fn load_lsm<'a>(
     Ok(prog)
 }
 
-fn attach_lsm(
-    ebpf: &mut Ebpf,
-    program: &'static str,
-    hook: &'static str,
-    btf: &aya::Btf,
-) -> Result<()> {
-    load_lsm(ebpf, program, hook, btf)?
-        .attach()
-        .map_err(program_error(program, hook))?;
-    Ok(())
-}
-
 fn file_key(vps_id: u32, path: &Path) -> Result<FileRuleKey> {
     let meta = std::fs::metadata(path).map_err(|source| KsalError::Path {
         path: path.display().to_string(),
@@ -599,6 +712,17 @@ pub fn file_key_of(vps_id: u32, st_dev: u64, ino: u64) -> FileRuleKey {
         dev: kernel_dev(libc::major(st_dev), libc::minor(st_dev)),
         ino,
     }
+}
+
+/// How many guard programs are attached to the cgroup at `cgroup_dir`
+/// (one per hook once a VPS is guarded; never two of a kind).
+pub fn guard_programs(cgroup_dir: &Path) -> std::io::Result<usize> {
+    let dir = std::fs::File::open(cgroup_dir)?;
+    let mut n = 0;
+    for (_, _, kind) in CGROUP_SKB.iter().chain(SOCK_ADDR.iter()) {
+        n += cgroup_attach::attached(dir.as_fd(), *kind)?.len();
+    }
+    Ok(n)
 }
 
 /// Try to load (not attach) the file_open LSM program: the only reliable

@@ -126,12 +126,17 @@ pub fn pidfd_wait_exit(pidfd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
     unsafe { libc::poll(&mut pfd, 1, timeout_ms) == 1 }
 }
 
-/// The start time (clock ticks since boot) of `pid`, from /proc/PID/stat.
+/// The start time (clock ticks since boot) of `pid`, from /proc/PID/stat;
+/// None when it is gone or a zombie (dead, waiting to be reaped).
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Whether `pid` is alive and is the process that started at `start`.

@@ -490,6 +490,17 @@ impl Host {
 
     fn start_in(&mut self, spec: &Spec, template: &Path, cgroup: &VpsCgroup) -> Result<Runtime> {
         let name = &spec.name;
+        if self.ksal.is_none() {
+            // Not even the cgroup hooks: no VPS runs unguarded.
+            return Err(LifecycleError::Start {
+                name: name.to_string(),
+                why: format!(
+                    "the KSAL could not be loaded, so nothing would confine it ({}); see \
+                     `vzhost doctor`",
+                    self.lsm_error.as_deref().unwrap_or("no reason given")
+                ),
+            });
+        }
         cgroup.create().map_err(Self::cgroup_err(name))?;
         cgroup.apply(&spec.limits).map_err(Self::cgroup_err(name))?;
         // Registered, guarded and under its policy's network rules before
@@ -931,6 +942,7 @@ impl Host {
     /// the KSAL) and clean up after those whose init died meanwhile.
     pub fn adopt(&mut self) -> Result<Vec<String>> {
         let mut adopted = Vec::new();
+        let mut running = Vec::new();
         for spec in self.store.list()? {
             if spec.disk == Some(DiskBackend::Image)
                 && let Err(e) = self.store.dir(&spec.name).disk().mount_image()
@@ -950,10 +962,18 @@ impl Host {
                 }
                 tracing::info!(vps = %spec.name, "adopted running VPS");
                 adopted.push(spec.name.to_string());
+                if let Ok(id) = cgroup.id() {
+                    running.push((id, spec.id));
+                }
             } else if self.store.runtime(&spec.name).is_some() {
                 tracing::warn!(vps = %spec.name, "init died while the daemon was away; cleaning up");
                 self.cleanup_stopped(&spec.name, &cgroup);
             }
+        }
+        // Pins and map entries of VPSs that are gone (destroyed or
+        // stopped while no daemon ran) go too.
+        if let Some(ksal) = &mut self.ksal {
+            ksal.prune(&running);
         }
         Ok(adopted)
     }

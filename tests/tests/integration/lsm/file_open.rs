@@ -32,7 +32,7 @@ struct Rig {
 
 fn rig(name: &str, contents: &str, vps_mode: u32, denied: u32) -> anyhow::Result<Rig> {
     let vps = CgroupGuard::new(name)?;
-    let mut ksal = Ksal::load(vps.level)?;
+    let mut ksal = Ksal::load(vps.level, None)?;
     let scratch = Scratch::new()?;
     let file = scratch.file("ruled.txt", contents)?;
     ksal.register_vps(vps.id, VPS_ID, vps_mode)?;
@@ -51,7 +51,7 @@ fn file_open_denied_inside_vps_allowed_on_host() -> anyhow::Result<()> {
         return Ok(());
     }
     let vps = CgroupGuard::new("ksal-file-open")?;
-    let mut ksal = Ksal::load(vps.level)?;
+    let mut ksal = Ksal::load(vps.level, None)?;
     let mut events = ksal.take_events()?;
     let scratch = Scratch::new()?;
     let denied = scratch.file("denied.txt", "secret\n")?;
@@ -200,14 +200,14 @@ fn file_open_honours_an_earlier_programs_denial() -> anyhow::Result<()> {
         return Ok(());
     }
     let vps = CgroupGuard::new("ksal-file-chain")?;
-    let mut first = Ksal::load(vps.level)?;
+    let mut first = Ksal::load(vps.level, None)?;
     let scratch = Scratch::new()?;
     let denied = scratch.file("denied.txt", "secret\n")?;
     first.register_vps(vps.id, VPS_ID, mode::ENFORCE)?;
     first.deny_file(VPS_ID, &denied, access::ANY, RULE_ID)?;
     // A second KSAL attached after the first knows nothing of this VPS; it
     // runs later in the chain and must pass the earlier EPERM through.
-    let _second = Ksal::load(vps.level)?;
+    let _second = Ksal::load(vps.level, None)?;
     assert_denied(
         &vps.run(&["cat", denied.to_str().unwrap()])?,
         "chained programs",
@@ -222,7 +222,7 @@ fn file_open_unregistered_cgroup_is_untouched() -> anyhow::Result<()> {
     }
     let vps = CgroupGuard::new("ksal-file-vps")?;
     let other = CgroupGuard::new("ksal-file-other")?;
-    let mut ksal = Ksal::load(vps.level)?;
+    let mut ksal = Ksal::load(vps.level, None)?;
     let scratch = Scratch::new()?;
     let denied = scratch.file("denied.txt", "secret\n")?;
     ksal.register_vps(vps.id, VPS_ID, mode::ENFORCE)?;
