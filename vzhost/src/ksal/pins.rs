@@ -46,7 +46,8 @@ impl Links {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let fresh = path.with_extension("new");
+        // bpffs refuses names with a dot.
+        let fresh = dir.join(format!("{rel}-new"));
         let _ = fs::remove_file(&fresh);
         let pinned: PinnedLink = link
             .pin(&fresh)
