@@ -23,7 +23,9 @@ struct DemoHost {
 }
 
 impl DemoHost {
-    fn start(vzhost: &Path) -> anyhow::Result<Self> {
+    /// `degraded`: this kernel refuses BPF LSM, so the shipped default
+    /// policy (which fails closed) is run with `allow_degraded: true`.
+    fn start(vzhost: &Path, degraded: bool) -> anyhow::Result<Self> {
         let state = std::env::temp_dir().join(format!("vzhost-demo-{}", std::process::id()));
         fs::create_dir_all(&state)?;
         let cgroup = own_v2_cgroup()?.join(format!("vzhost-demo-{}", std::process::id()));
@@ -35,6 +37,18 @@ impl DemoHost {
             cgroup,
             daemon: None,
         };
+        if degraded {
+            fs::create_dir_all(host.policies())?;
+            fs::write(
+                host.policies().join("default.yaml"),
+                SHIPPED_DEFAULT.replace("allow_degraded: false", "allow_degraded: true"),
+            )?;
+            println!(
+                "(this kernel refuses BPF LSM programs: the shipped default policy would keep \
+                 VPSs from starting, so the demo runs it with allow_degraded: true; the \
+                 cgroup hooks still apply, the LSM part is shown in the VM below)"
+            );
+        }
         let log = fs::File::create(host.state.join("daemon.log"))?;
         let procs = host.cgroup.join("cgroup.procs");
         let mut cmd = Command::new(vzhost);
@@ -150,9 +164,12 @@ fn own_v2_cgroup() -> anyhow::Result<PathBuf> {
     Ok(root.join(own.trim_start_matches('/')))
 }
 
-fn partitions(vzhost: &Path) -> anyhow::Result<()> {
+/// The shipped default policy.
+const SHIPPED_DEFAULT: &str = include_str!("../../policies/default.yaml");
+
+fn partitions(vzhost: &Path, degraded: bool) -> anyhow::Result<()> {
     println!("\n==== Two VPSs from the busybox template, side by side ====");
-    let host = DemoHost::start(vzhost)?;
+    let host = DemoHost::start(vzhost, degraded)?;
     host.show(&[
         "create",
         "web",
@@ -237,12 +254,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
         })
         .unwrap_or(false);
 
-    partitions(&artifacts.vzhost)?;
+    partitions(&artifacts.vzhost, !lsm_here)?;
 
-    let demo =
-        "/vm/tests/integration --test-threads=1 --nocapture lsm::file_open::file_open_denied";
+    let demo = "/vm/tests/integration --test-threads=1 --nocapture lsm::escape::escape_attempts";
     if lsm_here {
-        println!("\n==== KSAL file_open enforcement (this host runs BPF LSM programs) ====");
+        println!("\n==== KSAL escape attempts from a VPS (this host runs BPF LSM programs) ====");
         let test = artifacts
             .tests
             .iter()
@@ -252,7 +268,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
             .args([
                 "--test-threads=1",
                 "--nocapture",
-                "lsm::file_open::file_open_denied",
+                "lsm::escape::escape_attempts",
             ])
             .status()?;
         return Ok(if status.success() {
@@ -262,7 +278,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         });
     }
     println!(
-        "\n==== KSAL file_open enforcement, in the VM: this host refuses BPF LSM programs ===="
+        "\n==== KSAL escape attempts from a VPS, in the VM: this host refuses BPF LSM programs ===="
     );
     let args = vm::RunArgs {
         kernel: "6.12".into(),

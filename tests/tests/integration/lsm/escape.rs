@@ -111,6 +111,10 @@ fn event(d: &Daemon, vps: &str, hook: &str) -> Option<serde_json::Value> {
 
 fn expect_event(d: &Daemon, vps: &str, hook: &str, verdict: &str, rule: &str) {
     let e = event(d, vps, hook).unwrap_or_else(|| panic!("no {hook} event: {:?}", d.events(vps)));
+    println!(
+        "  event: vps={} hook={} rule={} verdict={} comm={}",
+        e["vps"], e["hook"], e["rule"], e["verdict"], e["comm"]
+    );
     assert_eq!(e["vps"], vps, "{e}");
     assert_eq!(e["verdict"], verdict, "{e}");
     assert_eq!(e["rule"], rule, "{e}");
@@ -170,6 +174,7 @@ impl Drop for PerfParanoid {
 
 fn denied(r: io::Result<()>, what: &str) {
     let e = r.expect_err(&format!("{what}: succeeded inside the VPS"));
+    println!("inside a, as root: {what}: {e}");
     assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{what}: {e}");
 }
 
@@ -185,6 +190,10 @@ fn escape_attempts_are_denied_with_events_and_work_from_the_host() -> anyhow::Re
     for fs in ["proc", "sysfs"] {
         let out = d.sh("a", &format!("mount -t {fs} {fs} /mnt/t"));
         assert!(!out.status.success(), "mount -t {fs} inside a");
+        println!(
+            "inside a: mount -t {fs}: {}",
+            vzhost_tests::stderr(&out).trim()
+        );
         expect_event(&d, "a", "sb_mount", "denied", "default:mounts.allow_types");
     }
     d.sh_ok("a", "mount -t tmpfs none /mnt/t && umount /mnt/t");
@@ -265,6 +274,10 @@ fn escape_attempts_are_denied_with_events_and_work_from_the_host() -> anyhow::Re
     ] {
         let out = d.sh("a", script);
         assert!(!out.status.success(), "{what}: read inside a");
+        println!(
+            "inside a: /etc/secret by {what}: {}",
+            vzhost_tests::stderr(&out).trim()
+        );
         assert!(
             vzhost_tests::stderr(&out).contains("not permitted"),
             "{what}: {}",
