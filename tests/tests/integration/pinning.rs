@@ -35,6 +35,25 @@ fn pinned_lsm(d: &Daemon) -> Vec<String> {
     v
 }
 
+/// a's network rule (and file rule, where LSM runs) still hold.
+fn confined(d: &Daemon, a_pid: u64, lsm: bool, when: &str) {
+    denied(
+        d.as_root_of("a", a_pid, connect_b),
+        &format!("connect {when}"),
+    );
+    if lsm {
+        denied(
+            d.as_root_of("a", a_pid, read_secret(a_pid)),
+            &format!("the file {when}"),
+        );
+    }
+}
+
+fn denied(r: io::Result<()>, what: &str) {
+    let e = r.expect_err(&format!("{what}: allowed"));
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{what}: {e}");
+}
+
 #[test]
 fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Result<()> {
     let lsm = vzhost::ksal::probe_lsm().is_ok();
@@ -61,10 +80,6 @@ fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Resu
     }
     let a_pid = d.status("a").unwrap()["init_pid"].as_u64().unwrap();
     let c_pid = d.status("c").unwrap()["init_pid"].as_u64().unwrap();
-    let denied = |r: io::Result<()>, what: &str| {
-        let e = r.expect_err(&format!("{what}: allowed"));
-        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{what}: {e}");
-    };
     denied(
         d.as_root_of("a", a_pid, connect_b),
         "connect with the daemon up",
@@ -87,16 +102,7 @@ fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Resu
 
     d.kill9();
     // No daemon: the pinned programs and maps still hold a.
-    denied(
-        d.as_root_of("a", a_pid, connect_b),
-        "connect with the daemon killed",
-    );
-    if lsm {
-        denied(
-            d.as_root_of("a", a_pid, read_secret(a_pid)),
-            "the file with the daemon killed",
-        );
-    }
+    confined(&d, a_pid, lsm, "with the daemon killed");
     d.as_root_of("c", c_pid, connect_b)
         .expect("c still reaches b");
     // c goes away while no daemon runs.
@@ -105,16 +111,7 @@ fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Resu
     std::thread::sleep(Duration::from_millis(300));
 
     d.spawn()?;
-    denied(
-        d.as_root_of("a", a_pid, connect_b),
-        "connect after the restart",
-    );
-    if lsm {
-        denied(
-            d.as_root_of("a", a_pid, read_secret(a_pid)),
-            "the file after the restart",
-        );
-    }
+    confined(&d, a_pid, lsm, "after the restart");
     let events = d.events("a");
     assert!(
         events

@@ -163,6 +163,35 @@ fn setup(name: &str, mode: &str) -> anyhow::Result<Daemon> {
     Ok(d)
 }
 
+/// Attempts the KSAL guards, each with its hook and the rule that holds it.
+type Attempt = (
+    &'static str,
+    fn() -> io::Result<()>,
+    &'static str,
+    &'static str,
+);
+const GUARDED: [Attempt; 4] = [
+    ("bpf()", bpf_call, "bpf", "default:kernel.bpf"),
+    (
+        "perf_event_open()",
+        perf_call,
+        "perf_event_open",
+        "default:kernel.perf_events",
+    ),
+    (
+        "raw socket",
+        raw_socket,
+        "socket_create",
+        "default:network.raw_sockets",
+    ),
+    (
+        "packet socket",
+        packet_socket,
+        "socket_create",
+        "default:network.packet_sockets",
+    ),
+];
+
 /// Debian kernels refuse perf events to anyone without CAP_SYS_ADMIN at
 /// paranoid level 3, before any LSM hook; at 2 (the upstream default) a
 /// task may watch itself, so the hook decides. Restored on drop.
@@ -229,32 +258,7 @@ fn escape_attempts_are_denied_with_events_and_work_from_the_host() -> anyhow::Re
     );
 
     // bpf(), perf events, raw and packet sockets: denied inside, fine outside.
-    for (what, call, hook, rule) in [
-        (
-            "bpf()",
-            bpf_call as fn() -> io::Result<()>,
-            "bpf",
-            "default:kernel.bpf",
-        ),
-        (
-            "perf_event_open()",
-            perf_call,
-            "perf_event_open",
-            "default:kernel.perf_events",
-        ),
-        (
-            "raw socket",
-            raw_socket,
-            "socket_create",
-            "default:network.raw_sockets",
-        ),
-        (
-            "packet socket",
-            packet_socket,
-            "socket_create",
-            "default:network.packet_sockets",
-        ),
-    ] {
+    for (what, call, hook, rule) in GUARDED {
         denied(d.as_vps_root("a", call), what);
         expect_event(&d, "a", hook, "denied", rule);
         call().unwrap_or_else(|e| panic!("{what} from the host: {e}"));
@@ -344,26 +348,8 @@ fn audit_mode_allows_escape_attempts_and_records_them() -> anyhow::Result<()> {
     }
     let _paranoid = PerfParanoid::upstream();
     let d = setup("escape-audit", "audit")?;
-    for (what, call, hook, rule) in [
-        (
-            "perf_event_open()",
-            perf_call as fn() -> io::Result<()>,
-            "perf_event_open",
-            "default:kernel.perf_events",
-        ),
-        (
-            "raw socket",
-            raw_socket,
-            "socket_create",
-            "default:network.raw_sockets",
-        ),
-        (
-            "packet socket",
-            packet_socket,
-            "socket_create",
-            "default:network.packet_sockets",
-        ),
-    ] {
+    // bpf() is left to the end: the kernel refuses it to a VPS anyway.
+    for (what, call, hook, rule) in &GUARDED[1..] {
         d.as_vps_root("a", call)
             .unwrap_or_else(|e| panic!("{what} in audit mode: {e}"));
         expect_event(&d, "a", hook, "audited", rule);
