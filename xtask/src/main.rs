@@ -1,6 +1,8 @@
-//! Project automation: `cargo xtask setup | vm | test | demo`.
+//! Project automation: `cargo xtask setup | vm | test | demo | bench`.
+mod bench;
 mod cpio;
 mod demo;
+mod host;
 mod kernels;
 mod setup;
 mod shell;
@@ -29,6 +31,8 @@ enum Command {
     Test(test::TestArgs),
     /// Show vzhost at work.
     Demo,
+    /// Benchmarks against LXC and unshare; writes bench/REPORT.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,6 +42,7 @@ fn main() -> std::process::ExitCode {
         Command::Vm { command } => vm::run(command),
         Command::Test(args) => test::run(&args),
         Command::Demo => demo::run(),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -26,6 +26,8 @@ pub const PACKAGES: &[&str] = &[
     "nftables",
     // The real Prometheus server (and promtool) the metrics tests scrape with.
     "prometheus",
+    // The peer the benchmarks measure vzhost against.
+    "lxc",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -29,6 +29,9 @@ pub struct TestArgs {
     /// Skip the VM tests.
     #[arg(long)]
     no_vm: bool,
+    /// Skip the benchmark smoke run (`cargo xtask bench --quick`).
+    #[arg(long)]
+    no_bench: bool,
 }
 
 #[derive(Default)]
@@ -208,6 +211,16 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+    }
+
+    if !args.no_bench && !args.no_vm {
+        // The benchmarks keep working: a quick smoke run, no timing asserted.
+        section("benchmarks, smoke run (cargo xtask bench --quick)");
+        let smoke = crate::bench::run(&crate::bench::BenchArgs { quick: true });
+        if let Err(e) = &smoke {
+            eprintln!("xtask: bench --quick failed: {e:#}");
+        }
+        tally.check("cargo xtask bench --quick", smoke.is_ok());
     }
 
     eprintln!(

@@ -3,6 +3,7 @@
 //! the VM on every kernel of the matrix (all but `prometheus::`, whose
 //! server is not carried into the VM).
 mod accounting;
+mod bench;
 mod disk;
 mod doctor;
 mod limits;
