@@ -181,26 +181,44 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         } else {
             args.kernel.clone()
         };
-        for kernel in series {
-            section(&format!("VM tests on kernel {kernel}"));
-            let run_args = vm::RunArgs {
-                kernel: kernel.clone(),
-                include: Vec::new(),
-                timeout: 1200,
-                verbose: false,
-                cmd: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!(
-                        "rc=0; for t in /vm/tests/*; do \"$t\" --test-threads=1 --skip {NATIVE_ONLY_FILTER} || rc=1; done; exit $rc"
-                    ),
-                ],
-            };
-            let mut lines = Vec::new();
-            let result = vm::boot(&run_args, &artifacts, &mut |l| {
-                println!("[vm {kernel}] {l}");
-                lines.push(l.to_owned());
-            });
+        // The kernels boot side by side: each guest is single-threaded
+        // TCG, so two of them fit the host's cores.
+        section(&format!("VM tests on kernels {}", series.join(", ")));
+        let results: Vec<(String, anyhow::Result<vm::Outcome>, Vec<String>)> = std::thread::scope(
+            |scope| {
+                let runs: Vec<_> = series
+                    .iter()
+                    .map(|kernel| {
+                        let artifacts = &artifacts;
+                        scope.spawn(move || {
+                            let run_args = vm::RunArgs {
+                                kernel: kernel.clone(),
+                                include: Vec::new(),
+                                timeout: 1800,
+                                verbose: false,
+                                cmd: vec![
+                                    "sh".into(),
+                                    "-c".into(),
+                                    format!(
+                                        "rc=0; for t in /vm/tests/*; do \"$t\" --test-threads=1 --skip {NATIVE_ONLY_FILTER} || rc=1; done; exit $rc"
+                                    ),
+                                ],
+                            };
+                            let mut lines = Vec::new();
+                            let result = vm::boot(&run_args, artifacts, &mut |l| {
+                                println!("[vm {kernel}] {l}");
+                                lines.push(l.to_owned());
+                            });
+                            (kernel.clone(), result, lines)
+                        })
+                    })
+                    .collect();
+                runs.into_iter()
+                    .map(|r| r.join().expect("VM thread"))
+                    .collect()
+            },
+        );
+        for (kernel, result, lines) in results {
             match result {
                 Ok(outcome) => {
                     tally.libtest(&format!("vm {kernel}"), &lines, outcome.exit_code == 0)

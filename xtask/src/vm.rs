@@ -118,10 +118,12 @@ pub fn boot(
     let initrd = initramfs(&kernel, artifacts, &args.include, &args.cmd)?;
     let dir = shell::workspace_root().join("target/vm");
     std::fs::create_dir_all(&dir)?;
-    let initrd_path = dir.join(format!("initramfs-{}.cpio", std::process::id()));
+    // Per process and kernel: the test matrix boots its kernels side by side.
+    let tag = format!("{}-{}", std::process::id(), args.kernel);
+    let initrd_path = dir.join(format!("initramfs-{tag}.cpio"));
     std::fs::write(&initrd_path, initrd)
         .with_context(|| format!("write {}", initrd_path.display()))?;
-    let disk = dir.join(format!("scratch-{}.img", std::process::id()));
+    let disk = dir.join(format!("scratch-{tag}.img"));
     let result =
         make_scratch_disk(&disk).and_then(|()| run_qemu(args, &kernel, &initrd_path, &disk, sink));
     let _ = std::fs::remove_file(&initrd_path);
