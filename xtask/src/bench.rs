@@ -151,9 +151,10 @@ fn lxc_config(dir: &Path, rootfs: &Path, uid_base: u32, init: bool) -> anyhow::R
     Ok(path)
 }
 
+/// An LXC tool with its containers kept under `dir`.
 fn lxc(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(args[0]);
-    c.args(&args[1..]).arg("-P").arg(dir);
+    c.arg("-P").arg(dir).args(&args[1..]);
     c
 }
 

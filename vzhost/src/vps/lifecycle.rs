@@ -522,7 +522,9 @@ impl Host {
             cgroup_procs: cgroup.procs_files(),
             init: INIT.iter().map(|s| (*s).to_owned()).collect(),
         };
+        let launched = std::time::Instant::now();
         let pid = self.run_launcher(name, &plan)?;
+        tracing::debug!(init_pid = pid, took = ?launched.elapsed(), "launched");
         if let Some(ip) = spec.ip {
             let net_err = |source| LifecycleError::Net {
                 name: name.to_string(),
@@ -539,6 +541,7 @@ impl Host {
                 return Err(net_err(e));
             }
         }
+        tracing::debug!(took = ?launched.elapsed(), "network attached");
         if let Err(e) = self.apply_policy(spec, Some(pid)) {
             if let Ok(fd) = pidfd_open(pid) {
                 let _ = pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
