@@ -16,8 +16,10 @@ pub mod map_names {
     pub const EGRESS_RULES: &str = "KSAL_EGRESS_RULES";
     pub const EVENT_RATE: &str = "KSAL_EVENT_RATE";
     pub const MOUNT_ALLOW: &str = "KSAL_MOUNT_ALLOW";
+    pub const DEVICE_ALLOW: &str = "KSAL_DEVICE_ALLOW";
+    pub const SYSCTL_ALLOW: &str = "KSAL_SYSCTL_ALLOW";
     /// Every map, as pinned under the pin directory.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 12] = [
         CONFIG,
         VPS,
         FILE_RULES,
@@ -28,6 +30,8 @@ pub mod map_names {
         EGRESS_RULES,
         EVENT_RATE,
         MOUNT_ALLOW,
+        DEVICE_ALLOW,
+        SYSCTL_ALLOW,
     ];
 }
 
@@ -45,6 +49,8 @@ pub mod program_names {
     pub const PERF_EVENT_OPEN2: &str = "ksal_perf_event_open2";
     pub const SOCKET_CREATE: &str = "ksal_socket_create";
     pub const CAPABLE: &str = "ksal_capable";
+    pub const DEVICE: &str = "ksal_device";
+    pub const SYSCTL: &str = "ksal_sysctl";
     pub const CGROUP_PROBE: &str = "ksal_cgroup_probe";
     pub const SKB_EGRESS: &str = "ksal_skb_egress";
     pub const SKB_INGRESS: &str = "ksal_skb_ingress";
@@ -91,6 +97,10 @@ pub enum Hook {
     PerfEventOpen = 7,
     SocketCreate = 8,
     Capable = 9,
+    /// cgroup device access (open, mknod).
+    Device = 10,
+    /// cgroup sysctl writes.
+    Sysctl = 11,
 }
 
 impl Hook {
@@ -105,6 +115,8 @@ impl Hook {
             7 => Some(Self::PerfEventOpen),
             8 => Some(Self::SocketCreate),
             9 => Some(Self::Capable),
+            10 => Some(Self::Device),
+            11 => Some(Self::Sysctl),
             _ => None,
         }
     }
@@ -120,6 +132,8 @@ impl Hook {
             Self::PerfEventOpen => "perf_event_open",
             Self::SocketCreate => "socket_create",
             Self::Capable => "capable",
+            Self::Device => "device",
+            Self::Sysctl => "sysctl",
         }
     }
 }
@@ -144,6 +158,10 @@ pub mod guard {
     pub const PERF_EVENTS: u32 = 1 << 4;
     pub const RAW_SOCKETS: u32 = 1 << 5;
     pub const PACKET_SOCKETS: u32 = 1 << 6;
+    /// Devices only as `KSAL_DEVICE_ALLOW` lists them.
+    pub const DEVICES: u32 = 1 << 7;
+    /// sysctl writes only to the names in `KSAL_SYSCTL_ALLOW`.
+    pub const SYSCTL: u32 = 1 << 8;
 }
 
 /// Rule ids of the guards, as events carry them (file and network rules
@@ -157,6 +175,8 @@ pub mod guard_rule {
     pub const RAW_SOCKETS: u32 = 6;
     pub const PACKET_SOCKETS: u32 = 7;
     pub const CAPABILITIES: u32 = 8;
+    pub const DEVICES: u32 = 9;
+    pub const SYSCTL: u32 = 10;
     pub const FIRST_HOST_RULE: u32 = 16;
 }
 
@@ -224,6 +244,40 @@ pub struct MountKey {
 
 /// Longest filesystem type name a mount rule holds, with its NUL.
 pub const FSTYPE_LEN: usize = 16;
+
+/// Key of `KSAL_DEVICE_ALLOW`: a device (or all minors of a major, with
+/// `minor` = `ANY_MINOR`) a VPS may use; the value is its access bits
+/// (`device_access::*`).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    pub vps_id: u32,
+    /// 1 block, 2 character (BPF_DEVCG_DEV_*).
+    pub kind: u32,
+    pub major: u32,
+    pub minor: u32,
+}
+
+pub const ANY_MINOR: u32 = u32::MAX;
+
+/// Device access bits, as the kernel passes them (BPF_DEVCG_ACC_*).
+pub mod device_access {
+    pub const MKNOD: u32 = 1;
+    pub const READ: u32 = 2;
+    pub const WRITE: u32 = 4;
+}
+
+/// Longest sysctl name a rule holds (`net/ipv4/ip_forward`), with its NUL.
+pub const SYSCTL_NAME_LEN: usize = 64;
+
+/// Key of `KSAL_SYSCTL_ALLOW`: a sysctl a VPS may write, by its path under
+/// /proc/sys, NUL-padded.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SysctlKey {
+    pub vps_id: u32,
+    pub name: [u8; SYSCTL_NAME_LEN],
+}
 
 /// Key of the `KSAL_FILE_RULES` hash map: one denied inode for one VPS.
 /// `dev` is the kernel's internal encoding (major << 20 | minor).
@@ -331,6 +385,10 @@ mod pod {
     unsafe impl aya::Pod for super::EventRate {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MountKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DeviceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SysctlKey {}
 }
 
 #[cfg(test)]
@@ -344,6 +402,8 @@ mod tests {
         assert_eq!(size_of::<Config>(), 32);
         assert_eq!(size_of::<VpsEntry>(), 24);
         assert_eq!(size_of::<MountKey>(), 4 + FSTYPE_LEN);
+        assert_eq!(size_of::<DeviceKey>(), 16);
+        assert_eq!(size_of::<SysctlKey>(), 4 + SYSCTL_NAME_LEN);
         assert_eq!(size_of::<FileRuleKey>(), 16);
         assert_eq!(size_of::<FileRule>(), 8);
         assert_eq!(size_of::<Event>(), 24 + 24 + COMM_LEN);

@@ -2,7 +2,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns,
 };
-use ksal_common::{EVENTS_PER_SECOND, Event, EventRate, Hook};
+use ksal_common::{EVENTS_PER_SECOND, Event, EventRate, Hook, mode, verdict};
 
 use crate::{
     maps::{EVENT_RATE, EVENTS, EVENTS_DROPPED},
@@ -41,6 +41,18 @@ fn within_budget(vps_id: u32, now: u64) -> bool {
             true
         }
     }
+}
+
+/// Record an action the VPS's policy rules out: a denial in enforce mode
+/// (true: deny it), an audit record in audit mode (false: let it be).
+#[inline(always)]
+pub fn rule_out(scope: &Scope, hook: Hook, rule_id: u32, object: u64) -> bool {
+    if scope.vps.mode == mode::AUDIT {
+        emit(scope, hook, rule_id, verdict::AUDITED, object);
+        return false;
+    }
+    emit(scope, hook, rule_id, verdict::DENIED, object);
+    true
 }
 
 #[inline(always)]

@@ -2,7 +2,7 @@
 //! (device, inode), so symlinks, hard links and bind mounts reach the same
 //! rule as the path the policy named.
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
-use ksal_common::{FileRuleKey, Hook, access, mode, verdict};
+use ksal_common::{FileRuleKey, Hook, access};
 
 use crate::{events, maps::FILE_RULES, scope};
 
@@ -63,10 +63,9 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     if rule.access & wanted == 0 {
         return Ok(0);
     }
-    if scope.vps.mode == mode::AUDIT {
-        events::emit(&scope, Hook::FileOpen, rule.rule_id, verdict::AUDITED, ino);
-        return Ok(0);
+    if events::rule_out(&scope, Hook::FileOpen, rule.rule_id, ino) {
+        Ok(-EPERM)
+    } else {
+        Ok(0)
     }
-    events::emit(&scope, Hook::FileOpen, rule.rule_id, verdict::DENIED, ino);
-    Ok(-EPERM)
 }

@@ -1,7 +1,7 @@
 //! What the LSM guards share: honour an earlier program's verdict, find
 //! the VPS, and deny (or, in audit mode, allow) with an event.
 use aya_ebpf::{helpers::bpf_get_current_uid_gid, programs::LsmContext};
-use ksal_common::{Hook, mode, verdict};
+use ksal_common::Hook;
 
 use crate::{events, scope::Scope};
 
@@ -12,12 +12,11 @@ pub const EPERM: i32 = 1;
 /// record in audit mode.
 #[inline(always)]
 pub fn deny(scope: &Scope, hook: Hook, rule_id: u32, object: u64) -> i32 {
-    if scope.vps.mode == mode::AUDIT {
-        events::emit(scope, hook, rule_id, verdict::AUDITED, object);
-        return 0;
+    if events::rule_out(scope, hook, rule_id, object) {
+        -EPERM
+    } else {
+        0
     }
-    events::emit(scope, hook, rule_id, verdict::DENIED, object);
-    -EPERM
 }
 
 /// The earlier verdict in the return slot at argument `N` of the hook.

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod capabilities;
+mod devices;
 mod events;
 mod files;
 mod guards;

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use ksal_common::{
-    Config, EVENTS_RINGBUF_BYTES, EgressKey, EgressRule, EventRate, FileRule, FileRuleKey,
-    MAX_FILE_RULES, MAX_VPS, MountKey, NetCounters, VpsEntry, VpsNet,
+    Config, DeviceKey, EVENTS_RINGBUF_BYTES, EgressKey, EgressRule, EventRate, FileRule,
+    FileRuleKey, MAX_FILE_RULES, MAX_VPS, MountKey, NetCounters, SysctlKey, VpsEntry, VpsNet,
 };
 
 #[map(name = "KSAL_CONFIG")]
@@ -32,6 +32,14 @@ pub static EVENTS_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0
 /// is set for the VPS.
 #[map(name = "KSAL_MOUNT_ALLOW")]
 pub static MOUNT_ALLOW: HashMap<MountKey, u32> = HashMap::with_max_entries(MAX_FILE_RULES, 0);
+
+/// (VPS, device) -> the access it may have.
+#[map(name = "KSAL_DEVICE_ALLOW")]
+pub static DEVICE_ALLOW: HashMap<DeviceKey, u32> = HashMap::with_max_entries(MAX_FILE_RULES, 0);
+
+/// (VPS, sysctl path) it may write.
+#[map(name = "KSAL_SYSCTL_ALLOW")]
+pub static SYSCTL_ALLOW: HashMap<SysctlKey, u32> = HashMap::with_max_entries(MAX_FILE_RULES, 0);
 
 /// VPS id -> its event budget on this CPU.
 #[map(name = "KSAL_EVENT_RATE")]

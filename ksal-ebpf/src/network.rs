@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::{SkBuffContext, SockAddrContext},
 };
-use ksal_common::{EgressKey, Hook, NetCounters, VpsNet, mode, verdict};
+use ksal_common::{EgressKey, Hook, NetCounters, VpsNet};
 
 use crate::{
     events,
@@ -136,12 +136,11 @@ fn egress_allowed(ctx: &SockAddrContext, ip: u32, hook: Hook) -> i32 {
         return ALLOW;
     }
     let object = (u64::from(ip) << 16) | u64::from(port);
-    if scope.vps.mode == mode::AUDIT {
-        events::emit(&scope, hook, rule.rule_id, verdict::AUDITED, object);
-        return ALLOW;
+    if events::rule_out(&scope, hook, rule.rule_id, object) {
+        DENY
+    } else {
+        ALLOW
     }
-    events::emit(&scope, hook, rule.rule_id, verdict::DENIED, object);
-    DENY
 }
 
 fn ip4(ctx: &SockAddrContext) -> u32 {

@@ -86,7 +86,7 @@ fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Resu
     );
     d.as_root_of("c", c_pid, connect_b)
         .expect("c is not under the rule");
-    assert_eq!(guards_of(&d, "a"), 8, "one program per guard hook");
+    assert_eq!(guards_of(&d, "a"), 10, "one program per guard hook");
     let lsm_pins = pinned_lsm(&d);
     if lsm {
         assert_eq!(
@@ -124,7 +124,7 @@ fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Resu
         !d.cgroup.path.join("c").exists(),
         "c's cgroup, and its guards with it, are gone"
     );
-    assert_eq!(guards_of(&d, "a"), 8, "taken over, not doubled");
+    assert_eq!(guards_of(&d, "a"), 10, "taken over, not doubled");
     assert_eq!(pinned_lsm(&d), lsm_pins, "LSM links replaced in place");
     // The rule is still the policy's: lifting it works as before.
     fs::remove_file(d.policies().join("lockdown.yaml"))?;

@@ -288,3 +288,45 @@ fn the_shipped_default_fails_closed_where_the_kernel_refuses_lsm() -> anyhow::Re
     assert_eq!(d.status("a").unwrap()["status"], "stopped");
     Ok(())
 }
+
+const DEVICES_AND_SYSCTLS: &str = "selector:\n  names: [a]\nmode: enforce\nallow_degraded: true\ndevices:\n  allow: [\"c 1:3 rwm\", \"c 1:5 rwm\", \"c 5:2 rw\", \"c 136:* rw\"]\nsysctl:\n  allow_write: [net.ipv4.ip_forward]\n";
+
+#[test]
+fn devices_and_sysctl_writes_only_as_the_policy_allows() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-devices")?;
+    write_policy(&d, "lockdown.yaml", DEVICES_AND_SYSCTLS);
+    d.ok(&["create", "a"]);
+    d.ok(&["create", "b"]);
+    d.ok(&["start", "a"]);
+    d.ok(&["start", "b"]);
+    d.sh_ok("a", "cat /dev/null; echo x >/dev/null");
+    let out = d.sh("a", "head -c 4 /dev/urandom >/dev/null");
+    assert!(!out.status.success(), "urandom is not in a's list");
+    assert!(stderr(&out).contains("not permitted"), "{}", stderr(&out));
+    let ev = d.events("a");
+    let e = ev
+        .iter()
+        .rev()
+        .find(|e| e["hook"] == "device")
+        .expect("a device event");
+    assert_eq!(
+        (e["verdict"].as_str(), e["rule"].as_str()),
+        (Some("denied"), Some("lockdown:devices.allow"))
+    );
+    d.sh_ok("b", "head -c 4 /dev/urandom >/dev/null");
+
+    // Its own network namespace's sysctls: the listed one only.
+    d.sh_ok("a", "echo 1 >/proc/sys/net/ipv4/ip_forward");
+    let out = d.sh("a", "echo 32 >/proc/sys/net/ipv4/ip_default_ttl");
+    assert!(!out.status.success(), "an unlisted sysctl write");
+    let ev = d.events("a");
+    let e = ev
+        .iter()
+        .rev()
+        .find(|e| e["hook"] == "sysctl")
+        .expect("a sysctl event");
+    assert_eq!(e["rule"], "lockdown:sysctl.allow_write");
+    d.sh_ok("b", "echo 32 >/proc/sys/net/ipv4/ip_default_ttl");
+    assert_eq!(d.sh_ok("a", "cat /proc/sys/net/ipv4/ip_default_ttl"), "64");
+    Ok(())
+}

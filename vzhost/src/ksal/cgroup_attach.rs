@@ -18,12 +18,14 @@ const BPF_F_ALLOW_MULTI: u32 = 2;
 pub mod attach_type {
     pub const INET_INGRESS: u32 = 0;
     pub const INET_EGRESS: u32 = 1;
+    pub const DEVICE: u32 = 6;
     pub const INET4_BIND: u32 = 8;
     pub const INET6_BIND: u32 = 9;
     pub const INET4_CONNECT: u32 = 10;
     pub const INET6_CONNECT: u32 = 11;
     pub const UDP4_SENDMSG: u32 = 14;
     pub const UDP6_SENDMSG: u32 = 15;
+    pub const SYSCTL: u32 = 18;
 }
 
 /// `union bpf_attr`, as bytes: every command here uses its first words.

@@ -18,12 +18,13 @@ use aya::{
         lpm_trie::Key as LpmKey,
     },
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, ProgramError,
+        CgroupAttachMode, CgroupDevice, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr,
+        CgroupSysctl, Lsm, ProgramError,
     },
 };
 use ksal_common::{
-    Config, EgressKey, EgressRule, FileRule, FileRuleKey, MountKey, NetCounters, VpsEntry, VpsNet,
-    kernel_dev, map_names, program_names,
+    Config, DeviceKey, EgressKey, EgressRule, FileRule, FileRuleKey, MountKey, NetCounters,
+    SysctlKey, VpsEntry, VpsNet, kernel_dev, map_names, program_names,
 };
 
 use cgroup_attach::attach_type;
@@ -184,6 +185,19 @@ const SOCK_ADDR: [(&str, &str, u32); 6] = [
     ),
 ];
 
+/// The device and sysctl programs, attached with the others.
+const CGROUP_DEVICE: (&str, &str, u32) = (program_names::DEVICE, "cgroup/dev", attach_type::DEVICE);
+const CGROUP_SYSCTL: (&str, &str, u32) =
+    (program_names::SYSCTL, "cgroup/sysctl", attach_type::SYSCTL);
+
+/// Every cgroup program a VPS cgroup carries.
+fn guard_hooks() -> impl Iterator<Item = &'static (&'static str, &'static str, u32)> {
+    CGROUP_SKB
+        .iter()
+        .chain(SOCK_ADDR.iter())
+        .chain([&CGROUP_DEVICE, &CGROUP_SYSCTL])
+}
+
 /// The kernel rules of one VPS, resolved by the host from its policy.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct VpsRules {
@@ -191,6 +205,10 @@ pub struct VpsRules {
     pub egress: Vec<EgressDeny>,
     /// Filesystem types it may mount (NUL-padded), when its guards restrict them.
     pub mount_types: Vec<[u8; ksal_common::FSTYPE_LEN]>,
+    /// Devices it may use (the key's vps_id is filled in) and how.
+    pub devices: Vec<(DeviceKey, u32)>,
+    /// sysctls it may write, as paths under /proc/sys (NUL-padded).
+    pub sysctls: Vec<[u8; ksal_common::SYSCTL_NAME_LEN]>,
 }
 
 /// Connections and datagrams to `net/prefix` (on `port`, or any port
@@ -302,6 +320,20 @@ impl Ksal {
                 .load()
                 .map_err(program_error(program, hook))?;
         }
+        let (program, hook, _) = CGROUP_DEVICE;
+        let prog: &mut CgroupDevice = ebpf
+            .program_mut(program)
+            .ok_or(KsalError::NoProgram(program))?
+            .try_into()
+            .map_err(program_error(program, hook))?;
+        prog.load().map_err(program_error(program, hook))?;
+        let (program, hook, _) = CGROUP_SYSCTL;
+        let prog: &mut CgroupSysctl = ebpf
+            .program_mut(program)
+            .ok_or(KsalError::NoProgram(program))?
+            .try_into()
+            .map_err(program_error(program, hook))?;
+        prog.load().map_err(program_error(program, hook))?;
         tracing::info!(vps_cgroup_level, ?layout, lsm, pins = ?pins, "KSAL loaded");
         let mut ksal = Self {
             ebpf,
@@ -396,8 +428,7 @@ impl Ksal {
             .map_err(map_err(map_names::VPS_NET))?;
         // Each program joins those on the cgroup, then whatever an earlier
         // daemon attached there goes: the hook is never without one.
-        let programs = CGROUP_SKB.iter().chain(SOCK_ADDR.iter());
-        for &(program, hook, kind) in programs {
+        for &(program, hook, kind) in guard_hooks() {
             let prog = self
                 .ebpf
                 .program(program)
@@ -431,6 +462,37 @@ impl Ksal {
             self.mount_allow()?
                 .insert(MountKey { vps_id, fstype: *t }, 1, 0)
                 .map_err(map_err(map_names::MOUNT_ALLOW))?;
+        }
+        for (k, access) in &rules.devices {
+            let key = DeviceKey { vps_id, ..*k };
+            self.typed_map::<DeviceKey, u32>(map_names::DEVICE_ALLOW)?
+                .insert(key, *access, 0)
+                .map_err(map_err(map_names::DEVICE_ALLOW))?;
+        }
+        for n in &rules.sysctls {
+            self.typed_map::<SysctlKey, u32>(map_names::SYSCTL_ALLOW)?
+                .insert(SysctlKey { vps_id, name: *n }, 1, 0)
+                .map_err(map_err(map_names::SYSCTL_ALLOW))?;
+        }
+        for (k, _) in old
+            .devices
+            .iter()
+            .filter(|(k, _)| !rules.devices.iter().any(|(n, _)| n == k))
+        {
+            let key = DeviceKey { vps_id, ..*k };
+            remove_key(
+                &mut self.typed_map(map_names::DEVICE_ALLOW)?,
+                &key,
+                map_names::DEVICE_ALLOW,
+            )?;
+        }
+        for n in old.sysctls.iter().filter(|n| !rules.sysctls.contains(n)) {
+            let key = SysctlKey { vps_id, name: *n };
+            remove_key(
+                &mut self.typed_map(map_names::SYSCTL_ALLOW)?,
+                &key,
+                map_names::SYSCTL_ALLOW,
+            )?;
         }
         for t in old
             .mount_types
@@ -520,6 +582,30 @@ impl Ksal {
                 .mount_types
                 .push(k.fstype);
         }
+        let devices: Vec<(DeviceKey, u32)> = self
+            .typed_map::<DeviceKey, u32>(map_names::DEVICE_ALLOW)?
+            .iter()
+            .filter_map(std::result::Result::ok)
+            .collect();
+        for (k, v) in devices {
+            self.applied
+                .entry(k.vps_id)
+                .or_default()
+                .devices
+                .push((k, v));
+        }
+        let sysctls: Vec<SysctlKey> = self
+            .typed_map::<SysctlKey, u32>(map_names::SYSCTL_ALLOW)?
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .collect();
+        for k in sysctls {
+            self.applied
+                .entry(k.vps_id)
+                .or_default()
+                .sysctls
+                .push(k.name);
+        }
         Ok(())
     }
 
@@ -554,6 +640,14 @@ impl Ksal {
     /// Where maps and links are pinned, if they are.
     pub fn pin_dir(&self) -> Option<&Path> {
         self.links.pin_dir()
+    }
+
+    fn typed_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>> {
+        let map = self.ebpf.map_mut(name).ok_or(KsalError::NoMap(name))?;
+        HashMap::try_from(map).map_err(map_err(name))
     }
 
     fn mount_allow(&mut self) -> Result<HashMap<&mut MapData, MountKey, u32>> {
@@ -666,6 +760,18 @@ impl Ksal {
     }
 }
 
+/// Remove `key` from `map`; a key already gone is fine.
+fn remove_key<K: aya::Pod>(
+    map: &mut HashMap<&mut MapData, K, u32>,
+    key: &K,
+    name: &'static str,
+) -> Result<()> {
+    match map.remove(key) {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
 fn program_error(
     program: &'static str,
     hook: &'static str,
@@ -719,7 +825,7 @@ pub fn file_key_of(vps_id: u32, st_dev: u64, ino: u64) -> FileRuleKey {
 pub fn guard_programs(cgroup_dir: &Path) -> std::io::Result<usize> {
     let dir = std::fs::File::open(cgroup_dir)?;
     let mut n = 0;
-    for (_, _, kind) in CGROUP_SKB.iter().chain(SOCK_ADDR.iter()) {
+    for (_, _, kind) in guard_hooks() {
         n += cgroup_attach::attached(dir.as_fd(), *kind)?.len();
     }
     Ok(n)

@@ -351,6 +351,151 @@ impl From<Capability> for String {
     }
 }
 
+/// A device rule as in LXC's `devices.allow`: `c 1:3 rwm`, `c 136:* rw`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DeviceRule {
+    pub block: bool,
+    pub major: u32,
+    /// None: every minor.
+    pub minor: Option<u32>,
+    /// `ksal_common::device_access` bits.
+    pub access: u32,
+}
+
+impl TryFrom<String> for DeviceRule {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = |why: &str| format!("device rule {s:?}: {why}; write it like \"c 1:3 rwm\"");
+        let mut parts = s.split_whitespace();
+        let (Some(kind), Some(numbers), Some(access), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("three fields are needed: type, major:minor, access"));
+        };
+        let block = match kind {
+            "c" => false,
+            "b" => true,
+            _ => {
+                return Err(bad(
+                    "the type is c or b (leave the devices section out to allow every device)",
+                ));
+            }
+        };
+        let (major, minor) = numbers
+            .split_once(':')
+            .ok_or_else(|| bad("major and minor are separated by ':'"))?;
+        let major = major.parse().map_err(|_| bad("the major is a number"))?;
+        let minor = match minor {
+            "*" => None,
+            m => Some(m.parse().map_err(|_| bad("the minor is a number or *"))?),
+        };
+        let mut bits = 0;
+        for c in access.chars() {
+            bits |= match c {
+                'r' => ksal_common::device_access::READ,
+                'w' => ksal_common::device_access::WRITE,
+                'm' => ksal_common::device_access::MKNOD,
+                _ => return Err(bad("access is made of r, w and m")),
+            };
+        }
+        Ok(Self {
+            block,
+            major,
+            minor,
+            access: bits,
+        })
+    }
+}
+
+impl From<DeviceRule> for String {
+    fn from(r: DeviceRule) -> Self {
+        let access: String = [
+            (ksal_common::device_access::READ, 'r'),
+            (ksal_common::device_access::WRITE, 'w'),
+            (ksal_common::device_access::MKNOD, 'm'),
+        ]
+        .iter()
+        .filter(|(b, _)| r.access & b != 0)
+        .map(|(_, c)| *c)
+        .collect();
+        let minor = r.minor.map_or("*".to_owned(), |m| m.to_string());
+        format!(
+            "{} {}:{minor} {access}",
+            if r.block { 'b' } else { 'c' },
+            r.major
+        )
+    }
+}
+
+impl DeviceRule {
+    /// Its key in `KSAL_DEVICE_ALLOW` (the VPS id is filled in later).
+    pub fn key(&self) -> ksal_common::DeviceKey {
+        ksal_common::DeviceKey {
+            vps_id: 0,
+            kind: if self.block { 1 } else { 2 },
+            major: self.major,
+            minor: self.minor.unwrap_or(ksal_common::ANY_MINOR),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Devices {
+    /// The devices a VPS may open or mknod; every other is denied.
+    pub allow: Vec<DeviceRule>,
+}
+
+/// A sysctl name, `net.ipv4.ip_forward` (or `net/ipv4/ip_forward`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SysctlName(String);
+
+impl TryFrom<String> for SysctlName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let path = s.replace('.', "/");
+        let ok = !path.is_empty()
+            && path.len() < ksal_common::SYSCTL_NAME_LEN
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-/".contains(&b));
+        if ok {
+            Ok(Self(s))
+        } else {
+            Err(format!(
+                "sysctl {s:?}: use a name as sysctl(8) shows it, e.g. net.ipv4.ip_forward, up to {} characters",
+                ksal_common::SYSCTL_NAME_LEN - 1
+            ))
+        }
+    }
+}
+
+impl From<SysctlName> for String {
+    fn from(n: SysctlName) -> Self {
+        n.0
+    }
+}
+
+impl SysctlName {
+    /// Its path under /proc/sys, NUL-padded, as the kernel names it.
+    pub fn key(&self) -> [u8; ksal_common::SYSCTL_NAME_LEN] {
+        let path = self.0.replace('.', "/");
+        let mut k = [0; ksal_common::SYSCTL_NAME_LEN];
+        k[..path.len()].copy_from_slice(path.as_bytes());
+        k
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sysctl {
+    /// The sysctls of its own namespaces a VPS may write; every other
+    /// write is denied. (Host-global sysctls it cannot write at all.)
+    pub allow_write: Vec<SysctlName>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
@@ -425,6 +570,12 @@ pub struct Policy {
     pub kernel: Kernel,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Absent: every device the kernel lets the VPS use.
+    #[serde(default)]
+    pub devices: Option<Devices>,
+    /// Absent: every sysctl write the kernel lets the VPS make.
+    #[serde(default)]
+    pub sysctl: Option<Sysctl>,
     #[serde(default)]
     pub limits: PolicyLimits,
 }
@@ -496,6 +647,8 @@ impl Policy {
             (self.kernel.perf_events.denied(), guard::PERF_EVENTS),
             (self.network.raw_sockets.denied(), guard::RAW_SOCKETS),
             (self.network.packet_sockets.denied(), guard::PACKET_SOCKETS),
+            (self.devices.is_some(), guard::DEVICES),
+            (self.sysctl.is_some(), guard::SYSCTL),
         ]
         .into_iter()
         .fold(0, |bits, (on, bit)| if on { bits | bit } else { bits })
@@ -520,6 +673,8 @@ impl Policy {
             guard_rule::RAW_SOCKETS => "network.raw_sockets",
             guard_rule::PACKET_SOCKETS => "network.packet_sockets",
             guard_rule::CAPABILITIES => "capabilities.deny",
+            guard_rule::DEVICES => "devices.allow",
+            guard_rule::SYSCTL => "sysctl.allow_write",
             _ => return None,
         };
         Some(format!("{}:{section}", self.name))
@@ -695,6 +850,28 @@ mod tests {
         assert_eq!(e.line, 2, "{e}");
         let e = Policy::parse("g.yaml", "mounts:\n  allow_types: [\"a b\"]\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+    }
+
+    #[test]
+    fn device_and_sysctl_rules_parse_and_round_trip() {
+        let p = Policy::parse(
+            "d.yaml",
+            "devices:\n  allow: [\"c 1:3 rwm\", \"c 136:* rw\"]\nsysctl:\n  allow_write: [net.ipv4.ip_forward]\n",
+        )
+        .unwrap();
+        let d = &p.devices.as_ref().unwrap().allow;
+        assert_eq!(String::from(d[0]), "c 1:3 rwm");
+        assert_eq!(d[1].key().minor, ksal_common::ANY_MINOR);
+        assert_eq!(p.guards(), guard::DEVICES | guard::SYSCTL);
+        assert!(p.lsm_hooks().is_empty(), "cgroup hooks, not LSM");
+        let k = p.sysctl.as_ref().unwrap().allow_write[0].key();
+        assert!(k.starts_with(b"net/ipv4/ip_forward\0"));
+        for bad in ["x 1:3 r", "c 1 r", "c 1:3 q", "c *:* rwm", "c 1:3"] {
+            let text = format!("devices:\n  allow: [\"{bad}\"]\n");
+            let e = Policy::parse("d.yaml", &text).unwrap_err();
+            assert_eq!(e.line, 2, "{bad}: {e}");
+        }
+        assert!(Policy::parse("d.yaml", "sysctl:\n  allow_write: [\"a b\"]\n").is_err());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use ksal_common::VpsEntry;
+use ksal_common::{VpsEntry, guard};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -248,6 +248,15 @@ impl Host {
                 rule_id,
             });
         }
+        if init_pid.is_some() {
+            // cgroup hooks: they hold with or without LSM.
+            if let Some(d) = &policy.devices {
+                rules.devices = d.allow.iter().map(|r| (r.key(), r.access)).collect();
+            }
+            if let Some(s) = &policy.sysctl {
+                rules.sysctls = s.allow_write.iter().map(policy::SysctlName::key).collect();
+            }
+        }
         let Some(pid) = init_pid.filter(|_| self.lsm_error.is_none()) else {
             return rules;
         };
@@ -293,11 +302,17 @@ impl Host {
             .map_err(Self::cgroup_err(&spec.name))?;
         // The guards start once the VPS is built: its launcher mounts and
         // uses capabilities as VPS root while it builds it.
+        let guards = match (init_pid, &self.lsm_error) {
+            (None, _) => 0,
+            (Some(_), None) => policy.guards(),
+            // Without LSM only the cgroup hooks' guards can hold.
+            (Some(_), Some(_)) => policy.guards() & (guard::DEVICES | guard::SYSCTL),
+        };
         let guarded = init_pid.is_some() && self.lsm_error.is_none();
         let entry = VpsEntry {
             vps_id: spec.id,
             mode: policy.mode.kernel(),
-            guards: if guarded { policy.guards() } else { 0 },
+            guards,
             _pad: 0,
             caps_denied: if guarded { policy.caps_denied() } else { 0 },
         };
