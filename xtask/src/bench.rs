@@ -275,12 +275,13 @@ fn remove_lxc_pivots(before: &[PathBuf]) {
     }
 }
 
-fn mem_available_kib() -> u64 {
-    fs::read_to_string("/proc/meminfo")
+/// A `Name:   123 kB` field of a /proc status-like file, in KiB.
+fn kib_field(path: &str, field: &str) -> u64 {
+    fs::read_to_string(path)
         .ok()
-        .and_then(|m| {
-            m.lines().find_map(|l| {
-                l.strip_prefix("MemAvailable:")?
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(field)?
                     .trim()
                     .strip_suffix(" kB")?
                     .trim()
@@ -289,25 +290,17 @@ fn mem_available_kib() -> u64 {
             })
         })
         .unwrap_or(0)
+}
+
+fn mem_available_kib() -> u64 {
+    kib_field("/proc/meminfo", "MemAvailable:")
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("VmRSS:")?
-                    .trim()
-                    .strip_suffix(" kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0)
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
-/// Drop clean page cache so MemAvailable deltas are what the VPSs hold.
+/// Write back dirty pages and let the machine settle before a memory reading.
 fn settle() {
     // SAFETY: sync(2) has no preconditions.
     unsafe { libc::sync() };
@@ -550,20 +543,14 @@ fn reload(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow::Result<()>
 }
 
 fn in_vm(plan: &Plan, artifacts: &vm::Artifacts, report: &mut Report) -> anyhow::Result<()> {
-    let args = vm::RunArgs {
-        kernel: "6.12".into(),
-        include: Vec::new(),
-        timeout: 1800,
-        verbose: false,
-        cmd: vec![
-            "sh".into(),
-            "-c".into(),
-            format!(
-                "VZHOST_BENCH_OPS={} VZHOST_BENCH_N={} /vm/tests/integration --ignored --test-threads=1 --nocapture bench::",
-                plan.vm_ops, plan.vm_density
-            ),
-        ],
-    };
+    let args = vm::RunArgs::shell(
+        "6.12",
+        1800,
+        format!(
+            "VZHOST_BENCH_OPS={} VZHOST_BENCH_N={} /vm/tests/integration --ignored --test-threads=1 --nocapture bench::",
+            plan.vm_ops, plan.vm_density
+        ),
+    );
     let mut lines = Vec::new();
     let outcome = vm::boot(&args, artifacts, &mut |l| {
         println!("[vm] {l}");

@@ -126,17 +126,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     println!(
         "\n==== KSAL escape attempts from a VPS, in the VM: this host refuses BPF LSM programs ===="
     );
-    let args = vm::RunArgs {
-        kernel: "6.12".into(),
-        include: Vec::new(),
-        timeout: 600,
-        verbose: false,
-        cmd: vec![
-            "sh".into(),
-            "-c".into(),
-            format!("echo '$ vzhost doctor'; vzhost doctor; echo; {demo}"),
-        ],
-    };
+    let args = vm::RunArgs::shell(
+        "6.12",
+        600,
+        format!("echo '$ vzhost doctor'; vzhost doctor; echo; {demo}"),
+    );
     let outcome = vm::boot(&args, &artifacts, &mut |l| println!("[vm] {l}"))?;
     Ok(ExitCode::from(outcome.exit_code.clamp(0, 255) as u8))
 }

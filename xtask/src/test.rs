@@ -191,19 +191,13 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
                     .map(|kernel| {
                         let artifacts = &artifacts;
                         scope.spawn(move || {
-                            let run_args = vm::RunArgs {
-                                kernel: kernel.clone(),
-                                include: Vec::new(),
-                                timeout: 1800,
-                                verbose: false,
-                                cmd: vec![
-                                    "sh".into(),
-                                    "-c".into(),
-                                    format!(
-                                        "rc=0; for t in /vm/tests/*; do \"$t\" --test-threads=1 --skip {NATIVE_ONLY_FILTER} || rc=1; done; exit $rc"
-                                    ),
-                                ],
-                            };
+                            let run_args = vm::RunArgs::shell(
+                                kernel,
+                                1800,
+                                format!(
+                                    "rc=0; for t in /vm/tests/*; do \"$t\" --test-threads=1 --skip {NATIVE_ONLY_FILTER} || rc=1; done; exit $rc"
+                                ),
+                            );
                             let mut lines = Vec::new();
                             let result = vm::boot(&run_args, artifacts, &mut |l| {
                                 println!("[vm {kernel}] {l}");

@@ -103,6 +103,19 @@ impl Artifacts {
     }
 }
 
+impl RunArgs {
+    /// Run `script` with sh on `kernel`, killed after `timeout` seconds.
+    pub fn shell(kernel: &str, timeout: u64, script: String) -> Self {
+        Self {
+            kernel: kernel.to_owned(),
+            include: Vec::new(),
+            timeout,
+            verbose: false,
+            cmd: vec!["sh".into(), "-c".into(), script],
+        }
+    }
+}
+
 pub struct Outcome {
     pub exit_code: i32,
 }
