@@ -261,7 +261,9 @@ impl Shared {
     /// The figures of one scrape.
     fn host_stat(&self) -> HostStat {
         let mut h = lock(&self.host);
-        let names = h.names_by_id();
+        let vps = h.stat(None).unwrap_or_default();
+        let names: std::collections::HashMap<u32, String> =
+            vps.iter().map(|v| (v.id, v.name.clone())).collect();
         let denials = self
             .events
             .counts()
@@ -283,7 +285,7 @@ impl Shared {
             })
             .collect();
         HostStat {
-            vps: h.stat(None).unwrap_or_default(),
+            vps,
             denials,
             events_dropped: h.events_dropped(),
             policy_reload_errors: h.policy_reload_errors(),

@@ -29,6 +29,8 @@ pub struct PolicyDir {
     errors: BTreeMap<String, PolicyError>,
     /// Files rejected since the daemon started.
     pub reload_errors: u64,
+    /// The policies in force, made again on every reload.
+    in_force: PolicySet,
 }
 
 impl PolicyDir {
@@ -38,6 +40,7 @@ impl PolicyDir {
             good: BTreeMap::new(),
             errors: BTreeMap::new(),
             reload_errors: 0,
+            in_force: Self::resolve(&BTreeMap::new()),
         }
     }
 
@@ -86,6 +89,7 @@ impl PolicyDir {
             }
         }
         let changed = before != self.good;
+        self.in_force = Self::resolve(&self.good);
         if changed {
             tracing::info!(
                 policies = ?self.good.values().map(|p| p.name.as_str()).collect::<Vec<_>>(),
@@ -95,11 +99,16 @@ impl PolicyDir {
         changed
     }
 
-    /// The policies in force: the built-in default unless a file defines
-    /// `default`; a name defined twice goes to the first file by name.
-    pub fn set(&self) -> PolicySet {
+    /// The policies in force.
+    pub fn set(&self) -> &PolicySet {
+        &self.in_force
+    }
+
+    /// The built-in default unless a file defines `default`; a name
+    /// defined twice goes to the first file by name.
+    fn resolve(good: &BTreeMap<String, Policy>) -> PolicySet {
         let mut set = PolicySet::default();
-        for p in self.good.values() {
+        for p in good.values() {
             set.policies
                 .entry(p.name.clone())
                 .or_insert_with(|| p.clone());
