@@ -261,31 +261,32 @@ impl Shared {
     /// The figures of one scrape.
     fn host_stat(&self) -> HostStat {
         let mut h = lock(&self.host);
-        let vps = h.stat(None).unwrap_or_default();
-        let names: std::collections::HashMap<u32, String> =
-            vps.iter().map(|v| (v.id, v.name.clone())).collect();
-        let denials = self
-            .events
-            .counts()
-            .into_iter()
-            .map(|((vps_id, hook, rule_id, verdict), count)| DenialCount {
-                vps: names
-                    .get(&vps_id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("vps#{vps_id}")),
-                hook,
-                rule: h.rule_name(vps_id, rule_id),
-                mode: if verdict == "audited" {
-                    "audit"
-                } else {
-                    "enforce"
-                }
-                .into(),
-                count,
-            })
-            .collect();
+        let counts = self.events.counts();
+        // Names are looked up only when there is something to name.
+        let denials = if counts.is_empty() {
+            Vec::new()
+        } else {
+            let names = h.event_names();
+            counts
+                .into_iter()
+                .map(|((vps_id, hook, rule_id, verdict), count)| DenialCount {
+                    vps: names
+                        .vps(vps_id)
+                        .map_or_else(|| format!("vps#{vps_id}"), str::to_owned),
+                    hook,
+                    rule: names.rule(vps_id, rule_id),
+                    mode: if verdict == "audited" {
+                        "audit"
+                    } else {
+                        "enforce"
+                    }
+                    .into(),
+                    count,
+                })
+                .collect()
+        };
         HostStat {
-            vps,
+            vps: h.stat(None).unwrap_or_default(),
             denials,
             events_dropped: h.events_dropped(),
             policy_reload_errors: h.policy_reload_errors(),
@@ -296,18 +297,17 @@ impl Shared {
     /// for one; each carries its VPS's name and its rule's name.
     fn events(&self, name: Option<&str>, after: u64, wait: Duration) -> Vec<serde_json::Value> {
         let logged = self.events.after(after, wait);
-        let h = lock(&self.host);
-        let names = h.names_by_id();
+        let names = lock(&self.host).event_names();
         logged
             .into_iter()
             .filter_map(|e| {
-                let vps = names.get(&e.event.vps_id).cloned();
-                if name.is_some() && vps.as_deref() != name {
+                let vps = names.vps(e.event.vps_id);
+                if name.is_some() && vps != name {
                     return None;
                 }
                 let mut v = serde_json::to_value(&e).ok()?;
                 v["vps"] = json!(vps);
-                v["rule"] = json!(h.rule_name(e.event.vps_id, e.event.rule_id));
+                v["rule"] = json!(names.rule(e.event.vps_id, e.event.rule_id));
                 Some(v)
             })
             .collect()

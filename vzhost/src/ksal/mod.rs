@@ -224,8 +224,9 @@ pub struct EgressDeny {
 /// The loaded and attached KSAL.
 pub struct Ksal {
     ebpf: Ebpf,
-    /// The LSM links and each VPS's guard links: pinned, or held here.
-    links: pins::Links,
+    /// The LSM links: pinned, or (without a pin directory) held here for
+    /// as long as the KSAL lives.
+    _lsm_links: pins::Links,
     /// The rules in the maps, by VPS id, so a reload removes what went.
     applied: std::collections::HashMap<u32, VpsRules>,
 }
@@ -337,27 +338,11 @@ impl Ksal {
         tracing::info!(vps_cgroup_level, ?layout, lsm, pins = ?pins, "KSAL loaded");
         let mut ksal = Self {
             ebpf,
-            links,
+            _lsm_links: links,
             applied: std::collections::HashMap::new(),
         };
         ksal.recover_applied()?;
         Ok(ksal)
-    }
-
-    fn vps_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsEntry>> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::VPS)
-            .ok_or(KsalError::NoMap(map_names::VPS))?;
-        HashMap::try_from(map).map_err(map_err(map_names::VPS))
-    }
-
-    fn file_rules(&mut self) -> Result<HashMap<&mut MapData, FileRuleKey, FileRule>> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::FILE_RULES)
-            .ok_or(KsalError::NoMap(map_names::FILE_RULES))?;
-        HashMap::try_from(map).map_err(map_err(map_names::FILE_RULES))
     }
 
     /// Put the tasks of cgroup `cgroup_id` (and its descendants) under the
@@ -375,16 +360,17 @@ impl Ksal {
 
     /// Register (or update in place) a VPS with its mode and guards.
     pub fn register_entry(&mut self, cgroup_id: u64, entry: VpsEntry) -> Result<()> {
-        self.vps_map()?
+        self.typed_map(map_names::VPS)?
             .insert(cgroup_id, entry, 0)
             .map_err(map_err(map_names::VPS))
     }
 
     pub fn unregister_vps(&mut self, cgroup_id: u64) -> Result<()> {
-        match self.vps_map()?.remove(&cgroup_id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(map_names::VPS)(e)),
-        }
+        remove_key::<u64, VpsEntry>(
+            &mut self.typed_map(map_names::VPS)?,
+            &cgroup_id,
+            map_names::VPS,
+        )
     }
 
     /// Deny `vps_id` the `access` (`ksal_common::access`) to the file at
@@ -392,17 +378,18 @@ impl Ksal {
     /// same file is covered too.
     pub fn deny_file(&mut self, vps_id: u32, path: &Path, access: u32, rule_id: u32) -> Result<()> {
         let key = file_key(vps_id, path)?;
-        self.file_rules()?
+        self.typed_map(map_names::FILE_RULES)?
             .insert(key, FileRule { rule_id, access }, 0)
             .map_err(map_err(map_names::FILE_RULES))
     }
 
     pub fn allow_file(&mut self, vps_id: u32, path: &Path) -> Result<()> {
         let key = file_key(vps_id, path)?;
-        match self.file_rules()?.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err(map_names::FILE_RULES)(e)),
-        }
+        remove_key::<FileRuleKey, FileRule>(
+            &mut self.typed_map(map_names::FILE_RULES)?,
+            &key,
+            map_names::FILE_RULES,
+        )
     }
 
     /// Attach the network guards to VPS `vps_id`'s cgroup (before its first
@@ -423,7 +410,7 @@ impl Ksal {
             vps_id,
             ipv4_be: ipv4.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
         };
-        self.net_map()?
+        self.typed_map(map_names::VPS_NET)?
             .insert(cgroup_id, net, 0)
             .map_err(map_err(map_names::VPS_NET))?;
         // Each program joins those on the cgroup, then whatever an earlier
@@ -450,69 +437,30 @@ impl Ksal {
     /// is gone is removed; rules in both stay in force throughout.
     pub fn sync_rules(&mut self, vps_id: u32, rules: VpsRules) -> Result<()> {
         let old = self.applied.remove(&vps_id).unwrap_or_default();
-        for (key, rule) in &rules.files {
-            self.file_rules()?
-                .insert(*key, *rule, 0)
-                .map_err(map_err(map_names::FILE_RULES))?;
-        }
+        self.sync_map(map_names::FILE_RULES, &old.files, &rules.files)?;
+        let mounts = |r: &VpsRules| -> Vec<(MountKey, u32)> {
+            r.mount_types
+                .iter()
+                .map(|t| (MountKey { vps_id, fstype: *t }, 1))
+                .collect()
+        };
+        self.sync_map(map_names::MOUNT_ALLOW, &mounts(&old), &mounts(&rules))?;
+        let devices = |r: &VpsRules| -> Vec<(DeviceKey, u32)> {
+            r.devices
+                .iter()
+                .map(|(k, a)| (DeviceKey { vps_id, ..*k }, *a))
+                .collect()
+        };
+        self.sync_map(map_names::DEVICE_ALLOW, &devices(&old), &devices(&rules))?;
+        let sysctls = |r: &VpsRules| -> Vec<(SysctlKey, u32)> {
+            r.sysctls
+                .iter()
+                .map(|n| (SysctlKey { vps_id, name: *n }, 1))
+                .collect()
+        };
+        self.sync_map(map_names::SYSCTL_ALLOW, &sysctls(&old), &sysctls(&rules))?;
         for e in &rules.egress {
             self.deny_egress(vps_id, e.net, e.prefix, e.port, e.rule_id)?;
-        }
-        for t in &rules.mount_types {
-            self.mount_allow()?
-                .insert(MountKey { vps_id, fstype: *t }, 1, 0)
-                .map_err(map_err(map_names::MOUNT_ALLOW))?;
-        }
-        for (k, access) in &rules.devices {
-            let key = DeviceKey { vps_id, ..*k };
-            self.typed_map::<DeviceKey, u32>(map_names::DEVICE_ALLOW)?
-                .insert(key, *access, 0)
-                .map_err(map_err(map_names::DEVICE_ALLOW))?;
-        }
-        for n in &rules.sysctls {
-            self.typed_map::<SysctlKey, u32>(map_names::SYSCTL_ALLOW)?
-                .insert(SysctlKey { vps_id, name: *n }, 1, 0)
-                .map_err(map_err(map_names::SYSCTL_ALLOW))?;
-        }
-        for (k, _) in old
-            .devices
-            .iter()
-            .filter(|(k, _)| !rules.devices.iter().any(|(n, _)| n == k))
-        {
-            let key = DeviceKey { vps_id, ..*k };
-            remove_key(
-                &mut self.typed_map(map_names::DEVICE_ALLOW)?,
-                &key,
-                map_names::DEVICE_ALLOW,
-            )?;
-        }
-        for n in old.sysctls.iter().filter(|n| !rules.sysctls.contains(n)) {
-            let key = SysctlKey { vps_id, name: *n };
-            remove_key(
-                &mut self.typed_map(map_names::SYSCTL_ALLOW)?,
-                &key,
-                map_names::SYSCTL_ALLOW,
-            )?;
-        }
-        for t in old
-            .mount_types
-            .iter()
-            .filter(|t| !rules.mount_types.contains(t))
-        {
-            match self.mount_allow()?.remove(&MountKey { vps_id, fstype: *t }) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(map_names::MOUNT_ALLOW)(e)),
-            }
-        }
-        for (key, _) in old
-            .files
-            .iter()
-            .filter(|(k, _)| !rules.files.iter().any(|(n, _)| n == k))
-        {
-            match self.file_rules()?.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(map_names::FILE_RULES)(e)),
-            }
         }
         for e in old.egress.iter().filter(|o| {
             !rules
@@ -529,14 +477,14 @@ impl Ksal {
     /// Forget VPS `vps_id` entirely: its registration, address and rules.
     pub fn forget_vps(&mut self, cgroup_id: u64, vps_id: u32) {
         let _ = self.unregister_vps(cgroup_id);
-        self.detach_guards(cgroup_id);
+        self.forget_address(cgroup_id);
         let _ = self.sync_rules(vps_id, VpsRules::default());
     }
 
     /// Forget VPS cgroup `cgroup_id`'s address. Its guard programs stay
     /// with the cgroup and go when it is removed.
-    fn detach_guards(&mut self, cgroup_id: u64) {
-        if let Ok(mut m) = self.net_map() {
+    fn forget_address(&mut self, cgroup_id: u64) {
+        if let Ok(mut m) = self.typed_map::<u64, VpsNet>(map_names::VPS_NET) {
             let _ = m.remove(&cgroup_id);
         }
     }
@@ -544,12 +492,7 @@ impl Ksal {
     /// After a restart with pinned maps: learn the rules a previous
     /// daemon left in them, so the next sync removes what is gone.
     fn recover_applied(&mut self) -> Result<()> {
-        let files: Vec<(FileRuleKey, FileRule)> = self
-            .file_rules()?
-            .iter()
-            .filter_map(std::result::Result::ok)
-            .collect();
-        for (k, v) in files {
+        for (k, v) in self.entries::<FileRuleKey, FileRule>(map_names::FILE_RULES)? {
             self.applied.entry(k.vps_id).or_default().files.push((k, v));
         }
         let egress: Vec<(LpmKey<EgressKey>, EgressRule)> = self
@@ -570,36 +513,18 @@ impl Ksal {
                     rule_id: v.rule_id,
                 });
         }
-        let mounts: Vec<MountKey> = self
-            .mount_allow()?
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .collect();
-        for k in mounts {
-            self.applied
-                .entry(k.vps_id)
-                .or_default()
-                .mount_types
-                .push(k.fstype);
+        for (k, _) in self.entries::<MountKey, u32>(map_names::MOUNT_ALLOW)? {
+            let rules = self.applied.entry(k.vps_id).or_default();
+            rules.mount_types.push(k.fstype);
         }
-        let devices: Vec<(DeviceKey, u32)> = self
-            .typed_map::<DeviceKey, u32>(map_names::DEVICE_ALLOW)?
-            .iter()
-            .filter_map(std::result::Result::ok)
-            .collect();
-        for (k, v) in devices {
+        for (k, v) in self.entries::<DeviceKey, u32>(map_names::DEVICE_ALLOW)? {
             self.applied
                 .entry(k.vps_id)
                 .or_default()
                 .devices
                 .push((k, v));
         }
-        let sysctls: Vec<SysctlKey> = self
-            .typed_map::<SysctlKey, u32>(map_names::SYSCTL_ALLOW)?
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .collect();
-        for k in sysctls {
+        for (k, _) in self.entries::<SysctlKey, u32>(map_names::SYSCTL_ALLOW)? {
             self.applied
                 .entry(k.vps_id)
                 .or_default()
@@ -613,19 +538,18 @@ impl Ksal {
     /// id): its registration, address, rules and pinned links.
     pub fn prune(&mut self, running: &[(u64, u32)]) {
         let live_cg = |cg: &u64| running.iter().any(|(c, _)| c == cg);
-        let stale: Vec<u64> = self
-            .vps_map()
-            .map(|m| m.keys().filter_map(std::result::Result::ok).collect())
+        let registered = self
+            .entries::<u64, VpsEntry>(map_names::VPS)
             .unwrap_or_default();
-        let stale_net: Vec<u64> = self
-            .net_map()
-            .map(|m| m.keys().filter_map(std::result::Result::ok).collect())
+        let addressed = self
+            .entries::<u64, VpsNet>(map_names::VPS_NET)
             .unwrap_or_default();
-        for cg in stale.into_iter().chain(stale_net) {
+        let cgroups = registered.iter().map(|(c, _)| *c);
+        for cg in cgroups.chain(addressed.iter().map(|(c, _)| *c)) {
             if !live_cg(&cg) {
                 tracing::info!(cgroup_id = cg, "removing what a gone VPS left in the KSAL");
                 let _ = self.unregister_vps(cg);
-                self.detach_guards(cg);
+                self.forget_address(cg);
             }
         }
         let ids: Vec<u32> = self.applied.keys().copied().collect();
@@ -637,11 +561,6 @@ impl Ksal {
         }
     }
 
-    /// Where maps and links are pinned, if they are.
-    pub fn pin_dir(&self) -> Option<&Path> {
-        self.links.pin_dir()
-    }
-
     fn typed_map<K: aya::Pod, V: aya::Pod>(
         &mut self,
         name: &'static str,
@@ -650,20 +569,31 @@ impl Ksal {
         HashMap::try_from(map).map_err(map_err(name))
     }
 
-    fn mount_allow(&mut self) -> Result<HashMap<&mut MapData, MountKey, u32>> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::MOUNT_ALLOW)
-            .ok_or(KsalError::NoMap(map_names::MOUNT_ALLOW))?;
-        HashMap::try_from(map).map_err(map_err(map_names::MOUNT_ALLOW))
+    /// Every entry of hash map `name`.
+    fn entries<K: aya::Pod, V: aya::Pod>(&mut self, name: &'static str) -> Result<Vec<(K, V)>> {
+        Ok(self
+            .typed_map::<K, V>(name)?
+            .iter()
+            .filter_map(std::result::Result::ok)
+            .collect())
     }
 
-    fn net_map(&mut self) -> Result<HashMap<&mut MapData, u64, VpsNet>> {
-        let map = self
-            .ebpf
-            .map_mut(map_names::VPS_NET)
-            .ok_or(KsalError::NoMap(map_names::VPS_NET))?;
-        HashMap::try_from(map).map_err(map_err(map_names::VPS_NET))
+    /// Make `new` the entries of hash map `name` that were `old`: insert
+    /// all of `new`, then remove the keys only `old` has.
+    fn sync_map<K: aya::Pod + PartialEq, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+        old: &[(K, V)],
+        new: &[(K, V)],
+    ) -> Result<()> {
+        let mut map = self.typed_map::<K, V>(name)?;
+        for (k, v) in new {
+            map.insert(*k, *v, 0).map_err(map_err(name))?;
+        }
+        for (k, _) in old.iter().filter(|(k, _)| !new.iter().any(|(n, _)| n == k)) {
+            remove_key(&mut map, k, name)?;
+        }
+        Ok(())
     }
 
     fn egress_rules(&mut self) -> Result<LpmTrie<&mut MapData, EgressKey, EgressRule>> {
@@ -761,8 +691,8 @@ impl Ksal {
 }
 
 /// Remove `key` from `map`; a key already gone is fine.
-fn remove_key<K: aya::Pod>(
-    map: &mut HashMap<&mut MapData, K, u32>,
+fn remove_key<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<&mut MapData, K, V>,
     key: &K,
     name: &'static str,
 ) -> Result<()> {

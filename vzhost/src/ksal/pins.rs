@@ -31,10 +31,6 @@ impl Links {
         }
     }
 
-    pub fn pin_dir(&self) -> Option<&Path> {
-        self.pins.as_deref()
-    }
-
     /// Keep `link` under `rel`, replacing what was there only once the new
     /// one is in place, so the hook is never left without a program.
     pub fn keep(&mut self, rel: &str, link: FdLink) -> io::Result<()> {

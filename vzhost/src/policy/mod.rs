@@ -664,20 +664,7 @@ impl Policy {
 
     /// The name a guard's denials are reported under.
     pub fn guard_rule_name(&self, rule_id: u32) -> Option<String> {
-        let section = match rule_id {
-            guard_rule::MOUNT_TYPES => "mounts.allow_types",
-            guard_rule::REMOUNT_READ_ONLY => "mounts.remount_read_only",
-            guard_rule::MODULE_AUTOLOAD => "kernel.module_autoload",
-            guard_rule::BPF => "kernel.bpf",
-            guard_rule::PERF_EVENTS => "kernel.perf_events",
-            guard_rule::RAW_SOCKETS => "network.raw_sockets",
-            guard_rule::PACKET_SOCKETS => "network.packet_sockets",
-            guard_rule::CAPABILITIES => "capabilities.deny",
-            guard_rule::DEVICES => "devices.allow",
-            guard_rule::SYSCTL => "sysctl.allow_write",
-            _ => return None,
-        };
-        Some(format!("{}:{section}", self.name))
+        guard_rule_name(&self.name, rule_id)
     }
 
     /// Default limits for a new VPS, under those given.
@@ -697,6 +684,24 @@ impl Policy {
             .map(|i| format!("{}:network.deny_egress[{i}]", self.name));
         files.chain(net).collect()
     }
+}
+
+/// The name a guard's denials are reported under in policy `policy`.
+pub fn guard_rule_name(policy: &str, rule_id: u32) -> Option<String> {
+    let section = match rule_id {
+        guard_rule::MOUNT_TYPES => "mounts.allow_types",
+        guard_rule::REMOUNT_READ_ONLY => "mounts.remount_read_only",
+        guard_rule::MODULE_AUTOLOAD => "kernel.module_autoload",
+        guard_rule::BPF => "kernel.bpf",
+        guard_rule::PERF_EVENTS => "kernel.perf_events",
+        guard_rule::RAW_SOCKETS => "network.raw_sockets",
+        guard_rule::PACKET_SOCKETS => "network.packet_sockets",
+        guard_rule::CAPABILITIES => "capabilities.deny",
+        guard_rule::DEVICES => "devices.allow",
+        guard_rule::SYSCTL => "sysctl.allow_write",
+        _ => return None,
+    };
+    Some(format!("{policy}:{section}"))
 }
 
 /// A stable rule id for `name` (FNV-1a), so events keep their meaning

@@ -207,8 +207,7 @@ impl Host {
     /// Whether `policy` runs degraded here; an error when it needs LSM
     /// hooks this kernel cannot run and does not allow that.
     fn degraded(&self, name: &Name, policy: &Policy) -> Result<bool> {
-        let hooks = policy.lsm_hooks();
-        let Some(why) = self.lsm_error.as_ref().filter(|_| !hooks.is_empty()) else {
+        let Some((hooks, why)) = self.missing_lsm(policy) else {
             return Ok(false);
         };
         if policy.allow_degraded {
@@ -230,6 +229,13 @@ impl Host {
                 hooks.join(", ")
             ),
         })
+    }
+
+    /// The LSM hooks `policy` needs that this kernel cannot run, and why.
+    fn missing_lsm(&self, policy: &Policy) -> Option<(Vec<&'static str>, &str)> {
+        let hooks = policy.lsm_hooks();
+        let why = self.lsm_error.as_deref().filter(|_| !hooks.is_empty())?;
+        Some((hooks, why))
     }
 
     /// The kernel rules of `policy` for VPS `spec`; file rules need its
@@ -356,20 +362,21 @@ impl Host {
         self.policies.reload_errors
     }
 
-    /// What rule id `id` of VPS `vps_id`'s events stands for.
-    pub fn rule_name(&self, vps_id: u32, id: u32) -> String {
-        let guard = || {
-            let spec = self
-                .store
-                .list()
-                .ok()?
-                .into_iter()
-                .find(|s| s.id == vps_id)?;
-            self.policy_of(&spec).ok()?.guard_rule_name(id)
-        };
-        match self.rule_names.get(&id) {
-            Some(name) => name.clone(),
-            None => guard().unwrap_or_else(|| format!("rule#{id}")),
+    /// What the numbers KSAL events carry stand for, read once.
+    pub fn event_names(&self) -> EventNames {
+        let vps = self
+            .store
+            .list()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|spec| {
+                let policy = self.policy_of(&spec).ok().map(|p| p.name);
+                (spec.id, (spec.name.to_string(), policy))
+            })
+            .collect();
+        EventNames {
+            vps,
+            rules: self.rule_names.clone(),
         }
     }
 
@@ -726,6 +733,7 @@ impl Host {
             .into_iter()
             .map(|spec| {
                 let runtime = self.live_runtime(&spec.name);
+                let policy = self.policy_of(&spec).ok();
                 let nproc = if runtime.is_some() {
                     self.cgroup(&spec.name).usage().nproc
                 } else {
@@ -740,11 +748,11 @@ impl Host {
                     .into(),
                     init_pid: runtime.as_ref().map(|r| r.init_pid),
                     network: runtime.as_ref().and_then(|_| self.net_stats(spec.id)),
-                    policy: self.policy_of(&spec).ok().map(|p| p.name),
                     degraded: runtime.is_some()
-                        && self
-                            .policy_of(&spec)
-                            .is_ok_and(|p| self.lsm_error.is_some() && !p.lsm_hooks().is_empty()),
+                        && policy
+                            .as_ref()
+                            .is_some_and(|p| self.missing_lsm(p).is_some()),
+                    policy: policy.map(|p| p.name),
                     name: spec.name.to_string(),
                     ip: spec.ip.map(|ip| ip.to_string()),
                     hostname: spec.hostname,
@@ -817,16 +825,6 @@ impl Host {
             .as_ref()
             .and_then(|k| k.events_dropped().ok())
             .unwrap_or(0)
-    }
-
-    /// VPS names by KSAL id.
-    pub fn names_by_id(&self) -> std::collections::HashMap<u32, String> {
-        self.store
-            .list()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| (s.id, s.name.to_string()))
-            .collect()
     }
 
     /// How to run `argv` inside a running VPS.
@@ -1000,6 +998,32 @@ impl Host {
     /// VPS runs in them (running VPSs keep theirs).
     pub fn shutdown(&self) {
         self.cgroups.remove_v1_parents();
+    }
+}
+
+/// VPS names and rule names for the ids in KSAL events.
+pub struct EventNames {
+    /// By VPS id: its name and the policy it runs under.
+    vps: std::collections::HashMap<u32, (String, Option<String>)>,
+    rules: std::collections::HashMap<u32, String>,
+}
+
+impl EventNames {
+    pub fn vps(&self, vps_id: u32) -> Option<&str> {
+        self.vps.get(&vps_id).map(|(n, _)| n.as_str())
+    }
+
+    /// The rule `rule_id` of VPS `vps_id`'s policy: a rule the host put
+    /// in the maps, or a guard section of the policy.
+    pub fn rule(&self, vps_id: u32, rule_id: u32) -> String {
+        self.rules
+            .get(&rule_id)
+            .cloned()
+            .or_else(|| {
+                let policy = self.vps.get(&vps_id)?.1.as_deref()?;
+                policy::guard_rule_name(policy, rule_id)
+            })
+            .unwrap_or_else(|| format!("rule#{rule_id}"))
     }
 }
 
