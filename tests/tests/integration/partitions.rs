@@ -64,7 +64,7 @@ fn two_vps_run_side_by_side_isolated() -> anyhow::Result<()> {
     let meta = fs::metadata(d.root().join("vps/a/disk/upper/root/note"))?;
     use std::os::unix::fs::MetadataExt as _;
     assert!(
-        meta.uid() >= vzhost::vps::IDMAP_FIRST,
+        meta.uid() >= vzhost::model::IDMAP_FIRST,
         "owned by the VPS's host range: {}",
         meta.uid()
     );

@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 
 use super::{CgroupError, Layout, depth, id_of, v2_path_of};
-use crate::vps::Limits;
+use crate::model::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {

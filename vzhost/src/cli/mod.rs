@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use vzhost::{
     daemon::{self, api::Request},
-    vps::{Limits, lifecycle::CreateRequest, parse_size},
+    model::{Limits, parse_size},
+    vps::lifecycle::CreateRequest,
 };
 
 #[derive(Parser)]
@@ -120,7 +121,7 @@ enum Command {
         #[arg(long)]
         uid_base: Option<u32>,
         /// Size of the VPS's user range.
-        #[arg(long, default_value_t = vzhost::vps::IDMAP_SIZE, requires = "uid_base")]
+        #[arg(long, default_value_t = vzhost::model::IDMAP_SIZE, requires = "uid_base")]
         uid_count: u32,
     },
     /// Start a VPS.
@@ -287,7 +288,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 stop_timeout: *stop_timeout,
                 ip: ip.clone(),
                 policy: policy.clone(),
-                idmap: uid_base.map(|base| vzhost::vps::IdMap {
+                idmap: uid_base.map(|base| vzhost::model::IdMap {
                     base,
                     count: *uid_count,
                 }),

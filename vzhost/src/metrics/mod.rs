@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cgroup::accounting::{Accounting, Resource},
-    vps::lifecycle::NetStats,
+    model::NetStats,
 };
 
 /// Everything vzhost knows of one VPS's use of the host.

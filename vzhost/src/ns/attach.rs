@@ -50,7 +50,7 @@ const ENV: &[&str] = &[
 
 /// Run the command; returns its exit status (128 + signal when killed).
 pub fn attach(plan: &AttachPlan) -> Result<i32, AttachError> {
-    if !super::sys::is_same_process(plan.init_pid, plan.init_start) {
+    if !crate::sys::is_same_process(plan.init_pid, plan.init_start) {
         return Err(AttachError::NotRunning(plan.init_pid));
     }
     let open = |ns: &str| -> Result<OwnedFd, AttachError> {
@@ -97,7 +97,7 @@ pub fn attach(plan: &AttachPlan) -> Result<i32, AttachError> {
     match unsafe { fork() }.map_err(sys("fork"))? {
         ForkResult::Child => {
             let _ = std::env::set_current_dir("/");
-            let _ = super::sys::cloexec_from(3);
+            let _ = crate::sys::cloexec_from(3);
             // SAFETY: the forked child is single-threaded; execvpe searches
             // the PATH of this process's environment.
             unsafe { std::env::set_var("PATH", &ENV[0][5..]) };

@@ -17,7 +17,10 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{rootfs::mounts, vps::IdMap, vps::store::VpsDir};
+use crate::{
+    model::{IdMap, VpsDir},
+    rootfs::mounts,
+};
 
 /// Everything the launcher needs, handed over by the daemon as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,12 +176,12 @@ fn pid1(plan: &LaunchPlan, dir: &VpsDir, console: &fs::File) -> LaunchError {
         nix::unistd::setsid().map_err(sys("setsid"))?;
         nix::unistd::sethostname(&plan.hostname).map_err(sys("sethostname"))?;
         mounts::finish_root(&dir.rootfs())?;
-        crate::ns::sys::loopback_up().map_err(io("bring up loopback"))?;
+        crate::sys::loopback_up().map_err(io("bring up loopback"))?;
         let null = fs::File::open("/dev/null").map_err(io("open /dev/null"))?;
         nix::unistd::dup2_stdin(null.as_fd()).map_err(sys("dup2 stdin"))?;
         nix::unistd::dup2_stdout(console.as_fd()).map_err(sys("dup2 stdout"))?;
         nix::unistd::dup2_stderr(console.as_fd()).map_err(sys("dup2 stderr"))?;
-        crate::ns::sys::cloexec_from(3).map_err(io("mark fds close-on-exec"))?;
+        crate::sys::cloexec_from(3).map_err(io("mark fds close-on-exec"))?;
         let argv: Vec<std::ffi::CString> = plan
             .init
             .iter()

@@ -6,7 +6,6 @@
 //! daemon's process.
 pub mod attach;
 pub mod launch;
-pub mod sys;
 
 use std::{io::Write as _, path::Path};
 

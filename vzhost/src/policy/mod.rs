@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
 use ksal_common::{guard, guard_rule};
 use serde::{Deserialize, Serialize};
 
-use crate::vps::Limits;
+use crate::model::Limits;
 
 /// The policy every VPS gets when no other selects it.
 pub const DEFAULT_NAME: &str = "default";
@@ -526,7 +526,7 @@ pub struct Size(pub u64);
 impl TryFrom<String> for Size {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        crate::vps::parse_size("size", &s)
+        crate::model::parse_size("size", &s)
             .map(Size)
             .map_err(|e| e.to_string())
     }
@@ -603,7 +603,7 @@ impl Policy {
                 .file_stem()
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
         }
-        if let Err(e) = crate::vps::Name::new(&p.name) {
+        if let Err(e) = crate::model::Name::new(&p.name) {
             return Err(PolicyError {
                 file: file.to_owned(),
                 line: 1,

@@ -11,8 +11,6 @@ use std::{
     process::Command,
 };
 
-use serde::{Deserialize, Serialize};
-
 #[derive(Debug, thiserror::Error)]
 #[error("disk limit on {path}: {what}: {why}")]
 pub struct DiskError {
@@ -32,15 +30,7 @@ fn err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DiskEr
     }
 }
 
-/// How a VPS's disk limit is enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DiskBackend {
-    /// A project quota with this project id.
-    ProjectQuota { project: u32 },
-    /// An ext4 image `<vps>/disk.img` mounted at `<vps>/disk`.
-    Image,
-}
+pub use crate::model::DiskBackend;
 
 const PRJQUOTA: u32 = 2;
 const Q_GETINFO: u32 = 0x80_0005;
@@ -145,6 +135,13 @@ pub struct VpsDisk {
 }
 
 impl VpsDisk {
+    pub fn of(dir: &crate::model::VpsDir) -> Self {
+        Self {
+            disk: dir.disk(),
+            image: dir.disk_image(),
+        }
+    }
+
     /// The backend a new VPS under `vps_root` gets.
     pub fn choose_backend(vps_root: &Path, project: u32) -> DiskBackend {
         if has_project_quota(vps_root) {

@@ -12,7 +12,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::vps::Name;
+use crate::model::Name;
 
 pub const BUILTIN_BUSYBOX: &str = "busybox";
 const HOST_BUSYBOX: &str = "/bin/busybox";

@@ -12,7 +12,7 @@ use std::{
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use crate::{ns::sys, vps::store::VpsDir};
+use crate::{model::VpsDir, sys};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{step} ({path}): {source}")]

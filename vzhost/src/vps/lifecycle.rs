@@ -15,31 +15,28 @@ use std::{
 use ksal_common::{VpsEntry, guard};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    IdMap, Limits, Name, Spec, SpecError,
-    store::{Runtime, Store, StoreError, VpsDir},
-    validate_hostname,
-};
+use super::store::{Store, StoreError};
 use crate::{
     cgroup::manager::{Hierarchy, ManagerError, VpsCgroup},
     ksal::{EgressDeny, Ksal, KsalError, VpsRules},
     metrics::VpsStat,
-    net::NetConfig,
-    ns::{
-        attach::AttachPlan,
-        launch::LaunchPlan,
-        sys::{
-            is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time,
-            stat_in_root_of,
-        },
+    model::{
+        IdMap, Limits, Name, NetStats, Runtime, Spec, SpecError, VpsDir, VpsStatus,
+        validate_hostname,
     },
+    net::NetConfig,
+    ns::{attach::AttachPlan, launch::LaunchPlan},
     policy::{
         self, Policy,
         watch::{FileStatus, PolicyDir},
     },
     rootfs::{
         TemplateError, Templates,
-        disk::{DiskBackend, VpsDisk, has_project_quota},
+        disk::{VpsDisk, has_project_quota},
+    },
+    sys::{
+        is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time,
+        stat_in_root_of,
     },
 };
 
@@ -109,36 +106,6 @@ pub struct CreateRequest {
     /// The policy it runs under, instead of the one its name and labels select.
     #[serde(default)]
     pub policy: Option<String>,
-}
-
-/// A row of `vzhost list`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VpsStatus {
-    pub name: String,
-    pub status: String,
-    pub ip: Option<String>,
-    pub hostname: String,
-    pub nproc: u64,
-    pub template: String,
-    pub limits: Limits,
-    pub init_pid: Option<u32>,
-    /// Traffic seen by the KSAL guards while it runs.
-    pub network: Option<NetStats>,
-    /// The policy it runs under.
-    pub policy: Option<String>,
-    /// Its policy's LSM rules are not enforced: this kernel cannot run the
-    /// LSM hooks and the policy allows a degraded start.
-    pub degraded: bool,
-}
-
-/// A VPS's traffic counters.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct NetStats {
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    pub spoofed_dropped: u64,
 }
 
 const DEFAULT_TEMPLATE: &str = crate::rootfs::BUILTIN_BUSYBOX;
@@ -474,7 +441,7 @@ impl Host {
         self.store.create(&spec, |dir| {
             let result = make_layer(dir, &spec, gateway);
             if result.is_err() {
-                let _ = dir.disk().unmount();
+                let _ = VpsDisk::of(dir).unmount();
             }
             result
         })?;
@@ -676,7 +643,7 @@ impl Host {
         }
         let cgroup = self.cgroup(&name);
         self.cleanup_stopped(&name, &cgroup);
-        self.store.dir(&name).disk().unmount().map_err(|e| {
+        VpsDisk::of(&self.store.dir(&name)).unmount().map_err(|e| {
             Self::io(&name, "unmount its disk")(std::io::Error::other(e.to_string()))
         })?;
         self.store.remove(&name)?;
@@ -697,7 +664,7 @@ impl Host {
                 .map_err(Self::cgroup_err(&name))?;
         }
         if let Some(bytes) = limits.disk {
-            let disk = self.store.dir(&name).disk();
+            let disk = VpsDisk::of(&self.store.dir(&name));
             let as_io = |e: crate::rootfs::disk::DiskError| std::io::Error::other(e.to_string());
             match spec.disk {
                 Some(backend) => disk
@@ -717,7 +684,7 @@ impl Host {
                     }
                     disk.add_project_limit(project, bytes)
                         .map_err(|e| Self::io(&name, "add a disk limit")(as_io(e)))?;
-                    spec.disk = Some(DiskBackend::ProjectQuota { project });
+                    spec.disk = Some(crate::model::DiskBackend::ProjectQuota { project });
                 }
             }
         }
@@ -789,10 +756,7 @@ impl Host {
                 });
                 VpsStat {
                     network: runtime.as_ref().and_then(|_| self.net_stats(spec.id)),
-                    disk_used: self
-                        .store
-                        .dir(&spec.name)
-                        .disk()
+                    disk_used: VpsDisk::of(&self.store.dir(&spec.name))
                         .usage(spec.disk)
                         .unwrap_or(0),
                     disk_limit: spec.limits.disk,
@@ -960,8 +924,8 @@ impl Host {
         let mut adopted = Vec::new();
         let mut running = Vec::new();
         for spec in self.store.list()? {
-            if spec.disk == Some(DiskBackend::Image)
-                && let Err(e) = self.store.dir(&spec.name).disk().mount_image()
+            if spec.disk == Some(crate::model::DiskBackend::Image)
+                && let Err(e) = VpsDisk::of(&self.store.dir(&spec.name)).mount_image()
             {
                 tracing::error!(vps = %spec.name, %e, "cannot mount its disk image");
             }
@@ -1071,10 +1035,10 @@ fn validate_idmap(m: &IdMap) -> std::result::Result<(), SpecError> {
 /// The first id range that overlaps none in use.
 fn allocate_idmap(used: impl Iterator<Item = IdMap>) -> Result<IdMap> {
     let used: Vec<IdMap> = used.collect();
-    (0..u32::MAX / super::IDMAP_SIZE)
+    (0..u32::MAX / crate::model::IDMAP_SIZE)
         .map(|slot| IdMap {
-            base: super::IDMAP_FIRST + slot * super::IDMAP_SIZE,
-            count: super::IDMAP_SIZE,
+            base: crate::model::IDMAP_FIRST + slot * crate::model::IDMAP_SIZE,
+            count: crate::model::IDMAP_SIZE,
         })
         .take_while(|m| m.base.checked_add(m.count).is_some())
         .find(|m| !used.iter().any(|u| u.overlaps(m)))
@@ -1122,7 +1086,7 @@ fn make_layer(
             source,
         }
     };
-    let disk = dir.disk();
+    let disk = VpsDisk::of(dir);
     match (spec.disk, spec.limits.disk) {
         (Some(backend), Some(bytes)) => {
             disk.create(backend, bytes, spec.idmap.base).map_err(|e| {
@@ -1195,7 +1159,7 @@ mod tests {
     #[test]
     fn idmaps_never_overlap() {
         let first = allocate_idmap(std::iter::empty()).unwrap();
-        assert_eq!(first.base, super::super::IDMAP_FIRST);
+        assert_eq!(first.base, crate::model::IDMAP_FIRST);
         let second = allocate_idmap([first].into_iter()).unwrap();
         assert!(!second.overlaps(&first));
         let odd = IdMap {

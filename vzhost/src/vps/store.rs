@@ -9,7 +9,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{Name, Spec};
+use crate::model::{Name, Runtime, Spec, VpsDir};
+use crate::rootfs::disk::VpsDisk;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -39,56 +40,6 @@ pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
         path,
         source,
     }
-}
-
-/// Where one VPS keeps its files.
-#[derive(Debug, Clone)]
-pub struct VpsDir(pub PathBuf);
-
-impl VpsDir {
-    pub fn config(&self) -> PathBuf {
-        self.0.join("config.json")
-    }
-    pub fn runtime(&self) -> PathBuf {
-        self.0.join("runtime.json")
-    }
-    /// Holds the VPS's upper and work directories: a plain directory (with
-    /// a project quota when limited) or a mounted image.
-    pub fn disk(&self) -> crate::rootfs::disk::VpsDisk {
-        crate::rootfs::disk::VpsDisk {
-            disk: self.0.join("disk"),
-            image: self.0.join("disk.img"),
-        }
-    }
-    /// The VPS's own writable layer.
-    pub fn upper(&self) -> PathBuf {
-        self.0.join("disk/upper")
-    }
-    pub fn work(&self) -> PathBuf {
-        self.0.join("disk/work")
-    }
-    /// Mount point of the (idmapped) template inside the VPS's mount ns.
-    pub fn lower(&self) -> PathBuf {
-        self.0.join("lower")
-    }
-    /// Mount point of the merged root inside the VPS's mount ns.
-    pub fn rootfs(&self) -> PathBuf {
-        self.0.join("rootfs")
-    }
-    pub fn console_log(&self) -> PathBuf {
-        self.0.join("console.log")
-    }
-}
-
-/// What is true while a VPS runs: its init process on the host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Runtime {
-    pub init_pid: u32,
-    /// Start time of init (field 22 of /proc/PID/stat), to tell it from a
-    /// later process that reuses the pid.
-    pub init_start: u64,
-    /// Unix time when the VPS started.
-    pub started_at: u64,
 }
 
 pub struct Store {
@@ -140,7 +91,7 @@ impl Store {
             if e.file_name().to_string_lossy().starts_with(".new-") {
                 tracing::warn!(path = %e.path().display(), "removing an incomplete VPS left by a crash");
                 // Its disk image may still be mounted: never delete into it.
-                if VpsDir(e.path()).disk().unmount().is_ok() {
+                if VpsDisk::of(&VpsDir(e.path())).unmount().is_ok() {
                     let _ = fs::remove_dir_all(e.path());
                 }
             }
@@ -242,7 +193,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vps::{IdMap, Limits};
+    use crate::model::{IdMap, Limits};
 
     fn spec(name: &str) -> Spec {
         Spec {

@@ -1,0 +1,16 @@
+//! The shared vocabulary at ground level: what every room may name without
+//! reaching up into another (VPS names, specs, limits, id ranges, addresses,
+//! where a VPS keeps its files, what is reported of it). Plain data and
+//! parsing only; no I/O.
+mod addr;
+mod dir;
+mod report;
+mod spec;
+
+pub use addr::{AddrError, Subnet};
+pub use dir::{DiskBackend, Runtime, VpsDir};
+pub use report::{NetStats, VpsStatus};
+pub use spec::{
+    IDMAP_FIRST, IDMAP_SIZE, IdMap, Limits, MIN_DISK, Name, Spec, SpecError, parse_size,
+    validate_hostname,
+};

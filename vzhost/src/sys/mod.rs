@@ -1,0 +1,69 @@
+//! The seam between vzhost and the kernel: every raw system call that libc
+//! and nix do not wrap goes through a wrapper here, and every wrapper goes
+//! through [`dispatch`]. In unit tests a [`fake`] installed on the test's
+//! thread sees each call in order and may answer it instead of the kernel,
+//! so the order of operations (attach before detach, kill before cleanup)
+//! is tested without root. Every `unsafe` of a raw call lives in this room.
+mod mount;
+mod net;
+mod path;
+mod process;
+
+#[cfg(test)]
+pub mod fake;
+
+use std::{ffi::CString, io, path::Path};
+
+pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
+pub use net::loopback_up;
+pub use path::{openat2, stat_in_root_of};
+pub use process::{
+    cloexec_from, is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
+    process_start_time,
+};
+
+/// One system call as the seam sees it: what a test double records and
+/// answers. Only what tells one call from another is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    OpenTree { path: String },
+    MountSetattr { attr_set: u64 },
+    MoveMount { target: String },
+    PidfdOpen { pid: u32 },
+    PidfdSendSignal { signal: i32 },
+    PidfdWait { timeout_ms: i32 },
+    CloseRange { first: u32 },
+    LoopbackUp,
+    Openat2 { path: String, resolve: u64 },
+}
+
+/// Run `real` (the raw call, returning the kernel's non-negative result),
+/// unless a test's fake answers `call` first. `call` is only built when a
+/// fake may look at it.
+#[inline]
+pub(crate) fn dispatch(
+    call: impl FnOnce() -> Call,
+    real: impl FnOnce() -> io::Result<i64>,
+) -> io::Result<i64> {
+    #[cfg(test)]
+    if let Some(answer) = fake::answer(call()) {
+        return answer;
+    }
+    #[cfg(not(test))]
+    let _ = call;
+    real()
+}
+
+/// A raw syscall's return value as a result: negative means errno.
+pub(crate) fn check(ret: libc::c_long) -> io::Result<i64> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub(crate) fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}

@@ -1,0 +1,106 @@
+//! Processes: pidfds (immune to pid reuse), identity by start time, and
+//! close-on-exec of everything a VPS must not inherit.
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+};
+
+use super::{Call, check, dispatch};
+
+/// A pidfd for `pid` (which need not be our child).
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let fd = dispatch(
+        || Call::PidfdOpen { pid },
+        || {
+            // SAFETY: plain syscall with integer arguments.
+            check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) })
+        },
+    )?;
+    // SAFETY: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Send `signal` through a pidfd (immune to pid reuse).
+pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
+    dispatch(
+        || Call::PidfdSendSignal { signal },
+        || {
+            // SAFETY: a null siginfo is allowed; pidfd is an open pidfd.
+            check(unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            })
+        },
+    )?;
+    Ok(())
+}
+
+/// Wait up to `timeout_ms` for the process behind `pidfd` to exit.
+pub fn pidfd_wait_exit(pidfd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    dispatch(
+        || Call::PidfdWait { timeout_ms },
+        || {
+            // SAFETY: one valid pollfd for the duration of the call.
+            check(unsafe { libc::poll(&mut pfd, 1, timeout_ms) }.into())
+        },
+    )
+    .is_ok_and(|ready| ready == 1)
+}
+
+/// The start time (clock ticks since boot) of `pid`, from /proc/PID/stat;
+/// None when it is gone or a zombie (dead, waiting to be reaped).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // comm may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Whether `pid` is alive and is the process that started at `start`.
+pub fn is_same_process(pid: u32, start: u64) -> bool {
+    process_start_time(pid) == Some(start)
+}
+
+/// Mark every fd from `first` up close-on-exec, so nothing the host had
+/// open leaks into a VPS.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    dispatch(
+        || Call::CloseRange { first },
+        || {
+            // SAFETY: plain syscall with integer arguments.
+            check(unsafe {
+                libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC)
+            })
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_start_time_is_stable() {
+        let me = std::process::id();
+        let t = process_start_time(me).expect("own stat");
+        assert!(is_same_process(me, t));
+        assert!(!is_same_process(me, t + 1));
+        assert!(process_start_time(u32::MAX).is_none());
+    }
+}
