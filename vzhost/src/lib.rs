@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod doctor;
+pub mod enforce;
 pub mod ksal;
 pub mod metrics;
 pub mod model;
