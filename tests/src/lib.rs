@@ -557,6 +557,35 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Import template `name`: a copy of the built-in busybox template
+    /// whose `/sbin/init` is the shell script `init`.
+    pub fn template_with_init(&self, name: &str, init: &str) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        // The built-in template appears on first use.
+        if !self.root().join("templates/busybox").exists() {
+            self.ok(&["create", "template-seed"]);
+            self.ok(&["destroy", "template-seed"]);
+        }
+        let dir = self.state.path().join(format!("template-{name}"));
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(self.root().join("templates/busybox"))
+            .arg(&dir)
+            .status()?;
+        anyhow::ensure!(copied.success(), "cp -a of the busybox template failed");
+        let path = dir.join("sbin/init");
+        let _ = fs::remove_file(&path);
+        fs::write(&path, init)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        self.ok(&[
+            "template",
+            "import",
+            name,
+            dir.to_str().context("UTF-8 path")?,
+        ]);
+        Ok(())
+    }
+
     /// `vzhost list -o json` as values.
     pub fn list(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.ok(&["list", "-o", "json"])).expect("list json")

@@ -1,7 +1,7 @@
 //! Attacks on the host from inside a VPS that the hardening closed: each
 //! test performs the attack and checks that it failed and that nothing on
 //! the host changed.
-use std::{fs, os::unix::fs::PermissionsExt as _};
+use std::fs;
 
 use vzhost_tests::Daemon;
 
@@ -18,21 +18,7 @@ const EAGER_INIT: &str = "#!/bin/sh\n{\n  head -c 4 /dev/urandom >/dev/null 2>&1
 fn an_init_is_guarded_from_its_first_instruction() -> anyhow::Result<()> {
     let d = Daemon::start("hard-first")?;
     fs::write(d.policies().join("lockdown.yaml"), LOCKDOWN)?;
-    // The built-in template appears on first use; the eager one is a copy
-    // of it with its own init.
-    d.ok(&["create", "seed"]);
-    let eager = d.state.path().join("eager");
-    let copied = std::process::Command::new("cp")
-        .args(["-a"])
-        .arg(d.root().join("templates/busybox"))
-        .arg(&eager)
-        .status()?;
-    assert!(copied.success());
-    let init = eager.join("sbin/init");
-    let _ = fs::remove_file(&init);
-    fs::write(&init, EAGER_INIT)?;
-    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))?;
-    d.ok(&["template", "import", "eager", eager.to_str().unwrap()]);
+    d.template_with_init("eager", EAGER_INIT)?;
     d.ok(&["create", "a", "--template", "eager"]);
     d.ok(&["start", "a"]);
     let mut log = String::new();

@@ -4,6 +4,7 @@
 //! server is not carried into the VM).
 mod accounting;
 mod bench;
+mod concurrency;
 mod disk;
 mod doctor;
 mod hardening;
