@@ -13,3 +13,6 @@ pub mod policy;
 pub mod rootfs;
 pub mod sys;
 pub mod vps;
+
+#[cfg(test)]
+mod layering;
