@@ -130,7 +130,7 @@ mounts:
 kernel:
   bpf: deny
 capabilities:
-  deny: [CAP_NET_ADMIN]
+  deny: [CAP_SYS_RAWIO]
 devices:
   allow: ["c 1:3 rwm"]
 sysctl:
@@ -169,7 +169,7 @@ sysctl:
         let r = kernel_rules(&p, 5, Stage::Built, true, resolve);
         assert_eq!(r.entry.guards, p.guards());
         assert_ne!(r.entry.guards & guard::BPF, 0);
-        assert_eq!(r.entry.caps_denied, 1 << 12, "CAP_NET_ADMIN is 12");
+        assert_eq!(r.entry.caps_denied, 1 << 17, "CAP_SYS_RAWIO is 17");
         assert_eq!(r.rules.files.len(), 1, "the missing file holds nothing yet");
         assert_eq!(r.rules.files[0].0, crate::ksal::file_key_of(5, 8, 42));
         assert_eq!(r.rules.mount_types.len(), 1);
