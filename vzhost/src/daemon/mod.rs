@@ -24,7 +24,7 @@ use crate::{
     ksal::{EventLog, Ksal},
     metrics::{DenialCount, HostStat},
     policy::watch::PolicyDir,
-    vps::{Host, helper, store::Store},
+    vps::{Host, helper, ranges::RangeRegistry, store::Store},
 };
 
 pub const DEFAULT_ROOT: &str = "/var/lib/vzhost";
@@ -139,6 +139,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         Enforcement::new(ksal, lsm_error, policies),
         exe,
         cfg.net.clone(),
+        RangeRegistry::new(Path::new(crate::vps::ranges::DEFAULT_REGISTRY), &cfg.root),
     );
     let adopted = host
         .adopt()

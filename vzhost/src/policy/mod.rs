@@ -932,7 +932,8 @@ mod tests {
         assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
         let without_cap = "sysctl:\n  allow_write: [net.ipv4.ip_forward]\n";
         assert!(Policy::parse("c.yaml", without_cap).is_ok());
-        let other_sysctl = "capabilities:\n  deny: [net_admin]\nsysctl:\n  allow_write: [kernel.hostname]\n";
+        let other_sysctl =
+            "capabilities:\n  deny: [net_admin]\nsysctl:\n  allow_write: [kernel.hostname]\n";
         assert!(Policy::parse("c.yaml", other_sysctl).is_ok());
     }
 }

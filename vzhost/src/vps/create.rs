@@ -11,7 +11,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    error::{LifecycleError, Result},
+    error::Result,
     host::{Host, lock},
     store::StoreError,
 };
@@ -69,28 +69,6 @@ impl Host {
         }
         let _allocating = lock(&self.allocation);
         let existing = self.store.list()?;
-        let idmap = match req.idmap {
-            Some(m) => {
-                validate_idmap(&m)?;
-                if let Some(other) = existing.iter().find(|s| s.idmap.overlaps(&m)) {
-                    return Err(SpecError::Field {
-                        field: "uid-base",
-                        value: m.base.to_string(),
-                        why: format!(
-                            "ids {}..{} overlap VPS {}'s range {}..{}; pick a free range",
-                            m.base,
-                            m.base as u64 + m.count as u64,
-                            other.name,
-                            other.idmap.base,
-                            other.idmap.base as u64 + other.idmap.count as u64
-                        ),
-                    }
-                    .into());
-                }
-                m
-            }
-            None => allocate_idmap(existing.iter().map(|s| s.idmap))?,
-        };
         let id = existing.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         let used: Vec<(String, std::net::Ipv4Addr)> = existing
             .iter()
@@ -105,7 +83,7 @@ impl Host {
             template,
             hostname,
             limits: req.limits.clone(),
-            idmap,
+            idmap: IdMap { base: 0, count: 0 },
             labels: req.labels.clone(),
             stop_timeout: req.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
             id,
@@ -123,15 +101,48 @@ impl Host {
             .limits
             .disk
             .map(|_| VpsDisk::choose_backend(&self.store.root().join("vps"), project_id(id)));
+        // The id range last: it is reserved host-wide, and given back if
+        // the create fails from here on.
+        spec.idmap = match req.idmap {
+            Some(m) => {
+                validate_idmap(&m)?;
+                if let Some(other) = existing.iter().find(|s| s.idmap.overlaps(&m)) {
+                    return Err(SpecError::Field {
+                        field: "uid-base",
+                        value: m.base.to_string(),
+                        why: format!(
+                            "ids {}..{} overlap VPS {}'s range {}..{}; pick a free range",
+                            m.base,
+                            m.base as u64 + m.count as u64,
+                            other.name,
+                            other.idmap.base,
+                            other.idmap.base as u64 + other.idmap.count as u64
+                        ),
+                    }
+                    .into());
+                }
+                // Other daemons' VPSs count too.
+                self.ranges.reserve(m, &spec.name)?;
+                m
+            }
+            None => {
+                let used: Vec<IdMap> = existing.iter().map(|s| s.idmap).collect();
+                self.ranges.allocate(&used, &spec.name)?
+            }
+        };
         let gateway = self.net.subnet.gateway();
-        self.store.create(&spec, |dir| {
+        let created = self.store.create(&spec, |dir| {
             let result = make_layer(dir, &spec, gateway);
             if result.is_err() {
                 let _ = VpsDisk::of(dir).unmount();
             }
             result
-        })?;
-        tracing::info!(vps = %spec.name, id, base = idmap.base, "created");
+        });
+        if let Err(e) = created {
+            self.ranges.release(spec.idmap);
+            return Err(e.into());
+        }
+        tracing::info!(vps = %spec.name, id, base = spec.idmap.base, "created");
         Ok(spec)
     }
 }
@@ -159,19 +170,6 @@ fn validate_idmap(m: &IdMap) -> std::result::Result<(), SpecError> {
         return Err(bad("uid-base", "the range runs past the largest id"));
     }
     Ok(())
-}
-
-/// The first id range that overlaps none in use.
-fn allocate_idmap(used: impl Iterator<Item = IdMap>) -> Result<IdMap> {
-    let used: Vec<IdMap> = used.collect();
-    (0..u32::MAX / crate::model::IDMAP_SIZE)
-        .map(|slot| IdMap {
-            base: crate::model::IDMAP_FIRST + slot * crate::model::IDMAP_SIZE,
-            count: crate::model::IDMAP_SIZE,
-        })
-        .take_while(|m| m.base.checked_add(m.count).is_some())
-        .find(|m| !used.iter().any(|u| u.overlaps(m)))
-        .ok_or(LifecycleError::NoIdRange)
 }
 
 pub(super) fn chown(path: &Path, id: u32) -> std::io::Result<()> {
@@ -258,20 +256,6 @@ fn make_layer(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn idmaps_never_overlap() {
-        let first = allocate_idmap(std::iter::empty()).unwrap();
-        assert_eq!(first.base, crate::model::IDMAP_FIRST);
-        let second = allocate_idmap([first].into_iter()).unwrap();
-        assert!(!second.overlaps(&first));
-        let odd = IdMap {
-            base: first.base + 10,
-            count: 5,
-        };
-        let third = allocate_idmap([odd].into_iter()).unwrap();
-        assert!(!third.overlaps(&odd));
-    }
 
     #[test]
     fn idmap_bounds() {

@@ -25,6 +25,7 @@ impl Host {
                 source,
             })?;
         self.store.remove(&name)?;
+        self.ranges.release(spec.idmap);
         tracing::info!(vps = %name, "destroyed");
         Ok(())
     }

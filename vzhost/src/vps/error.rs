@@ -44,8 +44,8 @@ pub enum LifecycleError {
     },
     #[error("VPS {name} has no user {user} in its /etc/passwd")]
     NoUser { name: String, user: String },
-    #[error("no free user-id range is left for a new VPS")]
-    NoIdRange,
+    #[error(transparent)]
+    Range(#[from] super::ranges::RangeError),
     #[error(transparent)]
     Addr(#[from] crate::net::AddrError),
     #[error("VPS {name}: network: {source}")]

@@ -14,7 +14,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::store::Store;
+use super::{ranges::RangeRegistry, store::Store};
 use crate::{
     cgroup::manager::{Hierarchy, VpsCgroup},
     enforce::{EventNames, Stage},
@@ -48,6 +48,8 @@ pub struct Host {
     pub(super) exe: PathBuf,
     pub(super) net: NetConfig,
     pub(super) enforcement: Mutex<Enforcement>,
+    /// User-id ranges reserved host-wide, shared with other daemons.
+    pub(super) ranges: RangeRegistry,
     /// One lock per VPS name, made on first use.
     vps_locks: Mutex<HashMap<Name, Arc<Mutex<()>>>>,
     /// Held while a create picks its id, id range and address.
@@ -64,8 +66,10 @@ impl Host {
         enforcement: Enforcement,
         exe: PathBuf,
         net: NetConfig,
+        ranges: RangeRegistry,
     ) -> Self {
         Self {
+            ranges,
             templates: Templates::new(store.root()),
             store,
             cgroups,

@@ -6,6 +6,7 @@ pub mod error;
 mod exec;
 pub mod host;
 mod passwd;
+pub mod ranges;
 mod report;
 mod run;
 mod set;

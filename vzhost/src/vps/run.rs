@@ -63,6 +63,10 @@ impl Host {
         let mut adopted = Vec::new();
         let mut running = Vec::new();
         for spec in self.store.list()? {
+            // /run was emptied at boot, or an older daemon reserved nothing.
+            if let Err(e) = self.ranges.reserve(spec.idmap, &spec.name) {
+                tracing::error!(vps = %spec.name, "its id range is not its own alone: {e}");
+            }
             if spec.disk == Some(DiskBackend::Image)
                 && let Err(e) = VpsDisk::of(&self.store.dir(&spec.name)).mount_image()
             {

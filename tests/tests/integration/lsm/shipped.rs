@@ -19,8 +19,7 @@ const SHIPPED: [(&str, &str); 4] = [
 
 #[test]
 fn every_allowed_sysctl_is_writable_under_each_shipped_policy() -> anyhow::Result<()> {
-    if !lsm_available("lsm::shipped::every_allowed_sysctl_is_writable_under_each_shipped_policy")
-    {
+    if !lsm_available("lsm::shipped::every_allowed_sysctl_is_writable_under_each_shipped_policy") {
         return Ok(());
     }
     let d = Daemon::start("shipped-sysctl")?;
@@ -41,6 +40,9 @@ fn every_allowed_sysctl_is_writable_under_each_shipped_policy() -> anyhow::Resul
         }
         d.ok(&["stop", &vps]);
     }
-    assert!(checked > 0, "no shipped policy lists a sysctl: the test proves nothing");
+    assert!(
+        checked > 0,
+        "no shipped policy lists a sysctl: the test proves nothing"
+    );
     Ok(())
 }
