@@ -493,6 +493,19 @@ impl Daemon {
         serde_json::from_str(&self.ok(&["events", vps, "-o", "json"])).expect("events json")
     }
 
+    /// The latest event of `vps` from `hook`, waiting up to 5 s for the
+    /// daemon's reader to collect it from the kernel's ring buffer.
+    pub fn await_event(&self, vps: &str, hook: &str) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self.events(vps).into_iter().rev().find(|e| e["hook"] == hook);
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
