@@ -24,6 +24,11 @@ fn vps_under(name: &str, policy: &str) -> anyhow::Result<Daemon> {
     })
     .expect("the daemon picked the policy up");
     d.ok(&["start", "a"]);
+    assert!(
+        !d.log().contains("log is not forwarded"),
+        "the programs' aya-log reaches the daemon's log: {}",
+        d.log()
+    );
     Ok(d)
 }
 
@@ -47,10 +52,7 @@ fn two_ports_on_one_network_are_both_denied_and_a_third_is_not() -> anyhow::Resu
         servers.push(d.host_spawn(&["/bin/busybox", "nc", "-l", "-p", port], &log)?);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let reached = d.sh(
-        "a",
-        &format!("echo through-9092 | nc -w 2 {GATEWAY} 9092"),
-    );
+    let reached = d.sh("a", &format!("echo through-9092 | nc -w 2 {GATEWAY} 9092"));
     let verdicts = [denied(&d, GATEWAY, 9090), denied(&d, GATEWAY, 9091)];
     for mut s in servers {
         let _ = s.kill();
@@ -109,6 +111,9 @@ fn a_repeated_rule_is_refused_and_the_last_good_policy_stays() -> anyhow::Result
         d.ok(&["policy", "list"]).contains("repeats deny_egress[0]")
     })
     .unwrap_or_else(|| panic!("refused: {}", d.ok(&["policy", "list"])));
-    assert!(denied(&d, GATEWAY, 9090), "the previous rules stay in force");
+    assert!(
+        denied(&d, GATEWAY, 9090),
+        "the previous rules stay in force"
+    );
     Ok(())
 }

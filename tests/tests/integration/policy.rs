@@ -366,7 +366,9 @@ fn a_command_name_with_escape_sequences_is_shown_escaped() -> anyhow::Result<()>
     let table = d.ok(&["events", "a"]);
     assert!(!table.contains('\x1b'), "{table:?}");
     assert!(
-        table.lines().any(|l| l.ends_with(&format!("comm={escaped}"))),
+        table
+            .lines()
+            .any(|l| l.ends_with(&format!("comm={escaped}"))),
         "one line per event: {table:?}"
     );
     let log = d.log();
