@@ -498,7 +498,11 @@ impl Daemon {
     pub fn await_event(&self, vps: &str, hook: &str) -> Option<serde_json::Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let found = self.events(vps).into_iter().rev().find(|e| e["hook"] == hook);
+            let found = self
+                .events(vps)
+                .into_iter()
+                .rev()
+                .find(|e| e["hook"] == hook);
             if found.is_some() || Instant::now() > deadline {
                 return found;
             }

@@ -7,6 +7,7 @@ mod bench;
 mod concurrency;
 mod disk;
 mod doctor;
+mod egress;
 mod hardening;
 mod limits;
 mod lsm;

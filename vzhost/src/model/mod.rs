@@ -6,6 +6,7 @@ mod addr;
 mod dir;
 mod report;
 mod spec;
+pub mod text;
 
 pub use addr::{AddrError, Subnet};
 pub use dir::{DiskBackend, Runtime, VpsDir};
