@@ -4,6 +4,7 @@
 //! thread sees each call in order and may answer it instead of the kernel,
 //! so the order of operations (attach before detach, kill before cleanup)
 //! is tested without root. Every `unsafe` of a raw call lives in this room.
+mod cgroup;
 mod mount;
 mod net;
 mod path;
@@ -14,11 +15,12 @@ pub mod fake;
 
 use std::{ffi::CString, io, path::Path};
 
+pub use cgroup::cgroup_kill;
 pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
 pub use path::{openat2, stat_in_root_of};
 pub use process::{
-    cloexec_from, is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
+    cloexec_from, is_same_process, kill, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
     process_start_time,
 };
 
@@ -35,6 +37,8 @@ pub enum Call {
     CloseRange { first: u32 },
     LoopbackUp,
     Openat2 { path: String, resolve: u64 },
+    Kill { pid: u32, signal: i32 },
+    CgroupKill { path: String },
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),
