@@ -37,6 +37,11 @@ pub enum DaemonError {
         path: String,
         source: crate::vps::store::StoreError,
     },
+    #[error("state directory {path}: cannot resolve it to name this daemon's cgroups: {source}")]
+    Identity {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::manager::ManagerError),
     #[error("socket {path}: {source}")]
@@ -83,7 +88,13 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         path: cfg.root.display().to_string(),
         source,
     })?;
-    let cgroups = Hierarchy::for_current_process()?;
+    // Every cgroup this daemon makes carries an identity derived from its
+    // state root, so daemons started from one cgroup never share VPS cgroups.
+    let root = std::fs::canonicalize(&cfg.root).map_err(|source| DaemonError::Identity {
+        path: cfg.root.display().to_string(),
+        source,
+    })?;
+    let cgroups = Hierarchy::for_current_process(&crate::model::DaemonId::of_root(&root))?;
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
     let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level(), cfg.pins.as_deref()) {

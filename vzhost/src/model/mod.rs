@@ -4,12 +4,14 @@
 //! parsing only; no I/O.
 mod addr;
 mod dir;
+mod identity;
 mod report;
 mod spec;
 pub mod text;
 
 pub use addr::{AddrError, Subnet};
 pub use dir::{DiskBackend, Runtime, VpsDir};
+pub use identity::DaemonId;
 pub use report::{NetStats, VpsStatus};
 pub use spec::{
     IDMAP_FIRST, IDMAP_SIZE, IdMap, Limits, MIN_DISK, Name, Spec, SpecError, parse_size,
