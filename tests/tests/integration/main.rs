@@ -4,6 +4,7 @@
 //! server is not carried into the VM).
 mod accounting;
 mod bench;
+mod daemons;
 mod disk;
 mod doctor;
 mod limits;
