@@ -224,7 +224,8 @@ pub fn vzhost_bin() -> PathBuf {
 /// its cgroups, so nothing outlives the test.
 pub struct Daemon {
     pub state: tempfile::TempDir,
-    pub cgroup: CgroupGuard,
+    /// Shared by daemons started beside each other.
+    pub cgroup: std::sync::Arc<CgroupGuard>,
     child: Option<std::process::Child>,
     args: Vec<String>,
     /// The network namespace the daemon runs in: made for the test, so no
@@ -244,10 +245,24 @@ impl Daemon {
 
     /// A daemon with extra `vzhost daemon` arguments.
     pub fn start_with(name: &str, base: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
+        Self::start_in_cgroup(std::sync::Arc::new(cgroup), base, args)
+    }
+
+    /// A second daemon of its own state, started from `other`'s cgroup (as
+    /// two services of one delegated unit would be).
+    pub fn start_beside(other: &Daemon) -> anyhow::Result<Self> {
+        Self::start_in_cgroup(other.cgroup.clone(), &std::env::temp_dir(), &[])
+    }
+
+    fn start_in_cgroup(
+        cgroup: std::sync::Arc<CgroupGuard>,
+        base: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let state = tempfile::Builder::new()
             .prefix("vzhost-test-")
             .tempdir_in(base)?;
-        let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
         let mut d = Self {
             state,
             cgroup,
