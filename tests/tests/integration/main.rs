@@ -4,9 +4,11 @@
 //! server is not carried into the VM).
 mod accounting;
 mod bench;
+mod concurrency;
 mod disk;
 mod doctor;
 mod egress;
+mod hardening;
 mod limits;
 mod lsm;
 mod metrics;

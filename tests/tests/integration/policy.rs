@@ -303,12 +303,7 @@ fn devices_and_sysctl_writes_only_as_the_policy_allows() -> anyhow::Result<()> {
     let out = d.sh("a", "head -c 4 /dev/urandom >/dev/null");
     assert!(!out.status.success(), "urandom is not in a's list");
     assert!(stderr(&out).contains("not permitted"), "{}", stderr(&out));
-    let ev = d.events("a");
-    let e = ev
-        .iter()
-        .rev()
-        .find(|e| e["hook"] == "device")
-        .expect("a device event");
+    let e = d.await_event("a", "device").expect("a device event");
     assert_eq!(
         (e["verdict"].as_str(), e["rule"].as_str()),
         (Some("denied"), Some("lockdown:devices.allow"))
@@ -319,12 +314,7 @@ fn devices_and_sysctl_writes_only_as_the_policy_allows() -> anyhow::Result<()> {
     d.sh_ok("a", "echo 1 >/proc/sys/net/ipv4/ip_forward");
     let out = d.sh("a", "echo 32 >/proc/sys/net/ipv4/ip_default_ttl");
     assert!(!out.status.success(), "an unlisted sysctl write");
-    let ev = d.events("a");
-    let e = ev
-        .iter()
-        .rev()
-        .find(|e| e["hook"] == "sysctl")
-        .expect("a sysctl event");
+    let e = d.await_event("a", "sysctl").expect("a sysctl event");
     assert_eq!(e["rule"], "lockdown:sysctl.allow_write");
     d.sh_ok("b", "echo 32 >/proc/sys/net/ipv4/ip_default_ttl");
     assert_eq!(d.sh_ok("a", "cat /proc/sys/net/ipv4/ip_default_ttl"), "64");
@@ -349,14 +339,9 @@ fn a_command_name_with_escape_sequences_is_shown_escaped() -> anyhow::Result<()>
     );
     assert!(stderr(&out).contains("not permitted"), "{}", stderr(&out));
     let escaped = r"\x1b[31mred\x0aline";
-    let ev = events(&d, "a");
-    let e = ev
-        .iter()
-        .rev()
-        .find(|e| e["hook"] == "device")
-        .expect("a device event");
+    let e = d.await_event("a", "device").expect("a device event");
     assert_eq!(e["comm"], escaped, "{e}");
-    for e in &ev {
+    for e in &events(&d, "a") {
         let text = e.to_string();
         let fields = e.as_object().expect("an event object").values();
         for v in fields.filter_map(|v| v.as_str()) {

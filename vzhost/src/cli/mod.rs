@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use vzhost::{
     daemon::{self, api::Request},
     model::{Limits, parse_size},
-    vps::lifecycle::CreateRequest,
+    vps::CreateRequest,
 };
 
 #[derive(Parser)]

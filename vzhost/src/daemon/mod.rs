@@ -11,7 +11,7 @@ use std::{
     },
     path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -20,13 +20,11 @@ use serde_json::json;
 
 use crate::{
     cgroup::manager::Hierarchy,
+    enforce::Enforcement,
     ksal::{EventLog, Ksal},
     metrics::{DenialCount, HostStat},
     policy::watch::PolicyDir,
-    vps::{
-        lifecycle::{Host, helper},
-        store::Store,
-    },
+    vps::{Host, helper, ranges::RangeRegistry, store::Store},
 };
 
 pub const DEFAULT_ROOT: &str = "/var/lib/vzhost";
@@ -68,7 +66,7 @@ pub struct DaemonConfig {
     pub pins: Option<PathBuf>,
 }
 
-type SharedHost = Arc<Mutex<Host>>;
+type SharedHost = Arc<Host>;
 
 /// What the request handlers share.
 #[derive(Clone)]
@@ -135,13 +133,13 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     crate::net::ensure_bridge(&cfg.net).map_err(|e| DaemonError::Other(e.to_string()))?;
     crate::net::set_nat(&cfg.net, cfg.nat).map_err(|e| DaemonError::Other(e.to_string()))?;
     tracing::info!(nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
-    let mut host = Host::new(
+    let host = Host::new(
         store,
         cgroups,
-        (ksal, lsm_error),
+        Enforcement::new(ksal, lsm_error, policies),
         exe,
         cfg.net.clone(),
-        policies,
+        RangeRegistry::new(Path::new(crate::vps::ranges::DEFAULT_REGISTRY), &cfg.root),
     );
     let adopted = host
         .adopt()
@@ -149,7 +147,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     tracing::info!(count = adopted.len(), "adopted running VPSs");
     let listener = bind(&cfg.socket)?;
     let shared = Shared {
-        host: Arc::new(Mutex::new(host)),
+        host: Arc::new(host),
         events,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -171,7 +169,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             .name("policy-watch".into())
             .spawn(move || {
                 let watched = crate::policy::watch::watch(&dir, || {
-                    lock(&host).reload_policies();
+                    host.reload_policies();
                 });
                 if let Err(e) = watched {
                     tracing::error!(dir = %dir.display(), "cannot watch the policies directory; changes need a daemon restart: {e}");
@@ -181,7 +179,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     }
     runtime.block_on(serve(listener, shared));
     let _ = fs::remove_file(&cfg.socket);
-    lock(&host).shutdown();
+    host.shutdown();
     tracing::info!("daemon stopped; VPSs keep running");
     Ok(())
 }
@@ -252,15 +250,10 @@ fn handle(mut chan: Channel, shared: &Shared) {
     let _ = chan.send(&response, &[]);
 }
 
-fn lock(host: &SharedHost) -> std::sync::MutexGuard<'_, Host> {
-    host.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Shared {
     /// The figures of one scrape.
     fn host_stat(&self) -> HostStat {
-        let mut h = lock(&self.host);
+        let h = &self.host;
         let counts = self.events.counts();
         // Names are looked up only when there is something to name.
         let denials = if counts.is_empty() {
@@ -297,7 +290,7 @@ impl Shared {
     /// for one; each carries its VPS's name and its rule's name.
     fn events(&self, name: Option<&str>, after: u64, wait: Duration) -> Vec<serde_json::Value> {
         let logged = self.events.after(after, wait);
-        let names = lock(&self.host).event_names();
+        let names = self.host.event_names();
         logged
             .into_iter()
             .filter_map(|e| {
@@ -324,10 +317,10 @@ fn dispatch(
     let host = &shared.host;
     match request {
         Request::Ping => Ok(json!("pong")),
-        Request::Stat { name } => reply(lock(host).stat(name.as_deref())),
-        Request::PolicyList => Ok(json!(lock(host).policy_files())),
+        Request::Stat { name } => reply(host.stat(name.as_deref())),
+        Request::PolicyList => Ok(json!(host.policy_files())),
         Request::PolicyShow { name } => {
-            let p = lock(host).policy(&name).ok_or_else(|| {
+            let p = host.policy(&name).ok_or_else(|| {
                 format!("no policy {name} is in force; `vzhost policy list` shows them")
             })?;
             reply(Ok::<_, String>(p))
@@ -341,16 +334,16 @@ fn dispatch(
             after,
             Duration::from_millis(wait_ms.min(60_000))
         ))),
-        Request::Create(req) => reply(lock(host).create(&req)),
-        Request::Start { name } => reply(lock(host).start(&name)),
-        Request::Stop { name } => reply(lock(host).stop(&name)),
-        Request::Restart { name } => reply(lock(host).restart(&name)),
-        Request::Destroy { name, force } => reply(lock(host).destroy(&name, force)),
-        Request::List => reply(lock(host).list()),
-        Request::Set { name, limits } => reply(lock(host).set(&name, &limits)),
-        Request::TemplateList => reply(Ok::<_, String>(lock(host).templates().list())),
+        Request::Create(req) => reply(host.create(&req)),
+        Request::Start { name } => reply(host.start(&name)),
+        Request::Stop { name } => reply(host.stop(&name)),
+        Request::Restart { name } => reply(host.restart(&name)),
+        Request::Destroy { name, force } => reply(host.destroy(&name, force)),
+        Request::List => reply(host.list()),
+        Request::Set { name, limits } => reply(host.set(&name, &limits)),
+        Request::TemplateList => reply(Ok::<_, String>(host.templates().list())),
         Request::TemplateImport { name, path } => {
-            let p = lock(host)
+            let p = host
                 .templates()
                 .import(&name, Path::new(&path))
                 .map_err(|e| s(&e))?;
@@ -360,7 +353,7 @@ fn dispatch(
             name,
             user,
             password,
-        } => reply(lock(host).passwd(&name, &user, &password)),
+        } => reply(host.passwd(&name, &user, &password)),
         Request::Exec { name, argv } => {
             if argv.is_empty() {
                 return Err("exec needs a command: vzhost exec NAME -- CMD...".into());
@@ -369,7 +362,7 @@ fn dispatch(
                 .try_into()
                 .map_err(|_| "exec needs the caller's stdin, stdout and stderr".to_owned())?;
             let (plan, exe) = {
-                let h = lock(host);
+                let h = host;
                 (
                     h.attach_plan(&name, argv, false).map_err(|e| s(&e))?,
                     h.exe().to_owned(),
@@ -380,7 +373,7 @@ fn dispatch(
         }
         Request::Enter { name } => {
             let (plan, exe, pid) = {
-                let h = lock(host);
+                let h = host;
                 let plan = h
                     .attach_plan(&name, vec!["/bin/sh".into(), "-l".into()], true)
                     .map_err(|e| s(&e))?;

@@ -633,7 +633,41 @@ impl Policy {
                 reason: format!("name: {e}"),
             });
         }
+        p.check_sysctls_writable(file, text)?;
         Ok(p)
+    }
+
+    /// A sysctl the policy allows must be writable under its own
+    /// capability rules: the kernel lets a namespace write /proc/sys/net
+    /// only with CAP_NET_ADMIN, so allowing such a sysctl while denying
+    /// that capability is a contradiction, refused here.
+    fn check_sysctls_writable(&self, file: &str, text: &str) -> Result<(), PolicyError> {
+        const NET_ADMIN: u8 = 12;
+        if !self.capabilities.deny.iter().any(|c| c.0 == NET_ADMIN) {
+            return Ok(());
+        }
+        let allowed = self.sysctl.iter().flat_map(|s| s.allow_write.iter());
+        let Some((i, name)) = allowed
+            .enumerate()
+            .find(|(_, n)| String::from((*n).clone()).starts_with("net."))
+        else {
+            return Ok(());
+        };
+        let name = String::from(name.clone());
+        let (line, column) = text
+            .lines()
+            .enumerate()
+            .find_map(|(l, t)| t.find(name.as_str()).map(|c| (l + 1, c + 1)))
+            .unwrap_or((1, 1));
+        Err(PolicyError {
+            file: file.to_owned(),
+            line,
+            column,
+            reason: format!(
+                "sysctl.allow_write[{i}]: {name} can never be written while capabilities.deny \
+                 has CAP_NET_ADMIN (the kernel needs it for /proc/sys/net); remove one of the two"
+            ),
+        })
     }
 
     /// Whether this policy asks anything of the KSAL in `section`.
@@ -951,5 +985,19 @@ mod tests {
         );
         assert_ne!(rule_id("a"), rule_id("b"));
         assert!(rule_id("") >= guard_rule::FIRST_HOST_RULE);
+    }
+
+    #[test]
+    fn a_net_sysctl_allowed_while_net_admin_is_denied_is_refused_where_it_is_written() {
+        let text = "capabilities:\n  deny: [CAP_NET_ADMIN]\nsysctl:\n  allow_write: [kernel.hostname, net.ipv4.ip_forward]\n";
+        let e = Policy::parse("c.yaml", text).unwrap_err();
+        assert_eq!((e.line, e.column), (4, 34), "{e}");
+        assert!(e.to_string().contains("sysctl.allow_write[1]"), "{e}");
+        assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
+        let without_cap = "sysctl:\n  allow_write: [net.ipv4.ip_forward]\n";
+        assert!(Policy::parse("c.yaml", without_cap).is_ok());
+        let other_sysctl =
+            "capabilities:\n  deny: [net_admin]\nsysctl:\n  allow_write: [kernel.hostname]\n";
+        assert!(Policy::parse("c.yaml", other_sysctl).is_ok());
     }
 }

@@ -1,7 +1,8 @@
 //! What can go wrong acting on a VPS, each variant naming the VPS and what
 //! to do.
 use crate::{
-    cgroup::manager::ManagerError, ksal::KsalError, model::SpecError, rootfs::TemplateError,
+    cgroup::manager::ManagerError, enforce::EnforceError, model::SpecError, rootfs::TemplateError,
+    rootfs::disk::DiskError,
 };
 
 use super::store::StoreError;
@@ -16,19 +17,25 @@ pub enum LifecycleError {
     Template(#[from] TemplateError),
     #[error("VPS {name}: cgroups: {source}")]
     Cgroup { name: String, source: ManagerError },
-    #[error("VPS {name}: KSAL: {source}")]
-    Ksal {
-        name: String,
-        source: Box<KsalError>,
-    },
+    #[error(transparent)]
+    Enforce(#[from] EnforceError),
     #[error("VPS {0} is already running")]
     Running(String),
     #[error("VPS {0} is running; stop it first, or destroy it with --force")]
     RunningNoForce(String),
     #[error("VPS {0} is not running; start it with `vzhost start {0}`")]
     NotRunning(String),
+    /// The launcher helper's own report, from its stderr.
     #[error("VPS {name} failed to start: {why}")]
-    Start { name: String, why: String },
+    Launch { name: String, why: String },
+    #[error("VPS {0} failed to start: its init exited at once; see its console.log")]
+    InitExited(String),
+    #[error("VPS {name}: disk: {source}")]
+    Disk { name: String, source: DiskError },
+    #[error(
+        "VPS {0} was created without --disk and this filesystem has no project quotas; recreate it with --disk"
+    )]
+    NoDiskLimit(String),
     #[error("VPS {name}: {what}: {source}")]
     Io {
         name: String,
@@ -37,14 +44,10 @@ pub enum LifecycleError {
     },
     #[error("VPS {name} has no user {user} in its /etc/passwd")]
     NoUser { name: String, user: String },
-    #[error("no free user-id range is left for a new VPS")]
-    NoIdRange,
+    #[error(transparent)]
+    Range(#[from] super::ranges::RangeError),
     #[error(transparent)]
     Addr(#[from] crate::net::AddrError),
-    #[error(
-        "VPS {name} runs under policy {policy:?}, which is not in force; restore it, or recreate the VPS with another --policy"
-    )]
-    NoPolicy { name: String, policy: String },
     #[error("VPS {name}: network: {source}")]
     Net {
         name: String,
