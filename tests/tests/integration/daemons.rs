@@ -20,7 +20,10 @@ fn two_daemons_in_one_cgroup_keep_their_vpss_apart() -> anyhow::Result<()> {
         spec["idmap"]["base"].as_u64().context("idmap.base")
     };
     let (b1, b2) = (base(&one)?, base(&two)?);
-    assert!(b1.abs_diff(b2) >= 65_536, "overlapping id ranges {b1} and {b2}");
+    assert!(
+        b1.abs_diff(b2) >= 65_536,
+        "overlapping id ranges {b1} and {b2}"
+    );
     assert!(one.vps_cgroup("a").is_dir() && two.vps_cgroup("a").is_dir());
 
     // Destroying one's "a" kills and removes its cgroup only.
