@@ -1,6 +1,8 @@
 //! Root filesystems: templates (the shared read-only lower layer) and the
 //! mounts that build a VPS's root from a template and its own upper layer.
 pub mod disk;
+pub mod safe;
+pub mod walk;
 pub mod mounts;
 
 use std::{

@@ -4,6 +4,7 @@
 //! thread sees each call in order and may answer it instead of the kernel,
 //! so the order of operations (attach before detach, kill before cleanup)
 //! is tested without root. Every `unsafe` of a raw call lives in this room.
+mod fs;
 mod mount;
 mod net;
 mod path;
@@ -14,6 +15,7 @@ pub mod fake;
 
 use std::{ffi::CString, io, path::Path};
 
+pub use fs::{close_all_but, project_quota_on, project_usage, set_project, set_project_limit};
 pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
 pub use path::{openat2, stat_in_root_of};
@@ -35,6 +37,11 @@ pub enum Call {
     CloseRange { first: u32 },
     LoopbackUp,
     Openat2 { path: String, resolve: u64 },
+    QuotaInfo,
+    QuotaGet { project: u32 },
+    QuotaSet { project: u32, blocks: u64 },
+    SetProject { project: u32, directory: bool },
+    CloseFds { first: u32, last: u32 },
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),
