@@ -6,6 +6,7 @@ mod addr;
 mod dir;
 mod report;
 mod spec;
+mod template;
 
 pub use addr::{AddrError, Subnet};
 pub use dir::{DiskBackend, Runtime, VpsDir};
@@ -14,3 +15,4 @@ pub use spec::{
     IDMAP_FIRST, IDMAP_SIZE, IdMap, Limits, MIN_DISK, Name, Spec, SpecError, parse_size,
     validate_hostname,
 };
+pub use template::TemplateName;

@@ -20,6 +20,7 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::console::Console;
 use crate::{
     model::{IdMap, VpsDir},
     rootfs::mounts,
@@ -124,11 +125,7 @@ fn make_userns(idmap: &IdMap) -> Result<OwnedFd, LaunchError> {
 /// Start the VPS; returns the host pid of its PID 1.
 pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     let dir = VpsDir(plan.vps_dir.clone());
-    let console = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.console_log())
-        .map_err(io("open the console log"))?;
+    let console = Console::open(&dir).map_err(io("open the console log"))?;
     let userns = make_userns(&plan.idmap)?;
 
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
@@ -143,6 +140,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     mounts::mount_overlay(&dir, &plan.template, userns.as_fd())?;
 
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
+    let console = fs::File::from(console.keep().map_err(io("start the console keeper"))?);
     setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS user namespace"))?;
     super::become_vps_root().map_err(sys("become root of the VPS"))?;
     unshare(

@@ -79,7 +79,9 @@ pub enum SafeError {
         first: u32,
         end: u64,
     },
-    #[error("{path} has {links} hard links; vzhost reads no file that may be linked from elsewhere")]
+    #[error(
+        "{path} has {links} hard links; vzhost reads no file that may be linked from elsewhere"
+    )]
     Links { path: String, links: u64 },
     #[error("{path} is larger than {cap} bytes, the most vzhost reads of it")]
     TooBig { path: String, cap: u64 },

@@ -89,7 +89,10 @@ fn reads_and_replaces_a_file_beneath_with_owner_and_mode() {
     assert_eq!(d.read("etc/shadow", 100).unwrap().unwrap(), b"old\n");
     assert!(d.read("etc/missing", 100).unwrap().is_none());
     d.write("etc/shadow", b"new\n", me()).unwrap();
-    assert_eq!(fs::read_to_string(l.root.join("etc/shadow")).unwrap(), "new\n");
+    assert_eq!(
+        fs::read_to_string(l.root.join("etc/shadow")).unwrap(),
+        "new\n"
+    );
     let meta = fs::metadata(l.root.join("etc/shadow")).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640);
     l.no_temps("etc");
@@ -103,7 +106,10 @@ fn a_symlink_at_the_target_is_not_read_and_is_replaced_not_followed() {
     let err = d.read("etc/shadow", 100).unwrap_err();
     assert!(matches!(err, SafeError::Symlink { .. }), "{err}");
     d.write("etc/shadow", b"vps\n", me()).unwrap();
-    assert_eq!(fs::read_to_string(l.root.join("etc/shadow")).unwrap(), "vps\n");
+    assert_eq!(
+        fs::read_to_string(l.root.join("etc/shadow")).unwrap(),
+        "vps\n"
+    );
     assert!(!l.root.join("etc/shadow").is_symlink());
     l.outside_untouched();
 }
@@ -117,7 +123,10 @@ fn a_symlink_at_the_temp_name_is_never_opened() {
     }
     symlink(&l.outside, l.root.join("etc/shadow.vzhost-tmp")).unwrap();
     l.dir().write("etc/shadow", b"vps\n", me()).unwrap();
-    assert_eq!(fs::read_to_string(l.root.join("etc/shadow")).unwrap(), "vps\n");
+    assert_eq!(
+        fs::read_to_string(l.root.join("etc/shadow")).unwrap(),
+        "vps\n"
+    );
     l.outside_untouched();
 }
 
@@ -143,11 +152,20 @@ fn a_symlinked_directory_leads_nowhere_absolute_or_relative() {
         symlink(&target, l.root.join("etc")).unwrap();
         let d = l.dir();
         let err = d.read("etc/host-file", 100).unwrap_err();
-        assert!(matches!(err, SafeError::Symlink { .. }), "{target:?}: {err}");
+        assert!(
+            matches!(err, SafeError::Symlink { .. }),
+            "{target:?}: {err}"
+        );
         let err = d.write("etc/host-file", b"vps\n", me()).unwrap_err();
-        assert!(matches!(err, SafeError::Symlink { .. }), "{target:?}: {err}");
+        assert!(
+            matches!(err, SafeError::Symlink { .. }),
+            "{target:?}: {err}"
+        );
         let err = d.make_dir("etc/sub", me()).unwrap_err();
-        assert!(matches!(err, SafeError::Symlink { .. }), "{target:?}: {err}");
+        assert!(
+            matches!(err, SafeError::Symlink { .. }),
+            "{target:?}: {err}"
+        );
         l.outside_untouched();
     }
 }
@@ -177,7 +195,13 @@ fn a_fifo_neither_blocks_nor_is_read_and_is_replaced() {
             .unwrap_err()
     });
     assert!(
-        matches!(err, SafeError::Kind { found: "a FIFO", .. }),
+        matches!(
+            err,
+            SafeError::Kind {
+                found: "a FIFO",
+                ..
+            }
+        ),
         "{err}"
     );
     let root = l.root.clone();
@@ -212,7 +236,10 @@ fn a_hard_link_to_an_outside_file_is_not_read_and_not_written_through() {
     let err = d.read("etc/shadow", 100).unwrap_err();
     assert!(matches!(err, SafeError::Links { links: 2, .. }), "{err}");
     d.write("etc/shadow", b"vps\n", me()).unwrap();
-    assert_eq!(fs::read_to_string(l.root.join("etc/shadow")).unwrap(), "vps\n");
+    assert_eq!(
+        fs::read_to_string(l.root.join("etc/shadow")).unwrap(),
+        "vps\n"
+    );
     l.outside_untouched();
 }
 
@@ -224,11 +251,20 @@ fn a_directory_where_a_file_is_expected_is_left_alone() {
     let d = l.dir();
     let err = d.read("etc/shadow", 100).unwrap_err();
     assert!(
-        matches!(err, SafeError::Kind { found: "a directory", .. }),
+        matches!(
+            err,
+            SafeError::Kind {
+                found: "a directory",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(d.write("etc/shadow", b"vps\n", me()).is_err());
-    assert_eq!(fs::read_to_string(l.root.join("etc/shadow/keep")).unwrap(), "x");
+    assert_eq!(
+        fs::read_to_string(l.root.join("etc/shadow/keep")).unwrap(),
+        "x"
+    );
     l.no_temps("etc");
 }
 
@@ -237,13 +273,25 @@ fn a_file_where_a_directory_is_expected_is_refused() {
     let l = Layer::new();
     fs::write(l.root.join("etc/sub"), "x").unwrap();
     let err = l.dir().make_dir("etc/sub", me()).unwrap_err();
-    assert!(matches!(err, SafeError::Kind { found: "a regular file", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            SafeError::Kind {
+                found: "a regular file",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_directories_are_made_with_owner_and_mode() {
     let l = Layer::new();
-    let owner = Owner { mode: 0o751, ..me() };
+    let owner = Owner {
+        mode: 0o751,
+        ..me()
+    };
     let made = l.dir().make_dir("a/b/c", owner).unwrap();
     made.write("f", b"x", me()).unwrap();
     for d in ["a", "a/b", "a/b/c"] {
@@ -260,12 +308,15 @@ fn missing_directories_are_made_with_owner_and_mode() {
 fn files_owned_outside_the_vps_range_are_refused() {
     let l = Layer::new();
     fs::write(l.root.join("etc/passwd"), "x").unwrap();
-    let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    let (uid, gid) = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
     let others = IdMap {
         base: uid.max(gid) + 1,
         count: 10,
     };
-    let err = SafeDir::open(&l.root, Some(others)).err().expect("refused");
+    let err = SafeDir::open(&l.root, Some(others)).expect_err("refused");
     assert!(matches!(err, SafeError::Owner { .. }), "{err}");
     let mine = IdMap {
         base: uid.min(gid),
@@ -280,7 +331,7 @@ fn the_top_directory_is_not_opened_through_a_symlink() {
     let l = Layer::new();
     let link = l.root.parent().unwrap().join("link");
     symlink(&l.root, &link).unwrap();
-    let err = SafeDir::open(&link, None).err().expect("refused");
+    let err = SafeDir::open(&link, None).expect_err("refused");
     assert!(matches!(err, SafeError::Symlink { .. }), "{err}");
 }
 

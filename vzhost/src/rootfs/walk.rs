@@ -28,7 +28,8 @@ use nix::{
 /// Directory descriptors a walk holds open at most.
 pub const MAX_OPEN: usize = 16;
 
-const OPEN_DIR: OFlag = OFlag::O_RDONLY
+/// How the walk opens a directory.
+pub const OPEN_DIR: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_NONBLOCK)
@@ -66,8 +67,12 @@ struct Frame {
     todo: Vec<(CString, (u64, u64))>,
 }
 
-fn is_dir(st: &FileStat) -> bool {
+pub fn is_dir(st: &FileStat) -> bool {
     st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+}
+
+pub fn is_file(st: &FileStat) -> bool {
+    st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits()
 }
 
 fn id(st: &FileStat) -> (u64, u64) {
