@@ -8,6 +8,7 @@ mod concurrency;
 mod disk;
 mod doctor;
 mod hardening;
+mod hardening_files;
 mod limits;
 mod lsm;
 mod metrics;
