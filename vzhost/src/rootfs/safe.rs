@@ -150,11 +150,6 @@ impl SafeDir {
         Ok(dir)
     }
 
-    /// The directory's descriptor, for a walk beneath it.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
     fn path(&self, rel: &str) -> String {
         if rel.is_empty() || rel == "." {
             self.label.display().to_string()
