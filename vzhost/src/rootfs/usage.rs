@@ -3,8 +3,9 @@
 //! background thread walks and a cache per disk keeps the figures. A read
 //! returns the cached figure at once and asks for a new walk when it is
 //! older than [`FRESH`] (one walk per disk at a time); only the first read
-//! of a disk waits for a figure, at most [`FIRST_WAIT`]. Disks with a
-//! limit are never walked: their quota or image says what they use.
+//! of a disk waits for a figure, at most [`FIRST_WAIT`], and only when no
+//! other walk is queued before its own. Disks with a limit are never
+//! walked: their quota or image says what they use.
 use std::{
     collections::{HashMap, VecDeque},
     io,
@@ -79,7 +80,14 @@ impl UsageCache {
                 .get(disk)
                 .is_some_and(|k| k.bytes.is_none() && k.queued)
         };
-        if waiting(&mut st) {
+        // Behind other walks, even a first read does not wait: a scrape of
+        // many new VPSs waits for one walk at most.
+        let next = st
+            .queue
+            .iter()
+            .position(|d| d == disk)
+            .is_none_or(|at| at == 0);
+        if next && waiting(&mut st) {
             st = self
                 .measured
                 .wait_timeout_while(st, FIRST_WAIT, waiting)
@@ -197,6 +205,20 @@ mod tests {
             walks.load(Ordering::SeqCst),
             1,
             "one walk at a time per disk"
+        );
+    }
+
+    #[test]
+    fn a_first_read_behind_other_walks_does_not_wait() {
+        let (cache, _) = cache(Duration::from_secs(1));
+        let started = Instant::now();
+        for n in 0..10 {
+            cache.usage(&PathBuf::from(format!("/vps/{n}/disk")));
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{:?}",
+            started.elapsed()
         );
     }
 

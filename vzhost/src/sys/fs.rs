@@ -1,9 +1,8 @@
-//! Filesystem calls nix does not wrap: project quotas (`quotactl_fd`), the
-//! project id of an inode (`FS_IOC_FS{GET,SET}XATTR`), and closing every
-//! descriptor but a few (`close_range`).
+//! Filesystem calls nix does not wrap: project quotas (`quotactl_fd`) and
+//! the project id of an inode (`FS_IOC_FS{GET,SET}XATTR`).
 use std::{
     io,
-    os::fd::{AsRawFd as _, BorrowedFd, RawFd},
+    os::fd::{AsRawFd as _, BorrowedFd},
 };
 
 use super::{Call, check, dispatch};
@@ -101,54 +100,10 @@ pub fn set_project(fd: BorrowedFd<'_>, project: u32, directory: bool) -> io::Res
     Ok(())
 }
 
-/// Close every descriptor of this process except `keep` (for a forked
-/// process that must hold nothing of its parent's but what it was given).
-pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
-    let mut keep = keep.to_vec();
-    keep.sort_unstable();
-    let mut first: u32 = 0;
-    for fd in keep.into_iter().filter_map(|fd| u32::try_from(fd).ok()) {
-        if fd > first {
-            close_range(first, fd - 1)?;
-        }
-        first = first.max(fd + 1);
-    }
-    close_range(first, u32::MAX)
-}
-
-fn close_range(first: u32, last: u32) -> io::Result<()> {
-    dispatch(
-        || Call::CloseFds { first, last },
-        || {
-            // SAFETY: plain syscall with integer arguments; the caller owns
-            // the descriptors it closes.
-            check(unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) })
-        },
-    )?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::fake::{Fake, ok};
-
-    #[test]
-    fn every_descriptor_but_the_kept_ones_is_closed() {
-        let fake = Fake::install(|_| ok());
-        close_all_but(&[0, 1, 2, 7, 5]).unwrap();
-        assert_eq!(
-            fake.calls(),
-            [
-                Call::CloseFds { first: 3, last: 4 },
-                Call::CloseFds { first: 6, last: 6 },
-                Call::CloseFds {
-                    first: 8,
-                    last: u32::MAX
-                },
-            ]
-        );
-    }
 
     #[test]
     fn limits_are_set_in_quota_blocks_rounded_up() {

@@ -15,12 +15,12 @@ pub mod fake;
 
 use std::{ffi::CString, io, path::Path};
 
-pub use fs::{close_all_but, project_quota_on, project_usage, set_project, set_project_limit};
+pub use fs::{project_quota_on, project_usage, set_project, set_project_limit};
 pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
 pub use path::{openat2, stat_in_root_of};
 pub use process::{
-    cloexec_from, is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
+    cloexec_from, close_all_but, is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
     process_start_time,
 };
 
