@@ -5,7 +5,9 @@
 //! PID 1 has built the VPS's root, so PID 1 is reparented away from vzhost.
 //! PID 1 then waits on `GO_FD` until the daemon has the VPS's whole policy
 //! in force, and only then execs the VPS's init; if the daemon closes the
-//! pipe without a go, PID 1 exits and nothing of the VPS ever ran.
+//! pipe without a go, PID 1 exits and nothing of the VPS ever ran. PID 1's
+//! stdout and stderr are the console, drained by a keeper of its own
+//! ([`super::console`]) into a bounded ring of files.
 use std::{
     fs,
     io::{Read as _, Write as _},
