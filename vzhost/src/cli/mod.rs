@@ -179,6 +179,8 @@ enum Command {
     Launch,
     #[command(name = "__attach", hide = true)]
     Attach { plan: String },
+    #[command(name = "__passwd", hide = true)]
+    PasswdHelper,
 }
 
 #[derive(Subcommand)]
@@ -405,6 +407,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let code = vzhost::ns::attach::attach(&plan)?;
             Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
+        Command::PasswdHelper => Ok(ExitCode::from(vzhost::vps::passwd_helper(
+            std::io::stdin().lock(),
+        ) as u8)),
     }
 }
 

@@ -275,7 +275,7 @@ mod tests {
     fn spec(name: &str, policy: Option<&str>) -> Spec {
         Spec {
             name: Name::new(name).expect("valid"),
-            template: "busybox".into(),
+            template: crate::model::TemplateName::new("busybox").expect("valid"),
             hostname: name.into(),
             limits: Default::default(),
             idmap: crate::model::IdMap {

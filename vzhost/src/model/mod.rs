@@ -7,6 +7,7 @@ mod dir;
 mod identity;
 mod report;
 mod spec;
+mod template;
 pub mod text;
 
 pub use addr::{AddrError, Subnet};
@@ -17,3 +18,4 @@ pub use spec::{
     IDMAP_FIRST, IDMAP_SIZE, IdMap, Limits, MIN_DISK, Name, Spec, SpecError, parse_size,
     validate_hostname,
 };
+pub use template::TemplateName;

@@ -48,8 +48,9 @@ const ENV: &[&str] = &[
     "SHELL=/bin/sh",
 ];
 
-/// Run the command; returns its exit status (128 + signal when killed).
-pub fn attach(plan: &AttachPlan) -> Result<i32, AttachError> {
+/// Join the running VPS of `plan` as its root: its cgroups, its
+/// namespaces (the root and cwd become the VPS's `/`), its user.
+pub fn join(plan: &AttachPlan) -> Result<(), AttachError> {
     if !crate::sys::is_same_process(plan.init_pid, plan.init_start) {
         return Err(AttachError::NotRunning(plan.init_pid));
     }
@@ -82,8 +83,12 @@ pub fn attach(plan: &AttachPlan) -> Result<i32, AttachError> {
         setns(fd, *flag).map_err(sys(format!("enter the VPS's {name} namespace")))?;
     }
     setns(&user, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS's user namespace"))?;
-    super::become_vps_root().map_err(sys("become root of the VPS"))?;
+    super::become_vps_root().map_err(sys("become root of the VPS"))
+}
 
+/// Run the command; returns its exit status (128 + signal when killed).
+pub fn attach(plan: &AttachPlan) -> Result<i32, AttachError> {
+    join(plan)?;
     let argv: Vec<CString> = plan
         .argv
         .iter()

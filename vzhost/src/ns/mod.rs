@@ -5,6 +5,7 @@
 //! multi-threaded daemon, so fork is safe and the VPS never depends on the
 //! daemon's process.
 pub mod attach;
+pub mod console;
 pub mod launch;
 
 use std::{io::Write as _, path::Path};

@@ -42,6 +42,16 @@ pub enum LifecycleError {
         what: String,
         source: std::io::Error,
     },
+    #[error("VPS {name}: {source}")]
+    Files {
+        name: String,
+        source: crate::rootfs::safe::SafeError,
+    },
+    #[error("VPS {name}: {source}")]
+    Shadow {
+        name: String,
+        source: super::passwd::ShadowError,
+    },
     #[error("VPS {name} has no user {user} in its /etc/passwd")]
     NoUser { name: String, user: String },
     #[error(transparent)]

@@ -16,4 +16,5 @@ pub mod store;
 pub use create::CreateRequest;
 pub use error::{LifecycleError, Result};
 pub use host::Host;
+pub use passwd::{ShadowError, passwd_helper};
 pub use start::helper;
