@@ -4,12 +4,14 @@
 //! parsing only; no I/O.
 mod addr;
 mod dir;
+mod kind;
 mod report;
 mod spec;
 
 pub use addr::{AddrError, Subnet};
 pub use dir::{DiskBackend, Runtime, VpsDir};
-pub use report::{NetStats, VpsStatus};
+pub use kind::ErrorKind;
+pub use report::{NetStats, Status, Verdict, VpsStatus};
 pub use spec::{
     IDMAP_FIRST, IDMAP_SIZE, IdMap, Limits, MIN_DISK, Name, Spec, SpecError, parse_size,
     validate_hostname,

@@ -8,6 +8,7 @@ mod mount;
 mod net;
 mod path;
 mod process;
+mod pty;
 
 #[cfg(test)]
 pub mod fake;
@@ -20,6 +21,9 @@ pub use path::{openat2, stat_in_root_of};
 pub use process::{
     cloexec_from, is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
     process_start_time,
+};
+pub use pty::{
+    pty_number, pty_peer, set_controlling_tty, set_window_size, unlock_pty, window_size,
 };
 
 /// One system call as the seam sees it: what a test double records and
@@ -35,6 +39,12 @@ pub enum Call {
     CloseRange { first: u32 },
     LoopbackUp,
     Openat2 { path: String, resolve: u64 },
+    PtyNumber,
+    PtyUnlock,
+    PtyPeer,
+    SetControllingTty,
+    GetWindowSize,
+    SetWindowSize { rows: u16, cols: u16 },
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),

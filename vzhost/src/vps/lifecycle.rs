@@ -5,10 +5,8 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write as _,
     os::{fd::AsFd as _, unix::fs::PermissionsExt as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -22,11 +20,11 @@ use crate::{
     ksal::{EgressDeny, Ksal, VpsRules},
     metrics::VpsStat,
     model::{
-        IdMap, Limits, Name, NetStats, Runtime, Spec, SpecError, VpsDir, VpsStatus,
+        IdMap, Limits, Name, NetStats, Runtime, Spec, SpecError, Status, VpsDir, VpsStatus,
         validate_hostname,
     },
     net::NetConfig,
-    ns::{attach::AttachPlan, launch::LaunchPlan},
+    ns::{attach::AttachPlan, helper, launch::LaunchPlan},
     policy::{
         self, Policy,
         watch::{FileStatus, PolicyDir},
@@ -64,6 +62,8 @@ pub struct CreateRequest {
 const DEFAULT_TEMPLATE: &str = crate::rootfs::BUILTIN_BUSYBOX;
 const DEFAULT_STOP_TIMEOUT: u64 = 10;
 const INIT: &[&str] = &["/sbin/init"];
+/// How long the VPS's own shell may take to write its /etc/shadow.
+const PASSWD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The host: state store, templates, cgroups and the KSAL.
 pub struct Host {
@@ -505,32 +505,10 @@ impl Host {
     }
 
     fn run_launcher(&self, name: &Name, plan: &LaunchPlan) -> Result<u32> {
-        let start_err = |why: String| LifecycleError::Start {
+        helper::launch(&self.exe, plan).map_err(|e| LifecycleError::Start {
             name: name.to_string(),
-            why,
-        };
-        let mut child = helper(&self.exe, "__launch")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| start_err(format!("cannot run {} __launch: {e}", self.exe.display())))?;
-        let json = serde_json::to_vec(plan).expect("plan serializes");
-        if let Some(mut stdin) = child.stdin.take() {
-            let _ = stdin.write_all(&json);
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| start_err(format!("waiting for the launcher: {e}")))?;
-        if !out.status.success() {
-            return Err(start_err(
-                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            ));
-        }
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .map_err(|_| start_err("the launcher reported no init pid".into()))
+            why: e.to_string(),
+        })
     }
 
     /// After a VPS's init is gone: kill leftovers, remove cgroups, forget it
@@ -661,11 +639,10 @@ impl Host {
                 };
                 VpsStatus {
                     status: if runtime.is_some() {
-                        "running"
+                        Status::Running
                     } else {
-                        "stopped"
-                    }
-                    .into(),
+                        Status::Stopped
+                    },
                     init_pid: runtime.as_ref().map(|r| r.init_pid),
                     network: runtime.as_ref().and_then(|_| self.net_stats(spec.id)),
                     degraded: runtime.is_some()
@@ -764,15 +741,6 @@ impl Host {
         &self.exe
     }
 
-    /// The VPS's init pid, if it runs.
-    pub fn init_pid(&self, name: &str) -> Result<u32> {
-        let name = Name::new(name)?;
-        self.store.load(&name)?;
-        self.live_runtime(&name)
-            .map(|r| r.init_pid)
-            .ok_or_else(|| LifecycleError::NotRunning(name.to_string()))
-    }
-
     /// Set `user`'s password in the VPS's own /etc/shadow (SHA-512 crypt).
     /// A running VPS is changed from inside; a stopped one in its layer.
     pub fn passwd(&mut self, name: &str, user: &str, password: &str) -> Result<()> {
@@ -830,29 +798,15 @@ impl Host {
                     ],
                     false,
                 )?;
-                let mut child = helper(&self.exe, "__attach")
-                    .arg(serde_json::to_string(&plan).expect("plan serializes"))
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(Self::io(&vps, "run the attach helper"))?;
-                if let Some(mut stdin) = child.stdin.take() {
-                    stdin
-                        .write_all(updated.as_bytes())
-                        .map_err(Self::io(&vps, "write /etc/shadow"))?;
-                }
-                let out = child
-                    .wait_with_output()
-                    .map_err(Self::io(&vps, "write /etc/shadow"))?;
-                if !out.status.success() {
-                    return Err(LifecycleError::Io {
-                        name: name.into(),
-                        what: "write /etc/shadow".into(),
-                        source: std::io::Error::other(
-                            String::from_utf8_lossy(&out.stderr).into_owned(),
-                        ),
-                    });
+                let write_err = |source| LifecycleError::Io {
+                    name: name.into(),
+                    what: "write /etc/shadow".into(),
+                    source,
+                };
+                let ran = helper::run_in_vps(&self.exe, &plan, updated.as_bytes(), PASSWD_TIMEOUT)
+                    .map_err(|e| write_err(std::io::Error::other(e)))?;
+                if ran.code != 0 {
+                    return Err(write_err(std::io::Error::other(ran.stderr)));
                 }
             }
             None => {
@@ -942,22 +896,6 @@ impl EventNames {
             })
             .unwrap_or_else(|| format!("rule#{rule_id}"))
     }
-}
-
-/// A command re-executing vzhost as one of its internal helpers, in a
-/// session of its own so no VPS process shares the daemon's terminal.
-pub fn helper(exe: &Path, which: &str) -> Command {
-    use std::os::unix::process::CommandExt as _;
-    let mut cmd = Command::new(exe);
-    cmd.arg(which);
-    // SAFETY: setsid is async-signal-safe and affects only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    cmd
 }
 
 /// A range must leave host root unmapped and hold the template's ids.
