@@ -6,6 +6,7 @@ mod accounting;
 mod bench;
 mod disk;
 mod doctor;
+mod hardening_api;
 mod limits;
 mod lsm;
 mod metrics;

@@ -17,7 +17,7 @@ use super::{
     channel::{ApiError, Channel},
     handlers::{HandlerError, Handlers},
 };
-use crate::model::ErrorKind;
+use crate::{metrics::http::Backoff, model::ErrorKind};
 
 /// How long a caller may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,10 +54,14 @@ pub async fn serve(listener: UnixListener, handlers: Handlers) {
     };
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
+    let mut backoff = Backoff::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    if let Some(failures) = backoff.succeeded() {
+                        tracing::info!(failures, "API accept works again");
+                    }
                     let handlers = handlers.clone();
                     tokio::task::spawn_blocking(move || {
                         let Ok(std) = stream.into_std() else { return };
@@ -67,9 +71,12 @@ pub async fn serve(listener: UnixListener, handlers: Handlers) {
                     });
                 }
                 Err(e) => {
-                    // Root's own socket: only the fd limit makes this fail.
-                    tracing::warn!("API accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of descriptors, most likely: pause rather than spin.
+                    let (pause, first) = backoff.failed();
+                    if first {
+                        tracing::warn!("API accept failed: {e}; retrying with pauses, quietly until it works again");
+                    }
+                    tokio::time::sleep(pause).await;
                 }
             },
             _ = tokio::signal::ctrl_c() => break,

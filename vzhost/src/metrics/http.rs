@@ -83,16 +83,16 @@ pub async fn serve(listener: std::net::TcpListener, source: Source) {
 /// doubles from [`Backoff::MIN`] to [`Backoff::MAX`], and a run of failures
 /// is logged once when it starts and once when it ends.
 #[derive(Debug, Default)]
-struct Backoff {
+pub(crate) struct Backoff {
     failures: u64,
 }
 
 impl Backoff {
     const MIN: Duration = Duration::from_millis(10);
-    const MAX: Duration = Duration::from_secs(1);
+    pub(crate) const MAX: Duration = Duration::from_secs(1);
 
     /// The pause after one more failure, and whether it starts a run.
-    fn failed(&mut self) -> (Duration, bool) {
+    pub(crate) fn failed(&mut self) -> (Duration, bool) {
         self.failures += 1;
         let doublings = (self.failures - 1).min(16) as u32;
         (
@@ -102,7 +102,7 @@ impl Backoff {
     }
 
     /// After an accept that worked: how many failed before it, if any.
-    fn succeeded(&mut self) -> Option<u64> {
+    pub(crate) fn succeeded(&mut self) -> Option<u64> {
         Some(std::mem::take(&mut self.failures)).filter(|&n| n > 0)
     }
 }

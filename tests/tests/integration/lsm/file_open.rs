@@ -95,7 +95,10 @@ fn file_open_denied_inside_vps_allowed_on_host() -> anyhow::Result<()> {
     println!("from a child cgroup of the VPS: denied too");
 
     let seen = events.collect_until(Duration::from_secs(5), |_| false);
-    let denials: Vec<&KsalEvent> = seen.iter().filter(|e| e.verdict == Verdict::Denied).collect();
+    let denials: Vec<&KsalEvent> = seen
+        .iter()
+        .filter(|e| e.verdict == Verdict::Denied)
+        .collect();
     assert_eq!(
         denials.len(),
         2,
