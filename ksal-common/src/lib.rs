@@ -4,6 +4,12 @@
 //! padding so both sides agree byte for byte.
 #![no_std]
 
+mod hooks;
+
+pub use hooks::{
+    Attach, HOOKS, Hook, HookDef, ProgramDef, SECTIONS, Section, SectionDef, attach_type,
+};
+
 /// Map names, as they appear in the eBPF object and under the pin directory.
 pub mod map_names {
     pub const CONFIG: &str = "KSAL_CONFIG";
@@ -80,62 +86,6 @@ pub struct EventRate {
     /// Start of the current one-second window (ktime ns).
     pub window_ns: u64,
     pub sent: u64,
-}
-
-/// Which hook produced an event or a rule hit.
-#[repr(u32)]
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Hook {
-    FileOpen = 1,
-    /// cgroup connect4/connect6.
-    Connect = 2,
-    /// cgroup sendmsg4/sendmsg6.
-    Sendmsg = 3,
-    SbMount = 4,
-    ModuleRequest = 5,
-    Bpf = 6,
-    PerfEventOpen = 7,
-    SocketCreate = 8,
-    Capable = 9,
-    /// cgroup device access (open, mknod).
-    Device = 10,
-    /// cgroup sysctl writes.
-    Sysctl = 11,
-}
-
-impl Hook {
-    pub const fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            1 => Some(Self::FileOpen),
-            2 => Some(Self::Connect),
-            3 => Some(Self::Sendmsg),
-            4 => Some(Self::SbMount),
-            5 => Some(Self::ModuleRequest),
-            6 => Some(Self::Bpf),
-            7 => Some(Self::PerfEventOpen),
-            8 => Some(Self::SocketCreate),
-            9 => Some(Self::Capable),
-            10 => Some(Self::Device),
-            11 => Some(Self::Sysctl),
-            _ => None,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::FileOpen => "file_open",
-            Self::Connect => "connect",
-            Self::Sendmsg => "sendmsg",
-            Self::SbMount => "sb_mount",
-            Self::ModuleRequest => "kernel_module_request",
-            Self::Bpf => "bpf",
-            Self::PerfEventOpen => "perf_event_open",
-            Self::SocketCreate => "socket_create",
-            Self::Capable => "capable",
-            Self::Device => "device",
-            Self::Sysctl => "sysctl",
-        }
-    }
 }
 
 /// How a VPS's rules are applied.
@@ -319,23 +269,22 @@ pub struct NetCounters {
     pub spoofed_dropped: u64,
 }
 
-/// LPM key data of `KSAL_EGRESS_RULES`: the VPS id then the IPv4 address,
-/// both big-endian, so a prefix of 32 + n bits matches a VPS's /n network.
+/// LPM key data of `KSAL_EGRESS_RULES` (the value is the rule id): the
+/// VPS id, the destination port (0: every port) and the IPv4 address, all
+/// big-endian, so a rule for a /n network has a prefix of
+/// `EGRESS_FIXED_BITS + n`. A connection is looked up under its own port
+/// and under port 0, so every rule that covers it counts, however many
+/// more specific rules there are for other ports.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct EgressKey {
     pub vps_id_be: u32,
+    pub port_be: u32,
     pub ipv4_be: u32,
 }
 
-/// An egress deny rule: `port` 0 matches every port.
-#[repr(C)]
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct EgressRule {
-    pub rule_id: u32,
-    /// Destination port, host byte order; 0 = any.
-    pub port: u32,
-}
+/// Prefix bits of an egress key before the address: VPS id and port.
+pub const EGRESS_FIXED_BITS: u32 = 64;
 
 /// A denial or audit record sent through the `KSAL_EVENTS` ring buffer.
 #[repr(C)]
@@ -380,8 +329,6 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::EgressKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::EgressRule {}
-    // SAFETY: as above.
     unsafe impl aya::Pod for super::EventRate {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::MountKey {}
@@ -409,8 +356,7 @@ mod tests {
         assert_eq!(size_of::<Event>(), 24 + 24 + COMM_LEN);
         assert_eq!(size_of::<VpsNet>(), 8);
         assert_eq!(size_of::<NetCounters>(), 40);
-        assert_eq!(size_of::<EgressKey>(), 8);
-        assert_eq!(size_of::<EgressRule>(), 8);
+        assert_eq!(size_of::<EgressKey>(), 12);
         assert_eq!(size_of::<EventRate>(), 16);
     }
 
@@ -418,11 +364,5 @@ mod tests {
     fn kernel_dev_matches_mkdev() {
         assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
         assert_eq!(kernel_dev(0, 45), 45);
-    }
-
-    #[test]
-    fn hooks_round_trip() {
-        assert_eq!(Hook::from_u32(Hook::FileOpen as u32), Some(Hook::FileOpen));
-        assert_eq!(Hook::from_u32(0), None);
     }
 }

@@ -1,6 +1,7 @@
 //! Capabilities a VPS may not use even where its own user namespace
 //! grants them (its root holds every capability there).
 use aya_ebpf::{macros::lsm, programs::LsmContext};
+use aya_log_ebpf::warn;
 use ksal_common::{Hook, guard_rule};
 
 use crate::guards::{deny, previous, vps_task};
@@ -14,6 +15,8 @@ pub fn ksal_capable(ctx: LsmContext) -> i32 {
     }
     let cap: i32 = ctx.arg(2);
     if !(0..64).contains(&cap) {
+        // No capability has such a number: leave it to the kernel.
+        warn!(&ctx, "capable: unexpected capability number {}", cap);
         return 0;
     }
     let Some(scope) = vps_task() else {
@@ -22,5 +25,11 @@ pub fn ksal_capable(ctx: LsmContext) -> i32 {
     if scope.vps.caps_denied & (1u64 << cap) == 0 {
         return 0;
     }
-    deny(&scope, Hook::Capable, guard_rule::CAPABILITIES, cap as u64)
+    deny(
+        &ctx,
+        &scope,
+        Hook::Capable,
+        guard_rule::CAPABILITIES,
+        cap as u64,
+    )
 }

@@ -3,6 +3,7 @@
 //! until the VPS's policy turns its guard on, then only what the policy's
 //! allowlist holds. cgroup programs return 1 to allow and 0 to deny.
 use aya_ebpf::{
+    EbpfContext,
     helpers::generated::bpf_sysctl_get_name,
     macros::{cgroup_device, cgroup_sysctl},
     programs::{DeviceContext, SysctlContext},
@@ -19,8 +20,8 @@ const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 
 #[inline(always)]
-fn deny(scope: &Scope, hook: Hook, rule: u32, object: u64) -> i32 {
-    if events::rule_out(scope, hook, rule, object) {
+fn deny<C: EbpfContext>(ctx: &C, scope: &Scope, hook: Hook, rule: u32, object: u64) -> i32 {
+    if events::rule_out(ctx, scope, hook, rule, object) {
         DENY
     } else {
         ALLOW
@@ -57,7 +58,7 @@ pub fn ksal_device(ctx: DeviceContext) -> i32 {
         | (u64::from(access) << 48)
         | (u64::from(dev.major) << 24)
         | u64::from(dev.minor & 0xff_ffff);
-    deny(&scope, Hook::Device, guard_rule::DEVICES, object)
+    deny(&ctx, &scope, Hook::Device, guard_rule::DEVICES, object)
 }
 
 #[cgroup_sysctl]
@@ -87,5 +88,5 @@ pub fn ksal_sysctl(ctx: SysctlContext) -> i32 {
     if len > 0 && unsafe { SYSCTL_ALLOW.get(key) }.is_some() {
         return ALLOW;
     }
-    deny(&scope, Hook::Sysctl, guard_rule::SYSCTL, 0)
+    deny(&ctx, &scope, Hook::Sysctl, guard_rule::SYSCTL, 0)
 }

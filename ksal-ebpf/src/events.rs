@@ -1,7 +1,9 @@
 //! Denial and audit records to the host through the ring buffer.
-use aya_ebpf::helpers::{
-    bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns,
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
 };
+use aya_log_ebpf::{error, warn};
 use ksal_common::{EVENTS_PER_SECOND, Event, EventRate, Hook, mode, verdict};
 
 use crate::{
@@ -11,16 +13,22 @@ use crate::{
 
 const SECOND_NS: u64 = 1_000_000_000;
 
-fn dropped() {
-    if let Some(dropped) = EVENTS_DROPPED.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, valid for the program's run.
-        unsafe { *dropped += 1 };
+/// Count a dropped event; how many this CPU has dropped so far.
+fn dropped() -> u64 {
+    match EVENTS_DROPPED.get_ptr_mut(0) {
+        Some(dropped) => {
+            // SAFETY: per-CPU slot, valid for the program's run.
+            let dropped = unsafe { &mut *dropped };
+            *dropped += 1;
+            *dropped
+        }
+        None => 0,
     }
 }
 
 /// Whether VPS `vps_id` may send one more event now (per CPU, per second).
 #[inline(always)]
-fn within_budget(vps_id: u32, now: u64) -> bool {
+fn within_budget<C: EbpfContext>(ctx: &C, vps_id: u32, now: u64) -> bool {
     match EVENT_RATE.get_ptr_mut(vps_id) {
         Some(rate) => {
             // SAFETY: this CPU's slot, ours for the program's run.
@@ -37,7 +45,10 @@ fn within_budget(vps_id: u32, now: u64) -> bool {
                 window_ns: now,
                 sent: 1,
             };
-            let _ = EVENT_RATE.insert(vps_id, fresh, 0);
+            if EVENT_RATE.insert(vps_id, fresh, 0).is_err() {
+                // Only when the table (one slot per VPS id) is full.
+                error!(ctx, "KSAL_EVENT_RATE full: VPS {} sends unbudgeted", vps_id);
+            }
             true
         }
     }
@@ -46,25 +57,46 @@ fn within_budget(vps_id: u32, now: u64) -> bool {
 /// Record an action the VPS's policy rules out: a denial in enforce mode
 /// (true: deny it), an audit record in audit mode (false: let it be).
 #[inline(always)]
-pub fn rule_out(scope: &Scope, hook: Hook, rule_id: u32, object: u64) -> bool {
+pub fn rule_out<C: EbpfContext>(
+    ctx: &C,
+    scope: &Scope,
+    hook: Hook,
+    rule_id: u32,
+    object: u64,
+) -> bool {
     if scope.vps.mode == mode::AUDIT {
-        emit(scope, hook, rule_id, verdict::AUDITED, object);
+        emit(ctx, scope, hook, rule_id, verdict::AUDITED, object);
         return false;
     }
-    emit(scope, hook, rule_id, verdict::DENIED, object);
+    emit(ctx, scope, hook, rule_id, verdict::DENIED, object);
     true
 }
 
 #[inline(always)]
-pub fn emit(scope: &Scope, hook: Hook, rule_id: u32, verdict: u32, object: u64) {
+fn emit<C: EbpfContext>(
+    ctx: &C,
+    scope: &Scope,
+    hook: Hook,
+    rule_id: u32,
+    verdict: u32,
+    object: u64,
+) {
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !within_budget(scope.vps.vps_id, now) {
+    if !within_budget(ctx, scope.vps.vps_id, now) {
         dropped();
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        dropped();
+        // Logged at the 1st, 2nd, 4th, 8th... drop on this CPU: a full
+        // ring is rare, and a log line per drop would only add load.
+        let n = dropped();
+        if n.is_power_of_two() {
+            warn!(
+                ctx,
+                "KSAL event ring buffer full: {} events dropped on this CPU", n
+            );
+        }
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();

@@ -2,6 +2,7 @@
 //! (device, inode), so symlinks, hard links and bind mounts reach the same
 //! rule as the path the policy named.
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
+use aya_log_ebpf::warn;
 use ksal_common::{FileRuleKey, Hook, access};
 
 use crate::{events, maps::FILE_RULES, scope};
@@ -17,7 +18,15 @@ pub fn ksal_file_open(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    try_file_open(&ctx).unwrap_or(0)
+    try_file_open(&ctx).unwrap_or_else(|err| {
+        // The offsets come from this kernel's BTF: a failed read means a
+        // layout vzhost did not expect. The open is left to the kernel.
+        warn!(
+            &ctx,
+            "file_open: cannot read struct file fields (error {})", err
+        );
+        0
+    })
 }
 
 /// Read a field at a runtime offset from a kernel pointer.
@@ -63,7 +72,7 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     if rule.access & wanted == 0 {
         return Ok(0);
     }
-    if events::rule_out(&scope, Hook::FileOpen, rule.rule_id, ino) {
+    if events::rule_out(ctx, &scope, Hook::FileOpen, rule.rule_id, ino) {
         Ok(-EPERM)
     } else {
         Ok(0)

@@ -11,8 +11,8 @@ pub const EPERM: i32 = 1;
 /// denies: -EPERM and a denial event in enforce mode, 0 and an audit
 /// record in audit mode.
 #[inline(always)]
-pub fn deny(scope: &Scope, hook: Hook, rule_id: u32, object: u64) -> i32 {
-    if events::rule_out(scope, hook, rule_id, object) {
+pub fn deny(ctx: &LsmContext, scope: &Scope, hook: Hook, rule_id: u32, object: u64) -> i32 {
+    if events::rule_out(ctx, scope, hook, rule_id, object) {
         -EPERM
     } else {
         0

@@ -7,13 +7,16 @@ use ksal_common::{Hook, guard, guard_rule};
 
 use crate::guards::{deny, previous, vps_task};
 
+/// The verdict of a hook whose earlier verdict is at argument `N`: that
+/// verdict if it denied, else the VPS's guard `bit` decides.
 #[inline(always)]
-fn guarded(earlier: i32, bit: u32, hook: Hook, rule: u32, object: u64) -> i32 {
+fn guarded<const N: usize>(ctx: &LsmContext, bit: u32, hook: Hook, rule: u32, object: u64) -> i32 {
+    let earlier = previous::<N>(ctx);
     if earlier != 0 {
         return earlier;
     }
     match vps_task() {
-        Some(scope) if scope.vps.guards & bit != 0 => deny(&scope, hook, rule, object),
+        Some(scope) if scope.vps.guards & bit != 0 => deny(ctx, &scope, hook, rule, object),
         _ => 0,
     }
 }
@@ -22,8 +25,8 @@ fn guarded(earlier: i32, bit: u32, hook: Hook, rule: u32, object: u64) -> i32 {
 /// module for it (a socket family, a link type, a filesystem).
 #[lsm(hook = "kernel_module_request")]
 pub fn ksal_kernel_module_request(ctx: LsmContext) -> i32 {
-    guarded(
-        previous::<1>(&ctx),
+    guarded::<1>(
+        &ctx,
         guard::MODULE_AUTOLOAD,
         Hook::ModuleRequest,
         guard_rule::MODULE_AUTOLOAD,
@@ -35,33 +38,21 @@ pub fn ksal_kernel_module_request(ctx: LsmContext) -> i32 {
 #[lsm(hook = "bpf")]
 pub fn ksal_bpf3(ctx: LsmContext) -> i32 {
     let cmd: u64 = ctx.arg(0);
-    guarded(
-        previous::<3>(&ctx),
-        guard::BPF,
-        Hook::Bpf,
-        guard_rule::BPF,
-        cmd,
-    )
+    guarded::<3>(&ctx, guard::BPF, Hook::Bpf, guard_rule::BPF, cmd)
 }
 
 /// bpf(cmd, attr, size, kernel) on later kernels.
 #[lsm(hook = "bpf")]
 pub fn ksal_bpf4(ctx: LsmContext) -> i32 {
     let cmd: u64 = ctx.arg(0);
-    guarded(
-        previous::<4>(&ctx),
-        guard::BPF,
-        Hook::Bpf,
-        guard_rule::BPF,
-        cmd,
-    )
+    guarded::<4>(&ctx, guard::BPF, Hook::Bpf, guard_rule::BPF, cmd)
 }
 
 /// perf_event_open(type) on later kernels.
 #[lsm(hook = "perf_event_open")]
 pub fn ksal_perf_event_open1(ctx: LsmContext) -> i32 {
-    guarded(
-        previous::<1>(&ctx),
+    guarded::<1>(
+        &ctx,
         guard::PERF_EVENTS,
         Hook::PerfEventOpen,
         guard_rule::PERF_EVENTS,
@@ -72,8 +63,8 @@ pub fn ksal_perf_event_open1(ctx: LsmContext) -> i32 {
 /// perf_event_open(attr, type) up to Linux 6.1 and a little after.
 #[lsm(hook = "perf_event_open")]
 pub fn ksal_perf_event_open2(ctx: LsmContext) -> i32 {
-    guarded(
-        previous::<2>(&ctx),
+    guarded::<2>(
+        &ctx,
         guard::PERF_EVENTS,
         Hook::PerfEventOpen,
         guard_rule::PERF_EVENTS,

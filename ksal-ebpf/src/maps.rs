@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use ksal_common::{
-    Config, DeviceKey, EVENTS_RINGBUF_BYTES, EgressKey, EgressRule, EventRate, FileRule,
-    FileRuleKey, MAX_FILE_RULES, MAX_VPS, MountKey, NetCounters, SysctlKey, VpsEntry, VpsNet,
+    Config, DeviceKey, EVENTS_RINGBUF_BYTES, EgressKey, EventRate, FileRule, FileRuleKey,
+    MAX_FILE_RULES, MAX_VPS, MountKey, NetCounters, SysctlKey, VpsEntry, VpsNet,
 };
 
 #[map(name = "KSAL_CONFIG")]
@@ -53,7 +53,7 @@ pub static VPS_NET: HashMap<u64, VpsNet> = HashMap::with_max_entries(MAX_VPS, 0)
 pub static NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
     PerCpuHashMap::with_max_entries(MAX_VPS, 0);
 
-/// (VPS, destination network) -> deny rule, longest prefix first.
+/// (VPS, port, destination network) -> the id of the rule denying it,
+/// longest prefix first.
 #[map(name = "KSAL_EGRESS_RULES")]
-pub static EGRESS_RULES: LpmTrie<EgressKey, EgressRule> =
-    LpmTrie::with_max_entries(MAX_FILE_RULES, 0);
+pub static EGRESS_RULES: LpmTrie<EgressKey, u32> = LpmTrie::with_max_entries(MAX_FILE_RULES, 0);

@@ -30,7 +30,13 @@ pub fn ksal_sb_mount(ctx: LsmContext) -> i32 {
     let guards = scope.vps.guards;
     if flags & MS_REMOUNT != 0 {
         if guards & guard::REMOUNT_READ_ONLY != 0 && flags & MS_RDONLY == 0 {
-            return deny(&scope, Hook::SbMount, guard_rule::REMOUNT_READ_ONLY, flags);
+            return deny(
+                &ctx,
+                &scope,
+                Hook::SbMount,
+                guard_rule::REMOUNT_READ_ONLY,
+                flags,
+            );
         }
         return 0;
     }
@@ -49,5 +55,5 @@ pub fn ksal_sb_mount(ctx: LsmContext) -> i32 {
     if unsafe { MOUNT_ALLOW.get(key) }.is_some() {
         return 0;
     }
-    deny(&scope, Hook::SbMount, guard_rule::MOUNT_TYPES, flags)
+    deny(&ctx, &scope, Hook::SbMount, guard_rule::MOUNT_TYPES, flags)
 }

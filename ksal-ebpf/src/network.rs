@@ -2,12 +2,14 @@
 //! anti-spoofing, bind only to the VPS's own address, egress deny rules.
 //! cgroup programs return 1 to allow and 0 to deny.
 use aya_ebpf::{
+    EbpfContext,
     helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_skb_ancestor_cgroup_id},
     macros::{cgroup_skb, cgroup_sock_addr},
     maps::lpm_trie::Key,
     programs::{SkBuffContext, SockAddrContext},
 };
-use ksal_common::{EgressKey, Hook, NetCounters, VpsNet};
+use aya_log_ebpf::error;
+use ksal_common::{EGRESS_FIXED_BITS, EgressKey, Hook, NetCounters, VpsNet};
 
 use crate::{
     events,
@@ -41,14 +43,20 @@ fn vps_of_task() -> Option<&'static VpsNet> {
     unsafe { VPS_NET.get(cg) }
 }
 
-fn count(vps: &VpsNet, f: impl FnOnce(&mut NetCounters)) {
+fn count<C: EbpfContext>(ctx: &C, vps: &VpsNet, f: impl FnOnce(&mut NetCounters)) {
     if let Some(c) = NET_COUNTERS.get_ptr_mut(vps.vps_id) {
         // SAFETY: a per-CPU slot, ours for the program's run.
         f(unsafe { &mut *c });
     } else {
         let mut fresh = NetCounters::default();
         f(&mut fresh);
-        let _ = NET_COUNTERS.insert(vps.vps_id, fresh, 0);
+        if NET_COUNTERS.insert(vps.vps_id, fresh, 0).is_err() {
+            // Only when the table (one slot per VPS id) is full.
+            error!(
+                ctx,
+                "KSAL_NET_COUNTERS full: VPS {} not counted", vps.vps_id
+            );
+        }
     }
 }
 
@@ -64,11 +72,11 @@ pub fn ksal_skb_egress(ctx: SkBuffContext) -> i32 {
             && saddr != vps.ipv4_be
             && saddr & 0xff != LOOPBACK_NET_LE
         {
-            count(vps, |c| c.spoofed_dropped += 1);
+            count(&ctx, vps, |c| c.spoofed_dropped += 1);
             return DENY;
         }
     }
-    count(vps, |c| {
+    count(&ctx, vps, |c| {
         c.tx_bytes += len;
         c.tx_packets += 1;
     });
@@ -79,7 +87,7 @@ pub fn ksal_skb_egress(ctx: SkBuffContext) -> i32 {
 pub fn ksal_skb_ingress(ctx: SkBuffContext) -> i32 {
     if let Some(vps) = vps_of_skb(&ctx) {
         let len = u64::from(ctx.len());
-        count(vps, |c| {
+        count(&ctx, vps, |c| {
             c.rx_bytes += len;
             c.rx_packets += 1;
         });
@@ -114,29 +122,36 @@ fn v4_mapped(ip6: &[u32; 4]) -> Option<u32> {
     (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == V4_MAPPED_WORD2).then_some(ip6[3])
 }
 
-/// Apply the VPS's egress deny rules to a connect or send to `ip`; the
-/// event's object is the address (network order) and port.
+/// The most specific deny rule of VPS `vps_id` for `port` (0: its rules
+/// for every port) whose network holds `ip`.
+#[inline(always)]
+fn egress_rule(vps_id: u32, port: u16, ip: u32) -> Option<u32> {
+    let key = Key::new(
+        EGRESS_FIXED_BITS + 32,
+        EgressKey {
+            vps_id_be: vps_id.to_be(),
+            port_be: u32::from(port).to_be(),
+            ipv4_be: ip,
+        },
+    );
+    EGRESS_RULES.get(key).copied()
+}
+
+/// Apply the VPS's egress deny rules to a connect or send to `ip`: denied
+/// when a rule for its port or for every port covers it. The event's
+/// object is the address (network order) and port.
 fn egress_allowed(ctx: &SockAddrContext, ip: u32, hook: Hook) -> i32 {
     let Some(scope) = scope::current() else {
         return ALLOW;
     };
     // SAFETY: the context pointer is valid for the program's run.
     let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
-    let key = Key::new(
-        64,
-        EgressKey {
-            vps_id_be: scope.vps.vps_id.to_be(),
-            ipv4_be: ip,
-        },
-    );
-    let Some(rule) = EGRESS_RULES.get(key) else {
+    let vps_id = scope.vps.vps_id;
+    let Some(rule_id) = egress_rule(vps_id, port, ip).or_else(|| egress_rule(vps_id, 0, ip)) else {
         return ALLOW;
     };
-    if rule.port != 0 && rule.port != u32::from(port) {
-        return ALLOW;
-    }
     let object = (u64::from(ip) << 16) | u64::from(port);
-    if events::rule_out(&scope, hook, rule.rule_id, object) {
+    if events::rule_out(ctx, &scope, hook, rule_id, object) {
         DENY
     } else {
         ALLOW

@@ -32,6 +32,7 @@ pub fn ksal_socket_create(ctx: LsmContext) -> i32 {
     let guards = scope.vps.guards;
     if family == AF_PACKET && guards & guard::PACKET_SOCKETS != 0 {
         return deny(
+            &ctx,
             &scope,
             Hook::SocketCreate,
             guard_rule::PACKET_SOCKETS,
@@ -42,7 +43,13 @@ pub fn ksal_socket_create(ctx: LsmContext) -> i32 {
         && kind & SOCK_TYPE_MASK == SOCK_RAW
         && guards & guard::RAW_SOCKETS != 0
     {
-        return deny(&scope, Hook::SocketCreate, guard_rule::RAW_SOCKETS, object);
+        return deny(
+            &ctx,
+            &scope,
+            Hook::SocketCreate,
+            guard_rule::RAW_SOCKETS,
+            object,
+        );
     }
     0
 }

@@ -498,6 +498,23 @@ impl Daemon {
         serde_json::from_str(&self.ok(&["events", vps, "-o", "json"])).expect("events json")
     }
 
+    /// The latest event of `vps` from `hook`, waiting up to 5 s for the
+    /// daemon's reader to collect it from the kernel's ring buffer.
+    pub fn await_event(&self, vps: &str, hook: &str) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = self
+                .events(vps)
+                .into_iter()
+                .rev()
+                .find(|e| e["hook"] == hook);
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(std::process::Child::id)
@@ -560,6 +577,35 @@ impl Daemon {
             stderr(&out)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Import template `name`: a copy of the built-in busybox template
+    /// whose `/sbin/init` is the shell script `init`.
+    pub fn template_with_init(&self, name: &str, init: &str) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        // The built-in template appears on first use.
+        if !self.root().join("templates/busybox").exists() {
+            self.ok(&["create", "template-seed"]);
+            self.ok(&["destroy", "template-seed"]);
+        }
+        let dir = self.state.path().join(format!("template-{name}"));
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(self.root().join("templates/busybox"))
+            .arg(&dir)
+            .status()?;
+        anyhow::ensure!(copied.success(), "cp -a of the busybox template failed");
+        let path = dir.join("sbin/init");
+        let _ = fs::remove_file(&path);
+        fs::write(&path, init)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        self.ok(&[
+            "template",
+            "import",
+            name,
+            dir.to_str().context("UTF-8 path")?,
+        ]);
+        Ok(())
     }
 
     /// `vzhost list -o json` as values.

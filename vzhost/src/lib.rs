@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod doctor;
+pub mod enforce;
 pub mod ksal;
 pub mod metrics;
 pub mod model;
@@ -12,3 +13,6 @@ pub mod policy;
 pub mod rootfs;
 pub mod sys;
 pub mod vps;
+
+#[cfg(test)]
+mod layering;

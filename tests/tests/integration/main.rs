@@ -4,8 +4,11 @@
 //! server is not carried into the VM).
 mod accounting;
 mod bench;
+mod concurrency;
 mod disk;
 mod doctor;
+mod egress;
+mod hardening;
 mod hardening_api;
 mod limits;
 mod lsm;

@@ -37,7 +37,7 @@ fn fetch(d: &Daemon) -> Result<(), String> {
     }
 }
 
-fn write_policy(d: &Daemon, file: &str, text: &str) {
+pub(crate) fn write_policy(d: &Daemon, file: &str, text: &str) {
     fs::create_dir_all(d.policies()).unwrap();
     // Written whole and renamed, as configuration management tools do.
     let tmp = d.policies().join(format!(".{file}.tmp"));
@@ -46,7 +46,7 @@ fn write_policy(d: &Daemon, file: &str, text: &str) {
 }
 
 /// Wait up to `limit` for `ok`; returns how long it took.
-fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
+pub(crate) fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if ok() {
@@ -303,12 +303,7 @@ fn devices_and_sysctl_writes_only_as_the_policy_allows() -> anyhow::Result<()> {
     let out = d.sh("a", "head -c 4 /dev/urandom >/dev/null");
     assert!(!out.status.success(), "urandom is not in a's list");
     assert!(stderr(&out).contains("not permitted"), "{}", stderr(&out));
-    let ev = d.events("a");
-    let e = ev
-        .iter()
-        .rev()
-        .find(|e| e["hook"] == "device")
-        .expect("a device event");
+    let e = d.await_event("a", "device").expect("a device event");
     assert_eq!(
         (e["verdict"].as_str(), e["rule"].as_str()),
         (Some("denied"), Some("lockdown:devices.allow"))
@@ -319,14 +314,55 @@ fn devices_and_sysctl_writes_only_as_the_policy_allows() -> anyhow::Result<()> {
     d.sh_ok("a", "echo 1 >/proc/sys/net/ipv4/ip_forward");
     let out = d.sh("a", "echo 32 >/proc/sys/net/ipv4/ip_default_ttl");
     assert!(!out.status.success(), "an unlisted sysctl write");
-    let ev = d.events("a");
-    let e = ev
-        .iter()
-        .rev()
-        .find(|e| e["hook"] == "sysctl")
-        .expect("a sysctl event");
+    let e = d.await_event("a", "sysctl").expect("a sysctl event");
     assert_eq!(e["rule"], "lockdown:sysctl.allow_write");
     d.sh_ok("b", "echo 32 >/proc/sys/net/ipv4/ip_default_ttl");
     assert_eq!(d.sh_ok("a", "cat /proc/sys/net/ipv4/ip_default_ttl"), "64");
+    Ok(())
+}
+
+#[test]
+fn a_command_name_with_escape_sequences_is_shown_escaped() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-comm")?;
+    write_policy(
+        &d,
+        "lockdown.yaml",
+        "selector:\n  names: [a]\nmode: enforce\nallow_degraded: true\ndevices:\n  allow: [\"c 1:3 rwm\"]\n",
+    );
+    d.ok(&["create", "a"]);
+    d.ok(&["start", "a"]);
+    // The shell renames itself (a colour change, a newline that would
+    // forge a second log line) and then opens a denied device itself.
+    let out = d.sh(
+        "a",
+        r"printf '\033[31mred\nline' >/proc/self/comm; : </dev/zero",
+    );
+    assert!(stderr(&out).contains("not permitted"), "{}", stderr(&out));
+    let escaped = r"\x1b[31mred\x0aline";
+    let ev = events(&d, "a");
+    let e = ev
+        .iter()
+        .rev()
+        .find(|e| e["hook"] == "device")
+        .expect("a device event");
+    assert_eq!(e["comm"], escaped, "{e}");
+    for e in &ev {
+        let text = e.to_string();
+        let fields = e.as_object().expect("an event object").values();
+        for v in fields.filter_map(|v| v.as_str()) {
+            assert!(!v.chars().any(char::is_control), "raw control in {text}");
+        }
+    }
+    let table = d.ok(&["events", "a"]);
+    assert!(!table.contains('\x1b'), "{table:?}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.ends_with(&format!("comm={escaped}"))),
+        "one line per event: {table:?}"
+    );
+    let log = d.log();
+    assert!(!log.contains("\x1b[31mred"), "the daemon log holds it raw");
+    assert!(log.contains(escaped), "the daemon log shows it escaped");
     Ok(())
 }

@@ -6,7 +6,7 @@ use nix::sys::termios;
 use vzhost::{
     daemon::api::{Destroy, List, Passwd, Restart, Set, Start, Stop},
     model::{IdMap, SpecError},
-    vps::lifecycle::CreateRequest,
+    vps::CreateRequest,
 };
 
 use super::{

@@ -11,7 +11,7 @@ use crate::{
     model::{ErrorKind, Limits, Runtime, Spec, VpsStatus},
     policy::{Policy, watch::FileStatus},
     rootfs::TemplateInfo,
-    vps::lifecycle::CreateRequest,
+    vps::CreateRequest,
 };
 
 /// A request and the type of its answer.

@@ -1,14 +1,19 @@
 //! Startup: the state directory, cgroups, the KSAL, policies, metrics and
 //! network, the adoption of running VPSs, and then serving until asked to
 //! stop.
-use std::{fs, sync::Arc};
+use std::{fs, path::Path, sync::Arc};
 
 use super::{DaemonConfig, DaemonError, handlers::Handlers, server};
 use crate::{
     cgroup::manager::Hierarchy,
+    enforce::Enforcement,
     ksal::Ksal,
     policy::watch::PolicyDir,
-    vps::{lifecycle::Host, store::Store},
+    vps::{
+        Host,
+        ranges::{DEFAULT_REGISTRY, RangeRegistry},
+        store::Store,
+    },
 };
 
 pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
@@ -54,13 +59,13 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     crate::net::ensure_bridge(&cfg.net)?;
     crate::net::set_nat(&cfg.net, cfg.nat)?;
     tracing::info!(nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
-    let mut host = Host::new(
+    let host = Host::new(
         store,
         cgroups,
-        (ksal, lsm_error),
+        Enforcement::new(ksal, lsm_error, policies),
         exe,
         cfg.net.clone(),
-        policies,
+        RangeRegistry::new(Path::new(DEFAULT_REGISTRY), &cfg.root),
     );
     let adopted = host.adopt()?;
     tracing::info!(count = adopted.len(), "adopted running VPSs");

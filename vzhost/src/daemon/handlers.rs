@@ -1,8 +1,10 @@
 //! What each request does to the host: every call the daemon makes into
 //! [`Host`] is in this file, each answering with the library's own types.
+//! The host locks what it must itself (a lock per VPS), so requests on
+//! different VPSs, list, stat and scrapes run side by side.
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::Arc,
     time::Duration,
 };
 
@@ -18,7 +20,7 @@ use crate::{
     ns::{attach::AttachPlan, helper::HelperError},
     policy::{Mode, Policy, watch::FileStatus},
     rootfs::{TemplateError, TemplateInfo},
-    vps::lifecycle::{CreateRequest, Host, LifecycleError},
+    vps::{CreateRequest, Host, LifecycleError},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -66,14 +68,14 @@ const MAX_EVENT_WAIT: Duration = Duration::from_secs(60);
 /// What the request handlers share: the host and the KSAL's event log.
 #[derive(Clone)]
 pub struct Handlers {
-    host: Arc<Mutex<Host>>,
+    host: Arc<Host>,
     events: Arc<EventLog>,
 }
 
 impl Handlers {
     pub fn new(host: Host) -> Self {
         Self {
-            host: Arc::new(Mutex::new(host)),
+            host: Arc::new(host),
             events: Arc::new(EventLog::new(EVENT_LOG_CAPACITY)),
         }
     }
@@ -82,8 +84,8 @@ impl Handlers {
         self.events.clone()
     }
 
-    fn host(&self) -> MutexGuard<'_, Host> {
-        self.host.lock().unwrap_or_else(PoisonError::into_inner)
+    fn host(&self) -> &Host {
+        &self.host
     }
 
     pub fn create(&self, r: &CreateRequest) -> Result<Spec> {
@@ -177,7 +179,7 @@ impl Handlers {
 
     /// The figures of one scrape.
     pub fn host_stat(&self) -> HostStat {
-        let mut h = self.host();
+        let h = self.host();
         let counts = self.events.counts();
         // Names are looked up only when there is something to name.
         let denials = if counts.is_empty() {

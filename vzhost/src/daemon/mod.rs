@@ -59,7 +59,7 @@ pub enum DaemonError {
     #[error("NAT: {0}")]
     Nat(#[from] crate::net::NatError),
     #[error("cannot adopt the running VPSs: {0}")]
-    Adopt(#[from] crate::vps::lifecycle::LifecycleError),
+    Adopt(#[from] crate::vps::LifecycleError),
 }
 
 pub struct DaemonConfig {

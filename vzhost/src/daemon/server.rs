@@ -114,7 +114,7 @@ fn handle(mut chan: Channel, handlers: &Handlers) {
 fn dispatch(chan: &mut Channel, h: &Handlers, request: Request) -> Option<ErrorKind> {
     match request {
         Request::Ping(_) => answer::<api::Ping>(chan, Ok(())),
-        Request::Create(r) => answer::<crate::vps::lifecycle::CreateRequest>(chan, h.create(&r)),
+        Request::Create(r) => answer::<crate::vps::CreateRequest>(chan, h.create(&r)),
         Request::Start(r) => answer::<api::Start>(chan, h.start(&r.name)),
         Request::Stop(r) => answer::<api::Stop>(chan, h.stop(&r.name)),
         Request::Restart(r) => answer::<api::Restart>(chan, h.restart(&r.name)),

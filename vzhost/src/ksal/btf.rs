@@ -1,6 +1,13 @@
 //! Just enough of a BTF reader to find struct member offsets in the running
 //! kernel, so the KSAL programs read `struct file` and friends correctly on
-//! every kernel without CO-RE relocations.
+//! every kernel without CO-RE relocations (which Rust eBPF programs cannot
+//! emit yet).
+//!
+//! aya-obj 0.3's `Btf` parses the same data, but its public API ends at
+//! `id_by_type_name_kind` (a type's id, not its contents): `type_by_id`,
+//! `types`, `string_at`, `Struct::members`, `BtfMember` and
+//! `FuncProto::params` are all `pub(crate)`, so neither member offsets nor
+//! a function's parameter count can be read through it.
 use std::path::Path;
 
 use ksal_common::KernelLayout;

@@ -3,107 +3,206 @@
 //! VPS cgroup until it is detached or the cgroup is removed, whatever
 //! becomes of the process that attached it. (bpf_link attachments die
 //! with their last fd, and some hosts refuse to pin links.)
-use std::{
-    io,
-    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd},
-};
+use std::{io, os::fd::AsFd as _, os::fd::BorrowedFd};
 
-const BPF_PROG_ATTACH: libc::c_long = 8;
-const BPF_PROG_DETACH: libc::c_long = 9;
-const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-const BPF_PROG_QUERY: libc::c_long = 16;
-const BPF_F_ALLOW_MULTI: u32 = 2;
+use crate::sys;
 
-/// `enum bpf_attach_type` values of the hooks vzhost uses.
-pub mod attach_type {
-    pub const INET_INGRESS: u32 = 0;
-    pub const INET_EGRESS: u32 = 1;
-    pub const DEVICE: u32 = 6;
-    pub const INET4_BIND: u32 = 8;
-    pub const INET6_BIND: u32 = 9;
-    pub const INET4_CONNECT: u32 = 10;
-    pub const INET6_CONNECT: u32 = 11;
-    pub const UDP4_SENDMSG: u32 = 14;
-    pub const UDP6_SENDMSG: u32 = 15;
-    pub const SYSCTL: u32 = 18;
+/// A guard program to put on a VPS cgroup.
+#[derive(Clone, Copy)]
+pub struct Guard<'a> {
+    pub program: &'static str,
+    pub fd: BorrowedFd<'a>,
+    /// Its kernel id, to tell it from what an earlier daemon attached.
+    pub id: u32,
+    pub attach_type: u32,
 }
 
-/// `union bpf_attr`, as bytes: every command here uses its first words.
-#[repr(C, align(8))]
-struct Attr([u8; 128]);
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("attaching {program} (attach type {attach_type}): {source}")]
+    Attach {
+        program: &'static str,
+        attach_type: u32,
+        source: io::Error,
+    },
+    #[error("listing the programs at attach type {attach_type}: {source}")]
+    Query { attach_type: u32, source: io::Error },
+    #[error("detaching the earlier program {id} at attach type {attach_type}: {source}")]
+    Detach {
+        id: u32,
+        attach_type: u32,
+        source: io::Error,
+    },
+}
 
-impl Attr {
-    fn new() -> Self {
-        Self([0; 128])
+/// Put `guards` on `cgroup` and take them over from whatever an earlier
+/// daemon attached there: every new program is attached before any old
+/// one is detached, so no hook is ever without one, and a failed attach
+/// leaves every old program in place.
+pub fn take_over(cgroup: BorrowedFd<'_>, guards: &[Guard<'_>]) -> Result<(), AttachError> {
+    for g in guards {
+        sys::bpf_prog_attach(cgroup, g.fd, g.attach_type).map_err(|source| {
+            AttachError::Attach {
+                program: g.program,
+                attach_type: g.attach_type,
+                source,
+            }
+        })?;
     }
-    fn u32_at(mut self, at: usize, v: u32) -> Self {
-        self.0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn u64_at(mut self, at: usize, v: u64) -> Self {
-        self.0[at..at + 8].copy_from_slice(&v.to_ne_bytes());
-        self
-    }
-    fn read_u32(&self, at: usize) -> u32 {
-        u32::from_ne_bytes(self.0[at..at + 4].try_into().expect("4 bytes"))
-    }
-}
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<libc::c_long> {
-    // SAFETY: attr is a valid, writable bpf_attr of the size passed.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.0.as_mut_ptr(), attr.0.len()) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
-}
-
-/// Attach `prog` to `cgroup` at `kind`, beside what is there.
-pub fn attach(cgroup: BorrowedFd<'_>, prog: BorrowedFd<'_>, kind: u32) -> io::Result<()> {
-    // attach: target_fd, attach_bpf_fd, attach_type, attach_flags
-    let mut attr = Attr::new()
-        .u32_at(0, cgroup.as_raw_fd() as u32)
-        .u32_at(4, prog.as_raw_fd() as u32)
-        .u32_at(8, kind)
-        .u32_at(12, BPF_F_ALLOW_MULTI);
-    bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
-}
-
-/// Ids of the programs attached to `cgroup` at `kind`.
-pub fn attached(cgroup: BorrowedFd<'_>, kind: u32) -> io::Result<Vec<u32>> {
-    let mut ids = [0u32; 64];
-    // query: target_fd, attach_type, query_flags, attach_flags, prog_ids, prog_cnt
-    let mut attr = Attr::new()
-        .u32_at(0, cgroup.as_raw_fd() as u32)
-        .u32_at(4, kind)
-        .u64_at(16, ids.as_mut_ptr() as u64)
-        .u32_at(24, ids.len() as u32);
-    bpf(BPF_PROG_QUERY, &mut attr)?;
-    let n = (attr.read_u32(24) as usize).min(ids.len());
-    Ok(ids[..n].to_vec())
-}
-
-/// Detach the program with id `id` from `cgroup` at `kind`.
-pub fn detach_id(cgroup: BorrowedFd<'_>, kind: u32, id: u32) -> io::Result<()> {
-    let mut attr = Attr::new().u32_at(0, id);
-    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
-    // SAFETY: a new fd the kernel just gave us.
-    let prog = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut attr = Attr::new()
-        .u32_at(0, cgroup.as_raw_fd() as u32)
-        .u32_at(4, prog.as_raw_fd() as u32)
-        .u32_at(8, kind);
-    bpf(BPF_PROG_DETACH, &mut attr).map(|_| ())
-}
-
-/// Detach from `cgroup` at `kind` every program but `keep`: what an
-/// earlier daemon attached is replaced only once the new one is in place.
-pub fn detach_others(cgroup: BorrowedFd<'_>, kind: u32, keep: Option<u32>) -> io::Result<()> {
-    for id in attached(cgroup, kind)? {
-        if Some(id) != keep {
-            detach_id(cgroup, kind, id)?;
+    for g in guards {
+        let keep = |id: &u32| {
+            guards
+                .iter()
+                .any(|k| k.attach_type == g.attach_type && k.id == *id)
+        };
+        for id in attached(cgroup, g.attach_type)? {
+            if !keep(&id) {
+                detach_id(cgroup, g.attach_type, id)?;
+            }
         }
     }
     Ok(())
+}
+
+/// Ids of the programs attached to `cgroup` at `attach_type`.
+pub fn attached(cgroup: BorrowedFd<'_>, attach_type: u32) -> Result<Vec<u32>, AttachError> {
+    sys::bpf_prog_query(cgroup, attach_type).map_err(|source| AttachError::Query {
+        attach_type,
+        source,
+    })
+}
+
+fn detach_id(cgroup: BorrowedFd<'_>, attach_type: u32, id: u32) -> Result<(), AttachError> {
+    sys::bpf_prog_get_fd_by_id(id)
+        .and_then(|prog| sys::bpf_prog_detach(cgroup, prog.as_fd(), attach_type))
+        .map_err(|source| AttachError::Detach {
+            id,
+            attach_type,
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd as _;
+
+    use super::*;
+    use crate::sys::{
+        Call,
+        fake::{self, Fake},
+    };
+
+    /// Ids the kernel gives the new daemon's programs; an earlier daemon's
+    /// program on attach type `t` has id `OLD + t`.
+    const NEW: u32 = 500;
+    const OLD: u32 = 100;
+
+    fn guards<'a>(fd: BorrowedFd<'a>, types: &[u32]) -> Vec<Guard<'a>> {
+        types
+            .iter()
+            .map(|&t| Guard {
+                program: "ksal_test",
+                fd,
+                id: NEW + t,
+                attach_type: t,
+            })
+            .collect()
+    }
+
+    /// A kernel where each hook holds an earlier program and, once
+    /// attached, the new one.
+    fn restarted_host(fail_attach: Option<u32>) -> Fake {
+        Fake::install(move |call| match call {
+            Call::BpfProgAttach { attach_type } if Some(*attach_type) == fail_attach => {
+                fake::fail(libc::EPERM)
+            }
+            Call::BpfProgGetFdById { .. } => fake::new_fd(),
+            _ => fake::ok(),
+        })
+        .answer_ids(|call| match call {
+            Call::BpfProgQuery { attach_type } => {
+                Some(Ok(vec![OLD + attach_type, NEW + attach_type]))
+            }
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn new_guards_are_attached_before_any_old_one_is_detached() {
+        let fake = restarted_host(None);
+        let cgroup = std::fs::File::open("/dev/null").unwrap();
+        take_over(cgroup.as_fd(), &guards(cgroup.as_fd(), &[1, 10, 18])).unwrap();
+        let calls = fake.calls();
+        let last_attach = calls
+            .iter()
+            .rposition(|c| matches!(c, Call::BpfProgAttach { .. }))
+            .unwrap();
+        let first_detach = calls
+            .iter()
+            .position(|c| {
+                matches!(
+                    c,
+                    Call::BpfProgDetach { .. } | Call::BpfProgGetFdById { .. }
+                )
+            })
+            .unwrap();
+        assert!(last_attach < first_detach, "{calls:#?}");
+        let detached: Vec<_> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::BpfProgGetFdById { id } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            detached,
+            [OLD + 1, OLD + 10, OLD + 18],
+            "only the old ones go"
+        );
+        let detaches = calls
+            .iter()
+            .filter(|c| matches!(c, Call::BpfProgDetach { .. }))
+            .count();
+        assert_eq!(detaches, 3);
+    }
+
+    #[test]
+    fn a_failed_attach_detaches_nothing() {
+        let fake = restarted_host(Some(10));
+        let cgroup = std::fs::File::open("/dev/null").unwrap();
+        let err = take_over(cgroup.as_fd(), &guards(cgroup.as_fd(), &[1, 10, 18])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                AttachError::Attach {
+                    attach_type: 10,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::BpfProgAttach { attach_type: 1 },
+                Call::BpfProgAttach { attach_type: 10 },
+            ],
+            "stops at the failure, and nothing old is touched"
+        );
+    }
+
+    #[test]
+    fn a_failed_detach_names_the_program_it_could_not_remove() {
+        let _fake = Fake::install(|call| match call {
+            Call::BpfProgGetFdById { .. } => fake::fail(libc::ENOENT),
+            _ => fake::ok(),
+        })
+        .answer_ids(|_| Some(Ok(vec![OLD + 1])));
+        let cgroup = std::fs::File::open("/dev/null").unwrap();
+        let err = take_over(cgroup.as_fd(), &guards(cgroup.as_fd(), &[1])).unwrap_err();
+        assert!(
+            matches!(err, AttachError::Detach { id, attach_type: 1, .. } if id == OLD + 1),
+            "{err}"
+        );
+    }
 }

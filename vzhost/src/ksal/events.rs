@@ -1,4 +1,5 @@
-//! Decoding KSAL ring-buffer records into events the host can print.
+//! Decoding KSAL ring-buffer records into events the host can print, and
+//! the programs' own log (aya-log) forwarded to the daemon's.
 use std::{
     collections::{BTreeMap, VecDeque},
     os::fd::AsRawFd as _,
@@ -7,10 +8,11 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
+use aya_log::EbpfLogger;
 use ksal_common::{Event, Hook, verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Verdict;
+use crate::model::{Verdict, text::escape_control};
 
 /// One denial or audit record, as the host reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +24,7 @@ pub struct KsalEvent {
     pub verdict: Verdict,
     pub pid: u32,
     pub tgid: u32,
+    /// The command name, chosen by the VPS: control characters escaped.
     pub comm: String,
     /// Hook-specific object (the inode number for file hooks).
     pub object: u64,
@@ -58,27 +61,65 @@ impl KsalEvent {
             },
             pid: raw.pid,
             tgid: raw.tgid,
-            comm: String::from_utf8_lossy(&raw.comm[..comm_len]).into_owned(),
+            comm: escape_control(&String::from_utf8_lossy(&raw.comm[..comm_len])).into_owned(),
             object: raw.object,
             ktime_ns: raw.ktime_ns,
         })
     }
 }
 
-/// Reads events from the KSAL ring buffer.
+/// Forwards the programs' aya-log records to the daemon's log at debug
+/// level: they report rare kernel-side paths (a full map, a full ring
+/// buffer, a value the kernel should not have passed), never VPS data.
+pub(super) struct KernelLog;
+
+impl log::Log for KernelLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        tracing::enabled!(target: "ksal::kernel", tracing::Level::DEBUG)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        tracing::debug!(
+            target: "ksal::kernel",
+            level = %record.level(),
+            program = record.module_path().unwrap_or(""),
+            "{}",
+            record.args()
+        );
+    }
+
+    fn flush(&self) {}
+}
+
+pub(super) type KernelLogger = EbpfLogger<KernelLog>;
+
+/// The reader of the programs' log, taken from `ebpf` before its programs
+/// load (they refer to the log's map, which must stay open).
+pub(super) fn kernel_logger(ebpf: &mut aya::Ebpf) -> Option<KernelLogger> {
+    EbpfLogger::init_with_logger(ebpf, KernelLog)
+        .inspect_err(|e| tracing::warn!("the KSAL programs' log is not forwarded: {e}"))
+        .ok()
+}
+
+/// Reads events from the KSAL ring buffer, forwarding the programs' log
+/// as it goes.
 pub struct EventReader {
     ring: RingBuf<MapData>,
+    kernel_log: Option<KernelLogger>,
 }
 
 impl EventReader {
-    pub(super) fn new(ring: RingBuf<MapData>) -> Self {
-        Self { ring }
+    pub(super) fn new(ring: RingBuf<MapData>, kernel_log: Option<KernelLogger>) -> Self {
+        Self { ring, kernel_log }
     }
 
     /// The next event, waiting at most `timeout` for one to arrive.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<KsalEvent> {
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(log) = &mut self.kernel_log {
+                log.flush();
+            }
             if let Some(item) = self.ring.next() {
                 if let Some(event) = KsalEvent::decode(&item) {
                     return Some(event);
@@ -86,14 +127,19 @@ impl EventReader {
                 continue;
             }
             let left = deadline.checked_duration_since(Instant::now())?;
-            let mut pfd = libc::pollfd {
-                fd: self.ring.as_raw_fd(),
+            let pollfd = |fd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             };
+            let mut fds = [pollfd(self.ring.as_raw_fd()), pollfd(-1)];
+            if let Some(log) = &self.kernel_log {
+                fds[1] = pollfd(log.as_raw_fd());
+            }
             let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut pfd, 1, ms) };
+            // SAFETY: valid pollfds for the duration of the call (poll
+            // skips a negative fd).
+            unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
         }
     }
 
@@ -282,6 +328,19 @@ mod tests {
             counts.get(&(3, "file_open".to_owned(), 9, Verdict::Denied)),
             Some(&3)
         );
+    }
+
+    #[test]
+    fn a_command_name_chosen_by_the_vps_arrives_escaped() {
+        let ev = KsalEvent::decode(&record(
+            Hook::Device as u32,
+            verdict::DENIED,
+            b"\x1b[2Jx\ny",
+        ))
+        .unwrap();
+        assert_eq!(ev.comm, "\\x1b[2Jx\\x0ay");
+        let json = serde_json::to_string(&ev).unwrap();
+        assert!(json.contains(r#""comm":"\\x1b[2Jx\\x0ay""#), "{json}");
     }
 
     #[test]

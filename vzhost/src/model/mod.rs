@@ -7,6 +7,7 @@ mod dir;
 mod kind;
 mod report;
 mod spec;
+pub mod text;
 
 pub use addr::{AddrError, Subnet};
 pub use dir::{DiskBackend, Runtime, VpsDir};

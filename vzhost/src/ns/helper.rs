@@ -2,11 +2,14 @@
 //! work on a VPS: it re-executes its own binary as a short-lived helper,
 //! in a session of its own, and waits for it.
 //!
-//! - `vzhost __launch` reads a [`LaunchPlan`] (JSON) on stdin, starts the
-//!   VPS's PID 1 and prints its host pid on stdout.
+//! Each gets a socket from the daemon at fd [`SOCKET_FD`]:
+//!
+//! - `vzhost __launch` reads a [`LaunchPlan`] (JSON) on stdin, builds the
+//!   VPS's PID 1 and prints its host pid on stdout; PID 1 keeps the socket
+//!   and waits on it for the go (see [`super::launch`]).
 //! - `vzhost __attach PLAN`, PLAN an [`AttachPlan`] (JSON), joins a running
-//!   VPS and reports on its fd 3, a SOCK_SEQPACKET socket: `ready` (with
-//!   the pty master it allocated inside the VPS, when the plan asks for a
+//!   VPS and reports on its SOCK_SEQPACKET socket: `ready` (with the pty
+//!   master it allocated inside the VPS, when the plan asks for a
 //!   terminal) or `failed` with a kind and a message. It then runs the
 //!   command and exits with its status. Its stdio are whatever the daemon
 //!   gave it (pipes of its own making, never a caller's descriptors).
@@ -40,8 +43,8 @@ use crate::model::ErrorKind;
 pub const LAUNCH: &str = "__launch";
 pub const ATTACH: &str = "__attach";
 
-/// Where the attach helper finds the socket it reports on.
-const CONTROL_FD: RawFd = 3;
+/// Where a helper finds the socket the daemon gave it.
+pub const SOCKET_FD: RawFd = 3;
 /// How long the daemon waits for the attach helper to join the VPS.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A report's size on the wire at most (messages are cut to fit).
@@ -119,12 +122,43 @@ fn command(exe: &Path, which: &'static str) -> Command {
     cmd
 }
 
-fn spawn(mut cmd: Command, exe: &Path, which: &'static str) -> Result<Child, HelperError> {
-    cmd.spawn().map_err(|source| HelperError::Spawn {
+/// Spawn `cmd` with `socket` as its [`SOCKET_FD`]; this process's copy
+/// is closed once the child has its own.
+fn spawn(
+    mut cmd: Command,
+    exe: &Path,
+    which: &'static str,
+    socket: OwnedFd,
+) -> Result<Child, HelperError> {
+    let raw = socket.as_raw_fd();
+    // SAFETY: dup2 and fcntl are async-signal-safe; `raw` stays open
+    // (owned by `socket`) until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if raw == SOCKET_FD {
+                nix::fcntl::fcntl(
+                    BorrowedFd::borrow_raw(raw),
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+                )?;
+            } else if libc::dup2(raw, SOCKET_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| HelperError::Spawn {
         which,
         exe: exe.display().to_string(),
         source,
-    })
+    });
+    drop(socket);
+    child
+}
+
+/// A pair of connected sockets of `kind`, close-on-exec.
+fn socket_pair(which: &'static str, kind: SockType) -> Result<(OwnedFd, OwnedFd), HelperError> {
+    socketpair(AddressFamily::Unix, kind, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| io_err(which)(e.into()))
 }
 
 /// An exit status as a shell reports it: the code, or 128 + the signal.
@@ -134,28 +168,33 @@ pub fn status_code(status: ExitStatus) -> i32 {
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
 }
 
-/// Start the VPS that `plan` describes; returns the host pid of its PID 1.
-pub fn launch(exe: &Path, plan: &LaunchPlan) -> Result<u32, HelperError> {
+/// Build the VPS that `plan` describes; returns the host pid of its PID 1
+/// and the daemon's end of the go socket PID 1 waits on.
+pub fn launch(exe: &Path, plan: &LaunchPlan) -> Result<(u32, OwnedFd), HelperError> {
+    let (go, theirs) = socket_pair(LAUNCH, SockType::Stream)?;
     let mut cmd = command(exe, LAUNCH);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = spawn(cmd, exe, LAUNCH)?;
+    let mut child = spawn(cmd, exe, LAUNCH, theirs)?;
     let json = serde_json::to_vec(plan).expect("plan serializes");
     if let Some(mut stdin) = child.stdin.take() {
         // A launcher that died early is reported by its status below.
         let _ = stdin.write_all(&json);
     }
+    // PID 1 hands its stdio over to the console before it waits, so these
+    // pipes close when the launcher exits.
     let out = child.wait_with_output().map_err(io_err(LAUNCH))?;
     if !out.status.success() {
         return Err(HelperError::Launch(
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ));
     }
-    String::from_utf8_lossy(&out.stdout)
+    let pid = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
-        .map_err(|_| HelperError::Launch("the launcher reported no init pid".into()))
+        .map_err(|_| HelperError::Launch("the launcher reported no init pid".into()))?;
+    Ok((pid, go))
 }
 
 /// A command running inside a VPS, seen from the daemon.
@@ -181,37 +220,14 @@ impl Attached {
 /// stdout and stderr. Returns once the helper has joined the VPS (and
 /// allocated the pty there, if asked), or with what it reported instead.
 pub fn attach(exe: &Path, plan: &AttachPlan, stdio: [Stdio; 3]) -> Result<Attached, HelperError> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| io_err(ATTACH)(e.into()))?;
+    let (ours, theirs) = socket_pair(ATTACH, SockType::SeqPacket)?;
     let mut cmd = command(exe, ATTACH);
     let [stdin, stdout, stderr] = stdio;
     cmd.arg(serde_json::to_string(plan).expect("plan serializes"))
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
-    let control = theirs.as_raw_fd();
-    // SAFETY: dup2 and fcntl are async-signal-safe; `control` stays open
-    // (owned by `theirs`) until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if control == CONTROL_FD {
-                nix::fcntl::fcntl(
-                    BorrowedFd::borrow_raw(control),
-                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-                )?;
-            } else if libc::dup2(control, CONTROL_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = spawn(cmd, exe, ATTACH)?;
-    drop(theirs);
+    let child = spawn(cmd, exe, ATTACH, theirs)?;
     let attached = Attached {
         child,
         master: None,
@@ -383,7 +399,7 @@ fn launch_main() -> ExitCode {
 fn attach_main(plan: &str) -> ExitCode {
     // SAFETY: fd 3 is the control socket by this protocol; nothing else in
     // this fresh process owns it.
-    let control = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    let control = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
     let is_socket =
         nix::sys::stat::fstat(&control).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
     if !is_socket {

@@ -2,7 +2,10 @@
 //! idmapped template, the VPS's cgroups, then fresh mount, UTS, IPC,
 //! network, PID and cgroup namespaces owned by the VPS's user namespace,
 //! and its PID 1. Runs in the `vzhost __launch` helper, which exits once
-//! PID 1 has exec'd its init, so PID 1 is reparented away from vzhost.
+//! PID 1 has built the VPS's root, so PID 1 is reparented away from vzhost.
+//! PID 1 then waits on `GO_FD` until the daemon has the VPS's whole policy
+//! in force, and only then execs the VPS's init; if the daemon closes the
+//! pipe without a go, PID 1 exits and nothing of the VPS ever ran.
 use std::{
     fs,
     io::{Read as _, Write as _},
@@ -57,6 +60,14 @@ fn sys(step: &'static str) -> impl FnOnce(nix::Error) -> LaunchError {
 fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> LaunchError {
     move |source| LaunchError::Sys { step, source }
 }
+
+/// The descriptor on which the launcher (and PID 1 after it) holds its end
+/// of the daemon's go socket: PID 1 reads the go on it, and it closes when
+/// PID 1 execs the VPS's init (close-on-exec), or carries why it could not.
+pub const GO_FD: i32 = super::helper::SOCKET_FD;
+
+/// What PID 1 writes on the status pipe once its root is built.
+const READY: u8 = b'R';
 
 /// Environment PID 1 starts with.
 const INIT_ENV: &[&str] = &[
@@ -144,43 +155,79 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     )
     .map_err(sys("unshare the VPS namespaces"))?;
 
-    // PID 1 reports a setup failure through this pipe; a successful exec
-    // closes it (O_CLOEXEC) and the parent reads EOF.
-    let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+    // PID 1 reports READY through this pipe once its root is built, or why
+    // it could not build it.
+    let (status_r, status_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
     // SAFETY: the launcher is single-threaded.
     match unsafe { fork() }.map_err(sys("fork PID 1"))? {
         ForkResult::Child => {
-            drop(err_r);
-            let e = pid1(plan, &dir, &console);
-            let mut w = fs::File::from(err_w);
-            let _ = write!(w, "{e}");
+            drop(status_r);
+            let e = pid1(plan, &dir, &console, status_w);
             // SAFETY: _exit is always safe in a forked child.
-            unsafe { libc::_exit(127) }
+            unsafe { libc::_exit(e) }
         }
         ForkResult::Parent { child } => {
-            drop(err_w);
-            let mut msg = String::new();
-            let _ = fs::File::from(err_r).read_to_string(&mut msg);
-            if !msg.is_empty() {
-                let _ = waitpid(child, None);
-                return Err(LaunchError::Init(msg));
+            drop(status_w);
+            let mut status = Vec::new();
+            let _ = fs::File::from(status_r).read_to_end(&mut status);
+            match status.split_first() {
+                Some((&READY, _)) => Ok(child.as_raw() as u32),
+                _ => {
+                    let _ = waitpid(child, None);
+                    let msg = String::from_utf8_lossy(&status).into_owned();
+                    Err(LaunchError::Init(if msg.is_empty() {
+                        "PID 1 exited before its root was built".into()
+                    } else {
+                        msg
+                    }))
+                }
             }
-            Ok(child.as_raw() as u32)
         }
     }
 }
 
-/// The VPS's PID 1 before it execs init. Returns only on failure.
-fn pid1(plan: &LaunchPlan, dir: &VpsDir, console: &fs::File) -> LaunchError {
-    let run = || -> Result<std::convert::Infallible, LaunchError> {
+/// The VPS's PID 1 before it execs init: build the root, report READY on
+/// `status`, wait for the go, exec. Returns only on failure, with the exit
+/// status to use.
+fn pid1(plan: &LaunchPlan, dir: &VpsDir, console: &fs::File, status: OwnedFd) -> i32 {
+    let mut status = fs::File::from(status);
+    let build = || -> Result<(), LaunchError> {
         nix::unistd::setsid().map_err(sys("setsid"))?;
         nix::unistd::sethostname(&plan.hostname).map_err(sys("sethostname"))?;
         mounts::finish_root(&dir.rootfs())?;
         crate::sys::loopback_up().map_err(io("bring up loopback"))?;
+        // The launcher's pipes must close when it exits: stdio goes to
+        // the console before PID 1 waits.
         let null = fs::File::open("/dev/null").map_err(io("open /dev/null"))?;
         nix::unistd::dup2_stdin(null.as_fd()).map_err(sys("dup2 stdin"))?;
         nix::unistd::dup2_stdout(console.as_fd()).map_err(sys("dup2 stdout"))?;
         nix::unistd::dup2_stderr(console.as_fd()).map_err(sys("dup2 stderr"))?;
+        Ok(())
+    };
+    if let Err(e) = build() {
+        let _ = write!(status, "{e}");
+        return 127;
+    }
+    let _ = status.write_all(&[READY]);
+    drop(status);
+    let mut go = [0u8; 1];
+    // SAFETY: GO_FD was handed to the launcher by the daemon and is owned
+    // by nothing else in this process.
+    let mut go_socket = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(GO_FD) };
+    if !matches!(go_socket.read(&mut go), Ok(1)) {
+        // The daemon gave up on this start: nothing of the VPS runs.
+        return 1;
+    }
+    let e = exec_init(plan);
+    let _ = write!(go_socket, "{e}");
+    eprintln!("vzhost: cannot start the VPS's init: {e}");
+    127
+}
+
+/// Exec the VPS's init with nothing of the host left open. Returns only
+/// on failure.
+fn exec_init(plan: &LaunchPlan) -> LaunchError {
+    let run = || -> Result<std::convert::Infallible, LaunchError> {
         crate::sys::cloexec_from(3).map_err(io("mark fds close-on-exec"))?;
         let argv: Vec<std::ffi::CString> = plan
             .init

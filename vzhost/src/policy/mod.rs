@@ -5,7 +5,7 @@ pub mod watch;
 
 use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
 
-use ksal_common::{guard, guard_rule};
+use ksal_common::{HOOKS, SECTIONS, Section, SectionDef, guard_rule};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Limits;
@@ -184,6 +184,26 @@ pub struct EgressRule {
     pub port: u16,
 }
 
+/// Egress rules, refusing a repeated network and port: the repeat would
+/// take the first one's place in the kernel, and its name in events.
+fn distinct_egress<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<EgressRule>, D::Error> {
+    let rules = Vec::<EgressRule>::deserialize(d)?;
+    for (i, rule) in rules.iter().enumerate() {
+        if let Some(first) = rules[..i].iter().position(|r| r == rule) {
+            let port = match rule.port {
+                0 => "every port".to_owned(),
+                p => format!("port {p}"),
+            };
+            return Err(serde::de::Error::custom(format!(
+                "deny_egress[{i}] ({}, {port}) repeats deny_egress[{first}]: list each network \
+                 and port once",
+                String::from(rule.cidr)
+            )));
+        }
+    }
+    Ok(rules)
+}
+
 /// Allow or deny one kind of action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -202,7 +222,9 @@ impl Permit {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
-    #[serde(default)]
+    /// Each network and port once (several ports of one network are
+    /// several rules).
+    #[serde(default, deserialize_with = "distinct_egress")]
     pub deny_egress: Vec<EgressRule>,
     /// Raw IPv4/IPv6 sockets (SOCK_RAW).
     #[serde(default)]
@@ -611,47 +633,77 @@ impl Policy {
                 reason: format!("name: {e}"),
             });
         }
+        p.check_sysctls_writable(file, text)?;
         Ok(p)
     }
 
-    /// The LSM hooks this policy's rules need.
+    /// A sysctl the policy allows must be writable under its own
+    /// capability rules: the kernel lets a namespace write /proc/sys/net
+    /// only with CAP_NET_ADMIN, so allowing such a sysctl while denying
+    /// that capability is a contradiction, refused here.
+    fn check_sysctls_writable(&self, file: &str, text: &str) -> Result<(), PolicyError> {
+        const NET_ADMIN: u8 = 12;
+        if !self.capabilities.deny.iter().any(|c| c.0 == NET_ADMIN) {
+            return Ok(());
+        }
+        let allowed = self.sysctl.iter().flat_map(|s| s.allow_write.iter());
+        let Some((i, name)) = allowed
+            .enumerate()
+            .find(|(_, n)| String::from((*n).clone()).starts_with("net."))
+        else {
+            return Ok(());
+        };
+        let name = String::from(name.clone());
+        let (line, column) = text
+            .lines()
+            .enumerate()
+            .find_map(|(l, t)| t.find(name.as_str()).map(|c| (l + 1, c + 1)))
+            .unwrap_or((1, 1));
+        Err(PolicyError {
+            file: file.to_owned(),
+            line,
+            column,
+            reason: format!(
+                "sysctl.allow_write[{i}]: {name} can never be written while capabilities.deny \
+                 has CAP_NET_ADMIN (the kernel needs it for /proc/sys/net); remove one of the two"
+            ),
+        })
+    }
+
+    /// Whether this policy asks anything of the KSAL in `section`.
+    pub fn uses(&self, section: Section) -> bool {
+        match section {
+            Section::FilesDeny => !self.files.deny.is_empty(),
+            Section::NetworkDenyEgress => !self.network.deny_egress.is_empty(),
+            Section::NetworkRawSockets => self.network.raw_sockets.denied(),
+            Section::NetworkPacketSockets => self.network.packet_sockets.denied(),
+            Section::MountsAllowTypes => self.mounts.allow_types.is_some(),
+            Section::MountsRemountReadOnly => self.mounts.remount_read_only,
+            Section::KernelModuleAutoload => self.kernel.module_autoload.denied(),
+            Section::KernelBpf => self.kernel.bpf.denied(),
+            Section::KernelPerfEvents => self.kernel.perf_events.denied(),
+            Section::CapabilitiesDeny => !self.capabilities.deny.is_empty(),
+            Section::DevicesAllow => self.devices.is_some(),
+            Section::SysctlAllowWrite => self.sysctl.is_some(),
+        }
+    }
+
+    fn used_sections(&self) -> impl Iterator<Item = &'static SectionDef> {
+        SECTIONS.iter().filter(|s| self.uses(s.section))
+    }
+
+    /// The LSM hooks this policy's rules need, in hook order.
     pub fn lsm_hooks(&self) -> Vec<&'static str> {
-        let g = self.guards();
-        [
-            (!self.files.deny.is_empty(), "file_open"),
-            (
-                g & (guard::MOUNT_TYPES | guard::REMOUNT_READ_ONLY) != 0,
-                "sb_mount",
-            ),
-            (g & guard::MODULE_AUTOLOAD != 0, "kernel_module_request"),
-            (g & guard::BPF != 0, "bpf"),
-            (g & guard::PERF_EVENTS != 0, "perf_event_open"),
-            (
-                g & (guard::RAW_SOCKETS | guard::PACKET_SOCKETS) != 0,
-                "socket_create",
-            ),
-            (!self.capabilities.deny.is_empty(), "capable"),
-        ]
-        .into_iter()
-        .filter_map(|(needed, hook)| needed.then_some(hook))
-        .collect()
+        HOOKS
+            .iter()
+            .filter(|h| h.is_lsm() && self.used_sections().any(|s| s.hook == h.hook))
+            .map(|h| h.name)
+            .collect()
     }
 
     /// The `ksal_common::guard` bits of this policy.
     pub fn guards(&self) -> u32 {
-        [
-            (self.mounts.allow_types.is_some(), guard::MOUNT_TYPES),
-            (self.mounts.remount_read_only, guard::REMOUNT_READ_ONLY),
-            (self.kernel.module_autoload.denied(), guard::MODULE_AUTOLOAD),
-            (self.kernel.bpf.denied(), guard::BPF),
-            (self.kernel.perf_events.denied(), guard::PERF_EVENTS),
-            (self.network.raw_sockets.denied(), guard::RAW_SOCKETS),
-            (self.network.packet_sockets.denied(), guard::PACKET_SOCKETS),
-            (self.devices.is_some(), guard::DEVICES),
-            (self.sysctl.is_some(), guard::SYSCTL),
-        ]
-        .into_iter()
-        .fold(0, |bits, (on, bit)| if on { bits | bit } else { bits })
+        self.used_sections().fold(0, |bits, s| bits | s.guard)
     }
 
     /// Denied capabilities as a bit mask.
@@ -688,20 +740,8 @@ impl Policy {
 
 /// The name a guard's denials are reported under in policy `policy`.
 pub fn guard_rule_name(policy: &str, rule_id: u32) -> Option<String> {
-    let section = match rule_id {
-        guard_rule::MOUNT_TYPES => "mounts.allow_types",
-        guard_rule::REMOUNT_READ_ONLY => "mounts.remount_read_only",
-        guard_rule::MODULE_AUTOLOAD => "kernel.module_autoload",
-        guard_rule::BPF => "kernel.bpf",
-        guard_rule::PERF_EVENTS => "kernel.perf_events",
-        guard_rule::RAW_SOCKETS => "network.raw_sockets",
-        guard_rule::PACKET_SOCKETS => "network.packet_sockets",
-        guard_rule::CAPABILITIES => "capabilities.deny",
-        guard_rule::DEVICES => "devices.allow",
-        guard_rule::SYSCTL => "sysctl.allow_write",
-        _ => return None,
-    };
-    Some(format!("{policy}:{section}"))
+    let section = Section::of_guard_rule(rule_id)?;
+    Some(format!("{policy}:{}", section.def().path))
 }
 
 /// A stable rule id for `name` (FNV-1a), so events keep their meaning
@@ -764,6 +804,8 @@ impl FromStr for Mode {
 
 #[cfg(test)]
 mod tests {
+    use ksal_common::guard;
+
     use super::*;
 
     #[test]
@@ -880,6 +922,62 @@ mod tests {
     }
 
     #[test]
+    fn egress_rules_on_one_network_may_name_several_ports_but_not_one_twice() {
+        let two_ports = "network:\n  deny_egress:\n    - cidr: 0.0.0.0/0\n      port: 9090\n    - cidr: 0.0.0.0/0\n      port: 9091\n    - cidr: 0.0.0.0/0\n";
+        let p = Policy::parse("e.yaml", two_ports).unwrap();
+        let ports: Vec<u16> = p.network.deny_egress.iter().map(|r| r.port).collect();
+        assert_eq!(ports, [9090, 9091, 0], "every rule is kept");
+        let repeat = "network:\n  deny_egress:\n    - cidr: 10.0.0.0/8\n      port: 80\n    - cidr: 10.1.0.0/16\n      port: 80\n    - cidr: 10.0.0.0/8\n      port: 80\n";
+        let e = Policy::parse("e.yaml", repeat).unwrap_err();
+        assert!(
+            e.reason
+                .contains("network: deny_egress[2] (10.0.0.0/8, port 80) repeats deny_egress[0]"),
+            "names the field: {e}"
+        );
+        assert_eq!(e.line, 2, "{e}");
+        let any = "network:\n  deny_egress:\n    - cidr: 192.0.2.1\n    - cidr: 192.0.2.1/32\n";
+        let e = Policy::parse("e.yaml", any).unwrap_err();
+        assert!(
+            e.reason
+                .contains("(192.0.2.1/32, every port) repeats deny_egress[0]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hooks_a_policy_needs_follow_its_sections() {
+        let none = Policy::parse(
+            "n.yaml",
+            "network:\n  deny_egress:\n    - cidr: 10.0.0.0/8\n",
+        )
+        .unwrap();
+        assert!(
+            none.lsm_hooks().is_empty(),
+            "egress rules run on cgroup hooks"
+        );
+        assert_eq!(none.guards(), 0);
+        let files = Policy::parse(
+            "f.yaml",
+            "files:\n  deny:\n    - path: /etc/shadow\nmounts:\n  remount_read_only: true\n  allow_types: [proc]\nkernel:\n  perf_events: deny\n",
+        )
+        .unwrap();
+        assert_eq!(
+            files.lsm_hooks(),
+            ["file_open", "sb_mount", "perf_event_open"],
+            "two mount sections need sb_mount once"
+        );
+        assert_eq!(
+            files.guards(),
+            guard::MOUNT_TYPES | guard::REMOUNT_READ_ONLY | guard::PERF_EVENTS
+        );
+        for s in SECTIONS.iter().filter(|s| s.rule != 0) {
+            let name = guard_rule_name("p", s.rule).unwrap();
+            assert_eq!(name, format!("p:{}", s.path));
+        }
+        assert_eq!(guard_rule_name("p", guard_rule::FIRST_HOST_RULE), None);
+    }
+
+    #[test]
     fn rule_ids_are_stable_and_nonzero() {
         assert_eq!(
             rule_id("default:files.deny[0]"),
@@ -887,5 +985,19 @@ mod tests {
         );
         assert_ne!(rule_id("a"), rule_id("b"));
         assert!(rule_id("") >= guard_rule::FIRST_HOST_RULE);
+    }
+
+    #[test]
+    fn a_net_sysctl_allowed_while_net_admin_is_denied_is_refused_where_it_is_written() {
+        let text = "capabilities:\n  deny: [CAP_NET_ADMIN]\nsysctl:\n  allow_write: [kernel.hostname, net.ipv4.ip_forward]\n";
+        let e = Policy::parse("c.yaml", text).unwrap_err();
+        assert_eq!((e.line, e.column), (4, 34), "{e}");
+        assert!(e.to_string().contains("sysctl.allow_write[1]"), "{e}");
+        assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
+        let without_cap = "sysctl:\n  allow_write: [net.ipv4.ip_forward]\n";
+        assert!(Policy::parse("c.yaml", without_cap).is_ok());
+        let other_sysctl =
+            "capabilities:\n  deny: [net_admin]\nsysctl:\n  allow_write: [kernel.hostname]\n";
+        assert!(Policy::parse("c.yaml", other_sysctl).is_ok());
     }
 }

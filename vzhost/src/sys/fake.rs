@@ -2,16 +2,19 @@
 //! [`Fake`] lives, every call made on its thread through
 //! [`super::dispatch`] is recorded in order; its answer function returns
 //! `Some(result)` to stand in for the kernel, or `None` to let the real
-//! call run.
+//! call run. Calls that answer with a list of ids (a BPF_PROG_QUERY) get
+//! theirs from [`Fake::answer_ids`].
 use std::{cell::RefCell, io, os::fd::IntoRawFd as _, rc::Rc};
 
 use super::Call;
 
 type Answer = Box<dyn FnMut(&Call) -> Option<io::Result<i64>>>;
+type IdsAnswer = Box<dyn FnMut(&Call) -> Option<io::Result<Vec<u32>>>>;
 
 struct Installed {
     calls: Rc<RefCell<Vec<Call>>>,
     answer: Answer,
+    ids: Option<IdsAnswer>,
 }
 
 thread_local! {
@@ -24,6 +27,21 @@ pub(super) fn answer(call: Call) -> Option<io::Result<i64>> {
         let mut slot = slot.borrow_mut();
         let installed = slot.as_mut()?;
         let result = (installed.answer)(&call);
+        installed.calls.borrow_mut().push(call);
+        result
+    })
+}
+
+/// The fake's list of ids for `call`: from its ids answer if it has one,
+/// else empty when its answer says the call succeeds.
+pub(super) fn answer_ids(call: Call) -> Option<io::Result<Vec<u32>>> {
+    INSTALLED.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let installed = slot.as_mut()?;
+        let result = match &mut installed.ids {
+            Some(ids) => ids(&call),
+            None => (installed.answer)(&call).map(|r| r.map(|_| Vec::new())),
+        };
         installed.calls.borrow_mut().push(call);
         result
     })
@@ -42,9 +60,24 @@ impl Fake {
             *slot.borrow_mut() = Some(Installed {
                 calls: calls.clone(),
                 answer: Box::new(answer),
+                ids: None,
             });
         });
         Self { calls }
+    }
+
+    /// Answer the calls that list ids with `ids` (`None`: the real call).
+    #[must_use]
+    pub fn answer_ids(
+        self,
+        ids: impl FnMut(&Call) -> Option<io::Result<Vec<u32>>> + 'static,
+    ) -> Self {
+        INSTALLED.with(|slot| {
+            if let Some(installed) = slot.borrow_mut().as_mut() {
+                installed.ids = Some(Box::new(ids));
+            }
+        });
+        self
     }
 
     /// Every call answered or passed through so far, in order.

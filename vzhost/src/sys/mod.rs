@@ -4,6 +4,7 @@
 //! thread sees each call in order and may answer it instead of the kernel,
 //! so the order of operations (attach before detach, kill before cleanup)
 //! is tested without root. Every `unsafe` of a raw call lives in this room.
+mod bpf;
 mod mount;
 mod net;
 mod path;
@@ -15,6 +16,7 @@ pub mod fake;
 
 use std::{ffi::CString, io, path::Path};
 
+pub use bpf::{bpf_prog_attach, bpf_prog_detach, bpf_prog_get_fd_by_id, bpf_prog_query};
 pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
 pub use path::{openat2, stat_in_root_of};
@@ -45,6 +47,10 @@ pub enum Call {
     SetControllingTty,
     GetWindowSize,
     SetWindowSize { rows: u16, cols: u16 },
+    BpfProgAttach { attach_type: u32 },
+    BpfProgQuery { attach_type: u32 },
+    BpfProgGetFdById { id: u32 },
+    BpfProgDetach { attach_type: u32 },
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),
@@ -57,6 +63,21 @@ pub(crate) fn dispatch(
 ) -> io::Result<i64> {
     #[cfg(test)]
     if let Some(answer) = fake::answer(call()) {
+        return answer;
+    }
+    #[cfg(not(test))]
+    let _ = call;
+    real()
+}
+
+/// [`dispatch`] for a call that answers with a list of ids.
+#[inline]
+pub(crate) fn dispatch_ids(
+    call: impl FnOnce() -> Call,
+    real: impl FnOnce() -> io::Result<Vec<u32>>,
+) -> io::Result<Vec<u32>> {
+    #[cfg(test)]
+    if let Some(answer) = fake::answer_ids(call()) {
         return answer;
     }
     #[cfg(not(test))]

@@ -2,9 +2,9 @@
 //! to do.
 use crate::{
     cgroup::manager::ManagerError,
-    ksal::KsalError,
+    enforce::EnforceError,
     model::{ErrorKind, SpecError},
-    rootfs::TemplateError,
+    rootfs::{TemplateError, disk::DiskError},
 };
 
 use super::store::StoreError;
@@ -19,19 +19,25 @@ pub enum LifecycleError {
     Template(#[from] TemplateError),
     #[error("VPS {name}: cgroups: {source}")]
     Cgroup { name: String, source: ManagerError },
-    #[error("VPS {name}: KSAL: {source}")]
-    Ksal {
-        name: String,
-        source: Box<KsalError>,
-    },
+    #[error(transparent)]
+    Enforce(#[from] EnforceError),
     #[error("VPS {0} is already running")]
     Running(String),
     #[error("VPS {0} is running; stop it first, or destroy it with --force")]
     RunningNoForce(String),
     #[error("VPS {0} is not running; start it with `vzhost start {0}`")]
     NotRunning(String),
+    /// The launcher helper's own report, from its stderr.
     #[error("VPS {name} failed to start: {why}")]
-    Start { name: String, why: String },
+    Launch { name: String, why: String },
+    #[error("VPS {0} failed to start: its init exited at once; see its console.log")]
+    InitExited(String),
+    #[error("VPS {name}: disk: {source}")]
+    Disk { name: String, source: DiskError },
+    #[error(
+        "VPS {0} was created without --disk and this filesystem has no project quotas; recreate it with --disk"
+    )]
+    NoDiskLimit(String),
     #[error("VPS {name}: {what}: {source}")]
     Io {
         name: String,
@@ -40,14 +46,10 @@ pub enum LifecycleError {
     },
     #[error("VPS {name} has no user {user} in its /etc/passwd")]
     NoUser { name: String, user: String },
-    #[error("no free user-id range is left for a new VPS")]
-    NoIdRange,
+    #[error(transparent)]
+    Range(#[from] super::ranges::RangeError),
     #[error(transparent)]
     Addr(#[from] crate::net::AddrError),
-    #[error(
-        "VPS {name} runs under policy {policy:?}, which is not in force; restore it, or recreate the VPS with another --policy"
-    )]
-    NoPolicy { name: String, policy: String },
     #[error("VPS {name}: network: {source}")]
     Net {
         name: String,
@@ -56,23 +58,26 @@ pub enum LifecycleError {
 }
 
 impl LifecycleError {
-    /// The kind the API reports. cgroup, KSAL and network failures are the
-    /// kernel refusing or lacking something (a controller, a hook, a link),
-    /// so they are classified here rather than by their own types.
+    /// The kind the API reports. cgroup, disk and network failures are the
+    /// kernel refusing or lacking something (a controller, a quota, a
+    /// link), so they are classified here rather than by their own types.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Self::Spec(e) => e.kind(),
             Self::Store(e) => e.kind(),
             Self::Template(e) => e.kind(),
+            Self::Enforce(e) => e.kind(),
+            Self::Range(e) => e.kind(),
             Self::Addr(e) => e.kind(),
-            Self::Cgroup { .. } | Self::Ksal { .. } | Self::Net { .. } | Self::Start { .. } => {
+            Self::Cgroup { .. } | Self::Launch { .. } | Self::Disk { .. } | Self::Net { .. } => {
                 ErrorKind::Kernel
             }
-            Self::Running(_) | Self::RunningNoForce(_) | Self::NotRunning(_) | Self::NoIdRange => {
-                ErrorKind::Conflict
-            }
-            Self::NoUser { .. } | Self::NoPolicy { .. } => ErrorKind::NotFound,
-            Self::Io { .. } => ErrorKind::Internal,
+            Self::Running(_)
+            | Self::RunningNoForce(_)
+            | Self::NotRunning(_)
+            | Self::NoDiskLimit(_) => ErrorKind::Conflict,
+            Self::NoUser { .. } => ErrorKind::NotFound,
+            Self::InitExited(_) | Self::Io { .. } => ErrorKind::Internal,
         }
     }
 }
@@ -114,9 +119,31 @@ mod tests {
                 ErrorKind::Conflict,
             ),
             (
-                LifecycleError::Start {
+                EnforceError::NoPolicy {
                     name: name(),
-                    why: "no BPF LSM".into(),
+                    policy: "gone".into(),
+                }
+                .into(),
+                ErrorKind::NotFound,
+            ),
+            (
+                EnforceError::MissingLsm {
+                    name: name(),
+                    policy: "default".into(),
+                    hooks: "file_open".into(),
+                    why: "EPERM".into(),
+                }
+                .into(),
+                ErrorKind::Kernel,
+            ),
+            (
+                super::super::ranges::RangeError::Exhausted.into(),
+                ErrorKind::Conflict,
+            ),
+            (
+                LifecycleError::Launch {
+                    name: name(),
+                    why: "mount: EPERM".into(),
                 },
                 ErrorKind::Kernel,
             ),

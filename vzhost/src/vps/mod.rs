@@ -1,5 +1,18 @@
-//! Virtual private servers: the state store on disk and the lifecycle that
-//! acts on them.
+//! Virtual private servers: the state store on disk and the host that acts
+//! on them, a file per verb.
+mod create;
+mod destroy;
 pub mod error;
-pub mod lifecycle;
+mod exec;
+pub mod host;
+mod passwd;
+pub mod ranges;
+mod report;
+mod run;
+mod set;
+pub mod start;
 pub mod store;
+
+pub use create::CreateRequest;
+pub use error::{LifecycleError, Result};
+pub use host::Host;

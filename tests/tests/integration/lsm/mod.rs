@@ -2,3 +2,4 @@
 mod doctor;
 mod escape;
 mod file_open;
+mod shipped;

@@ -1,0 +1,291 @@
+//! `vzhost create`: validate everything first, allocate an id, an id range
+//! and an address, and build the VPS's directory in staging so a failed
+//! create leaves nothing.
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    error::Result,
+    host::{Host, lock},
+    store::StoreError,
+};
+use crate::{
+    model::{IdMap, Limits, Name, Spec, SpecError, VpsDir, validate_hostname},
+    rootfs::disk::VpsDisk,
+};
+
+/// What `vzhost create` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub name: String,
+    pub template: Option<String>,
+    pub hostname: Option<String>,
+    pub limits: Limits,
+    pub labels: BTreeMap<String, String>,
+    pub stop_timeout: Option<u64>,
+    /// Host id range for the VPS's users; allocated when absent.
+    #[serde(default)]
+    pub idmap: Option<IdMap>,
+    /// Its address (ADDRESS or ADDRESS/PREFIX); allocated when absent.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// The policy it runs under, instead of the one its name and labels select.
+    #[serde(default)]
+    pub policy: Option<String>,
+}
+
+const DEFAULT_TEMPLATE: &str = crate::rootfs::BUILTIN_BUSYBOX;
+const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
+impl Host {
+    pub fn create(&self, req: &CreateRequest) -> Result<Spec> {
+        let name = Name::new(&req.name)?;
+        let hostname = req.hostname.clone().unwrap_or_else(|| name.to_string());
+        validate_hostname(&hostname)?;
+        req.limits.validate()?;
+        if self.store.exists(&name) {
+            return Err(StoreError::Exists(name.to_string()).into());
+        }
+        let template = req
+            .template
+            .clone()
+            .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
+        self.templates.resolve(&template)?;
+        if let Some(p) = &req.policy
+            && self.policy(p).is_none()
+        {
+            return Err(SpecError::Field {
+                field: "policy",
+                value: p.clone(),
+                why: "no such policy is in force; `vzhost policy list` shows them".into(),
+            }
+            .into());
+        }
+        let _allocating = lock(&self.allocation);
+        let existing = self.store.list()?;
+        let id = existing.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+        let used: Vec<(String, std::net::Ipv4Addr)> = existing
+            .iter()
+            .filter_map(|s| s.ip.map(|ip| (s.name.to_string(), ip.addr)))
+            .collect();
+        let ip = match &req.ip {
+            Some(want) => self.net.check(want, &used)?,
+            None => self.net.allocate(&used)?,
+        };
+        let mut spec = Spec {
+            name,
+            template,
+            hostname,
+            limits: req.limits.clone(),
+            idmap: IdMap { base: 0, count: 0 },
+            labels: req.labels.clone(),
+            stop_timeout: req.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+            id,
+            disk: None,
+            ip: Some(ip),
+            policy: req.policy.clone(),
+        };
+        // Limits the command line leaves unset come from the policy.
+        spec.limits = self
+            .enforcement()
+            .policy_of(&spec)?
+            .fill_limits(&spec.limits);
+        spec.limits.validate()?;
+        spec.disk = spec
+            .limits
+            .disk
+            .map(|_| VpsDisk::choose_backend(&self.store.root().join("vps"), project_id(id)));
+        // The id range last: it is reserved host-wide, and given back if
+        // the create fails from here on.
+        spec.idmap = match req.idmap {
+            Some(m) => {
+                validate_idmap(&m)?;
+                if let Some(other) = existing.iter().find(|s| s.idmap.overlaps(&m)) {
+                    return Err(SpecError::Field {
+                        field: "uid-base",
+                        value: m.base.to_string(),
+                        why: format!(
+                            "ids {}..{} overlap VPS {}'s range {}..{}; pick a free range",
+                            m.base,
+                            m.base as u64 + m.count as u64,
+                            other.name,
+                            other.idmap.base,
+                            other.idmap.base as u64 + other.idmap.count as u64
+                        ),
+                    }
+                    .into());
+                }
+                // Other daemons' VPSs count too.
+                self.ranges.reserve(m, &spec.name)?;
+                m
+            }
+            None => {
+                let used: Vec<IdMap> = existing.iter().map(|s| s.idmap).collect();
+                self.ranges.allocate(&used, &spec.name)?
+            }
+        };
+        let gateway = self.net.subnet.gateway();
+        let created = self.store.create(&spec, |dir| {
+            let result = make_layer(dir, &spec, gateway);
+            if result.is_err() {
+                let _ = VpsDisk::of(dir).unmount();
+            }
+            result
+        });
+        if let Err(e) = created {
+            self.ranges.release(spec.idmap);
+            return Err(e.into());
+        }
+        tracing::info!(vps = %spec.name, id, base = spec.idmap.base, "created");
+        Ok(spec)
+    }
+}
+
+/// A range must leave host root unmapped and hold the template's ids.
+fn validate_idmap(m: &IdMap) -> std::result::Result<(), SpecError> {
+    let bad = |field, why: &str| SpecError::Field {
+        field,
+        value: if field == "uid-base" { m.base } else { m.count }.to_string(),
+        why: why.into(),
+    };
+    if m.base == 0 {
+        return Err(bad(
+            "uid-base",
+            "must not be 0: VPS root would be host root",
+        ));
+    }
+    if m.count < 65_536 {
+        return Err(bad(
+            "uid-count",
+            "must be at least 65536 (templates use ids up to 65534)",
+        ));
+    }
+    if m.base.checked_add(m.count).is_none() {
+        return Err(bad("uid-base", "the range runs past the largest id"));
+    }
+    Ok(())
+}
+
+pub(super) fn chown(path: &Path, id: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(id), Some(id))
+}
+
+pub(super) fn ensure_owned_dir(path: &Path, id: u32) -> std::io::Result<()> {
+    if !path.exists() {
+        fs::create_dir(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+        chown(path, id)?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_owned(path: &Path, bytes: &[u8], mode: u32, id: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("vzhost-tmp");
+    fs::write(&tmp, bytes)?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    chown(&tmp, id)?;
+    fs::rename(&tmp, path)
+}
+
+/// Project id of a VPS's disk quota.
+pub(super) fn project_id(vps_id: u32) -> u32 {
+    0x10000 + vps_id
+}
+
+/// The VPS's own layer: its disk (limited if asked), upper and work
+/// directories, and an upper that starts with its own root directory,
+/// hostname and hosts file, owned by its root.
+fn make_layer(
+    dir: &VpsDir,
+    spec: &Spec,
+    gateway: std::net::Ipv4Addr,
+) -> std::result::Result<(), StoreError> {
+    let wrap = |what: &'static str, path: PathBuf| {
+        move |source| StoreError::Io {
+            action: what,
+            path: path.display().to_string(),
+            source,
+        }
+    };
+    let disk = VpsDisk::of(dir);
+    match (spec.disk, spec.limits.disk) {
+        (Some(backend), Some(bytes)) => {
+            disk.create(backend, bytes, spec.idmap.base).map_err(|e| {
+                wrap("make the disk", disk.disk.clone())(std::io::Error::other(e.to_string()))
+            })?
+        }
+        _ => fs::create_dir(&disk.disk).map_err(wrap("create", disk.disk.clone()))?,
+    }
+    for d in [dir.upper(), dir.work()] {
+        fs::create_dir(&d).map_err(wrap("create", d.clone()))?;
+    }
+    let base = spec.idmap.base;
+    let upper = dir.upper();
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
+        .map_err(wrap("chmod", upper.clone()))?;
+    chown(&upper, base).map_err(wrap("chown", upper.clone()))?;
+    let etc = upper.join("etc");
+    ensure_owned_dir(&etc, base).map_err(wrap("create", etc.clone()))?;
+    let host = &spec.hostname;
+    write_owned(
+        &etc.join("hostname"),
+        format!("{host}\n").as_bytes(),
+        0o644,
+        base,
+    )
+    .map_err(wrap("write", etc.join("hostname")))?;
+    let own = spec
+        .ip
+        .map_or_else(|| "127.0.1.1".to_owned(), |ip| ip.addr.to_string());
+    let hosts = format!("127.0.0.1 localhost\n::1 localhost\n{own} {host}\n");
+    write_owned(&etc.join("hosts"), hosts.as_bytes(), 0o644, base)
+        .map_err(wrap("write", etc.join("hosts")))?;
+    // No resolver runs on the host by default; the gateway is where one
+    // (or NAT to the administrator's) would answer.
+    let resolv = format!("nameserver {gateway}\n");
+    write_owned(&etc.join("resolv.conf"), resolv.as_bytes(), 0o644, base)
+        .map_err(wrap("write", etc.join("resolv.conf")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idmap_bounds() {
+        assert!(
+            validate_idmap(&IdMap {
+                base: 0,
+                count: 65536
+            })
+            .is_err()
+        );
+        assert!(
+            validate_idmap(&IdMap {
+                base: 200_000,
+                count: 100
+            })
+            .is_err()
+        );
+        assert!(
+            validate_idmap(&IdMap {
+                base: u32::MAX - 10,
+                count: 65536
+            })
+            .is_err()
+        );
+        assert!(
+            validate_idmap(&IdMap {
+                base: 200_000,
+                count: 65536
+            })
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! `vzhost destroy`: stop it if asked to, then remove everything it had.
+use super::{
+    error::{LifecycleError, Result},
+    host::{Host, lock},
+};
+use crate::{model::Name, rootfs::disk::VpsDisk};
+
+impl Host {
+    pub fn destroy(&self, name: &str, force: bool) -> Result<()> {
+        let name = Name::new(name)?;
+        let vps_lock = self.vps_lock(&name);
+        let _serial = lock(&vps_lock);
+        let spec = self.store.load(&name)?;
+        if self.live_runtime(&name).is_some() {
+            if !force {
+                return Err(LifecycleError::RunningNoForce(name.to_string()));
+            }
+            self.stop_locked(&name)?;
+        }
+        self.cleanup_stopped(&spec, &self.cgroup(&name));
+        VpsDisk::of(&self.store.dir(&name))
+            .unmount()
+            .map_err(|source| LifecycleError::Disk {
+                name: name.to_string(),
+                source,
+            })?;
+        self.store.remove(&name)?;
+        self.ranges.release(spec.idmap);
+        tracing::info!(vps = %name, "destroyed");
+        Ok(())
+    }
+}
