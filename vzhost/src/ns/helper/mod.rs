@@ -14,28 +14,26 @@
 //!   command and exits with its status. Its stdio are whatever the daemon
 //!   gave it (pipes of its own making, never a caller's descriptors).
 //!
-//! This module holds both sides: the daemon's spawn functions and the
-//! helpers' entry points, which `main` calls before any argument parsing.
+//! This module holds both sides: the daemon's spawn functions (here), the
+//! helpers' entry points (`entry`, which `main` calls before any argument
+//! parsing) and the attach helper's report (`report`).
+mod entry;
+mod report;
+
+pub use entry::main_if_helper;
 use std::{
-    ffi::OsStr,
-    io::{self, IoSlice, IoSliceMut, Read as _, Write as _},
+    io::{self, Read as _, Write as _},
     os::{
-        fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
         unix::process::{CommandExt as _, ExitStatusExt as _},
     },
     path::Path,
-    process::{Child, Command, ExitCode, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
     time::Duration,
 };
 
-use nix::{
-    poll::{PollFd, PollFlags, PollTimeout, poll},
-    sys::socket::{
-        AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-        sendmsg, socketpair,
-    },
-};
-use serde::{Deserialize, Serialize};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use report::{Report, read_report};
 
 use super::{attach::AttachPlan, launch::LaunchPlan};
 use crate::model::ErrorKind;
@@ -47,21 +45,8 @@ pub const ATTACH: &str = "__attach";
 pub const SOCKET_FD: RawFd = 3;
 /// How long the daemon waits for the attach helper to join the VPS.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A report's size on the wire at most (messages are cut to fit).
-const MAX_REPORT: usize = 4096;
-
-/// What the attach helper tells the daemon once it has joined the VPS, or
-/// failed to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Report {
-    /// Joined; the pty master comes with it when the plan asked for one.
-    Ready,
-    Failed {
-        kind: ErrorKind,
-        message: String,
-    },
-}
+/// What is kept of a command's stderr at most.
+const MAX_STDERR: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
@@ -103,7 +88,7 @@ impl HelperError {
     }
 }
 
-fn io_err(which: &'static str) -> impl FnOnce(io::Error) -> HelperError {
+pub(super) fn io_err(which: &'static str) -> impl FnOnce(io::Error) -> HelperError {
     move |source| HelperError::Io { which, source }
 }
 
@@ -289,7 +274,7 @@ pub fn run_in_vps(
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         );
         let _ = std::fs::File::from(fd)
-            .take(MAX_REPORT as u64)
+            .take(MAX_STDERR)
             .read_to_end(&mut text);
     }
     Ok(Ran {
@@ -298,213 +283,11 @@ pub fn run_in_vps(
     })
 }
 
-fn send_report(control: BorrowedFd<'_>, report: &Report, fd: Option<BorrowedFd<'_>>) {
-    let mut bytes = serde_json::to_vec(report).expect("report serializes");
-    if bytes.len() > MAX_REPORT
-        && let Report::Failed { kind, message } = report
-    {
-        let cut = message.floor_char_boundary(MAX_REPORT / 2);
-        bytes = serde_json::to_vec(&Report::Failed {
-            kind: *kind,
-            message: message[..cut].to_owned(),
-        })
-        .expect("report serializes");
-    }
-    let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    // Nobody to tell if the daemon is gone: the helper's exit says it all.
-    let _ = sendmsg::<()>(
-        control.as_raw_fd(),
-        &[IoSlice::new(&bytes)],
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    );
-}
-
-fn read_report(
-    control: BorrowedFd<'_>,
-    timeout: Duration,
-) -> Result<(Report, Option<OwnedFd>), HelperError> {
-    let mut pfd = [PollFd::new(control, PollFlags::POLLIN)];
-    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-    if poll(&mut pfd, ms).map_err(|e| io_err(ATTACH)(e.into()))? == 0 {
-        return Err(HelperError::Timeout(timeout));
-    }
-    let mut buf = vec![0u8; MAX_REPORT];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        control.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| io_err(ATTACH)(e.into()))?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs().map_err(|e| io_err(ATTACH)(e.into()))? {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            // SAFETY: the kernel just installed these fds for us.
-            fds.extend(
-                raw.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    let n = msg.bytes;
-    if n == 0 {
-        return Err(HelperError::Silent);
-    }
-    let report = serde_json::from_slice(&buf[..n]).map_err(|_| HelperError::Silent)?;
-    Ok((report, fds.into_iter().next()))
-}
-
-/// If this process was started as one of the helpers, run it and return
-/// its exit code; `None` for every other command line.
-pub fn main_if_helper() -> Option<ExitCode> {
-    let mut args = std::env::args_os().skip(1);
-    let which = args.next()?;
-    if which == OsStr::new(LAUNCH) {
-        Some(launch_main())
-    } else if which == OsStr::new(ATTACH) {
-        let plan = args.next().unwrap_or_default();
-        Some(attach_main(&plan.to_string_lossy()))
-    } else {
-        None
-    }
-}
-
-fn launch_main() -> ExitCode {
-    let mut plan = String::new();
-    let result = io::stdin()
-        .read_to_string(&mut plan)
-        .map_err(|e| format!("cannot read the launch plan: {e}"))
-        .and_then(|_| {
-            serde_json::from_str(&plan).map_err(|e| format!("malformed launch plan: {e}"))
-        })
-        .and_then(|plan| super::launch::launch(&plan).map_err(|e| e.to_string()));
-    match result {
-        Ok(pid) => {
-            println!("{pid}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("vzhost: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn attach_main(plan: &str) -> ExitCode {
-    // SAFETY: fd 3 is the control socket by this protocol; nothing else in
-    // this fresh process owns it.
-    let control = unsafe { OwnedFd::from_raw_fd(SOCKET_FD) };
-    let is_socket =
-        nix::sys::stat::fstat(&control).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
-    if !is_socket {
-        // Started by hand, not by a daemon: fd 3 is someone else's.
-        std::mem::forget(control);
-        eprintln!("vzhost: {ATTACH} is started by the daemon only");
-        return ExitCode::from(2);
-    }
-    let joined = serde_json::from_str::<AttachPlan>(plan)
-        .map_err(|e| (ErrorKind::Internal, format!("malformed attach plan: {e}")))
-        .and_then(|plan| super::attach::join(&plan).map_err(|e| (e.kind(), e.to_string())));
-    let mut joined = match joined {
-        Ok(j) => j,
-        Err((kind, message)) => {
-            send_report(control.as_fd(), &Report::Failed { kind, message }, None);
-            return ExitCode::FAILURE;
-        }
-    };
-    // Only the caller keeps the master: the helper's copy goes once sent.
-    let master = joined.master.take();
-    send_report(
-        control.as_fd(),
-        &Report::Ready,
-        master.as_ref().map(AsFd::as_fd),
-    );
-    drop((master, control));
-    match joined.run() {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
-        Err(e) => {
-            eprintln!("vzhost: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
     use super::*;
-
-    fn pair() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn a_failure_report_arrives_with_its_kind() {
-        let (a, b) = pair();
-        let report = Report::Failed {
-            kind: ErrorKind::Conflict,
-            message: "the VPS is not running".into(),
-        };
-        send_report(b.as_fd(), &report, None);
-        let (got, fd) = read_report(a.as_fd(), Duration::from_secs(1)).unwrap();
-        assert_eq!(got, report);
-        assert!(fd.is_none());
-    }
-
-    #[test]
-    fn a_ready_report_carries_the_pty_master() {
-        let (a, b) = pair();
-        let (r, w) = nix::unistd::pipe().unwrap();
-        send_report(b.as_fd(), &Report::Ready, Some(w.as_fd()));
-        drop(w);
-        let (got, fd) = read_report(a.as_fd(), Duration::from_secs(1)).unwrap();
-        assert_eq!(got, Report::Ready);
-        nix::unistd::write(fd.expect("an fd came along"), b"x").unwrap();
-        let mut buf = [0u8; 1];
-        assert_eq!(nix::unistd::read(&r, &mut buf).unwrap(), 1);
-    }
-
-    #[test]
-    fn a_long_failure_is_cut_to_fit_one_packet() {
-        let (a, b) = pair();
-        let message = "é".repeat(MAX_REPORT);
-        send_report(
-            b.as_fd(),
-            &Report::Failed {
-                kind: ErrorKind::Kernel,
-                message,
-            },
-            None,
-        );
-        let (got, _) = read_report(a.as_fd(), Duration::from_secs(1)).unwrap();
-        let Report::Failed { kind, message } = got else {
-            panic!("{got:?}")
-        };
-        assert_eq!(kind, ErrorKind::Kernel);
-        assert!(!message.is_empty() && message.len() <= MAX_REPORT / 2);
-    }
-
-    #[test]
-    fn a_silent_or_slow_helper_is_told_apart() {
-        let (a, b) = pair();
-        let err = read_report(a.as_fd(), Duration::from_millis(20)).unwrap_err();
-        assert!(matches!(err, HelperError::Timeout(_)), "{err}");
-        drop(b);
-        let err = read_report(a.as_fd(), Duration::from_secs(1)).unwrap_err();
-        assert!(matches!(err, HelperError::Silent), "{err}");
-        assert_eq!(err.kind(), ErrorKind::Internal);
-    }
 
     #[test]
     fn exit_statuses_read_as_a_shell_reports_them() {
