@@ -18,8 +18,11 @@ use super::HostStat;
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9464";
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// The largest request head read.
+/// The largest request head served (its blank line excluded).
 pub const MAX_REQUEST: usize = 16 * 1024;
+/// What is read of a request at most: a head of the largest size and its
+/// blank line.
+const READ_LIMIT: usize = MAX_REQUEST + 4;
 /// How long a client may take to send its request head.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client may take to read the answer.
@@ -117,14 +120,20 @@ pub enum Route {
     TooLarge,
 }
 
+fn blank_line(received: &[u8]) -> Option<usize> {
+    received.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
 /// Whether `received` holds a whole request head, or as much of one as
 /// will be read.
 pub fn head_complete(received: &[u8]) -> bool {
-    received.len() >= MAX_REQUEST || received.windows(4).any(|w| w == b"\r\n\r\n")
+    received.len() >= READ_LIMIT || blank_line(received).is_some()
 }
 
-/// What the request whose head (or what arrived of it) is `head` asks for.
-pub fn route(head: &[u8]) -> Route {
+/// What the request in `received` asks for: its head is what comes before
+/// the blank line, or all that came if the client stopped short of one.
+pub fn route(received: &[u8]) -> Route {
+    let head = &received[..blank_line(received).unwrap_or(received.len())];
     if head.len() > MAX_REQUEST {
         return Route::TooLarge;
     }
@@ -151,12 +160,12 @@ pub fn route(head: &[u8]) -> Route {
     Route::Metrics { openmetrics }
 }
 
-/// The head of the request on `stream`, up to [`MAX_REQUEST`] bytes.
+/// The head of the request on `stream`, up to [`READ_LIMIT`] bytes.
 async fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head_complete(&buf) {
-        let room = chunk.len().min(MAX_REQUEST - buf.len());
+        let room = chunk.len().min(READ_LIMIT - buf.len());
         let n = stream.read(&mut chunk[..room]).await?;
         if n == 0 {
             break;
@@ -238,14 +247,27 @@ mod tests {
         ] {
             assert_eq!(route(bad), Route::BadRequest, "{bad:?}");
         }
-        assert_eq!(route(&vec![b'a'; MAX_REQUEST + 1]), Route::TooLarge);
     }
 
     #[test]
-    fn a_head_is_complete_at_its_blank_line_or_the_cap() {
+    fn a_head_is_complete_at_its_blank_line_or_past_the_cap() {
         assert!(!head_complete(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"));
         assert!(head_complete(b"GET /metrics HTTP/1.1\r\n\r\n"));
-        assert!(head_complete(&vec![b'a'; MAX_REQUEST]));
+        assert!(!head_complete(&vec![b'a'; MAX_REQUEST]));
+        assert!(head_complete(&vec![b'a'; READ_LIMIT]));
+    }
+
+    #[test]
+    fn only_a_head_past_the_cap_is_too_large() {
+        let mut head = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        head.resize(MAX_REQUEST, b'a');
+        let mut at_cap = head.clone();
+        at_cap.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(route(&at_cap), Route::Metrics { openmetrics: false });
+        head.push(b'a');
+        assert_eq!(route(&head), Route::TooLarge);
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(route(&head), Route::TooLarge);
     }
 
     #[test]
