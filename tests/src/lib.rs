@@ -379,6 +379,11 @@ impl Daemon {
         anyhow::bail!("the daemon did not come up; its log:\n{}", self.log())
     }
 
+    /// The network namespace the daemon runs in ("the host's").
+    pub fn netns(&self) -> Option<&fs::File> {
+        self.netns.as_ref()
+    }
+
     /// Run `argv` on "the host": in the daemon's network namespace.
     pub fn host_run(&self, argv: &[&str]) -> anyhow::Result<Output> {
         run_in_netns(self.netns.as_ref().context("no daemon netns")?, argv)

@@ -10,6 +10,7 @@ mod disk;
 mod doctor;
 mod egress;
 mod hardening;
+mod hardening_api;
 mod hardening_files;
 mod limits;
 mod lsm;

@@ -1,190 +1,154 @@
-//! Talking to the daemon: plain calls, exec with the caller's own stdio
-//! handed over, and enter with a pty relayed to the caller's terminal.
+//! Talking to the daemon: one connection per request, typed replies, and
+//! failures that keep the kind the daemon gave them.
 use std::{
-    io::{IsTerminal as _, Read as _, Write as _},
-    os::{
-        fd::{AsFd as _, AsRawFd as _, OwnedFd},
-        unix::net::UnixStream,
+    os::{fd::OwnedFd, unix::net::UnixStream},
+    path::{Path, PathBuf},
+};
+
+use vzhost::{
+    daemon::{
+        api::{Call, Failure, Reply, Session},
+        channel::{ApiError, Channel},
     },
-    path::Path,
-    process::ExitCode,
+    model::ErrorKind,
 };
 
-use anyhow::{Context as _, bail};
-use nix::{
-    poll::{PollFd, PollFlags, PollTimeout, poll},
-    sys::termios,
-};
-use serde_json::Value;
-use vzhost::daemon::api::{Channel, Request, Response};
-
-fn connect(socket: &Path) -> anyhow::Result<Channel> {
-    let sock = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach the vzhost daemon at {} (is `vzhost daemon` running, and are you root?)",
-            socket.display()
-        )
-    })?;
-    Ok(Channel::new(sock))
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot reach the vzhost daemon at {path} (is `vzhost daemon` running, and are you root?): {source}"
+    )]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Daemon(#[from] Failure),
+    #[error("the daemon answered out of turn: {0}")]
+    Protocol(&'static str),
 }
 
-fn answer(resp: Response) -> anyhow::Result<Value> {
-    match resp {
-        Response::Ok(v) => Ok(v),
-        Response::Error(e) => bail!("{e}"),
-    }
-}
-
-pub fn call(socket: &Path, req: &Request) -> anyhow::Result<Value> {
-    let mut chan = connect(socket)?;
-    chan.send(req, &[])?;
-    let (resp, _) = chan.recv::<Response>()?;
-    answer(resp)
-}
-
-fn exit_code(v: &Value) -> ExitCode {
-    ExitCode::from(v["exit_code"].as_i64().unwrap_or(1).clamp(0, 255) as u8)
-}
-
-/// Run a command in the VPS with this process's stdin, stdout and stderr.
-pub fn exec(socket: &Path, name: &str, argv: &[String]) -> anyhow::Result<ExitCode> {
-    let mut chan = connect(socket)?;
-    chan.send(
-        &Request::Exec {
-            name: name.to_owned(),
-            argv: argv.to_vec(),
-        },
-        &[0, 1, 2],
-    )?;
-    let (resp, _) = chan.recv::<Response>()?;
-    Ok(exit_code(&answer(resp)?))
-}
-
-/// Restores the terminal's mode when dropped.
-struct RawMode(Option<termios::Termios>);
-
-impl RawMode {
-    fn enter() -> Self {
-        let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
-            return Self(None);
-        }
-        let Ok(saved) = termios::tcgetattr(stdin.as_fd()) else {
-            return Self(None);
-        };
-        let mut raw = saved.clone();
-        termios::cfmakeraw(&mut raw);
-        let _ = termios::tcsetattr(stdin.as_fd(), termios::SetArg::TCSANOW, &raw);
-        Self(Some(saved))
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.0 {
-            let _ = termios::tcsetattr(std::io::stdin().as_fd(), termios::SetArg::TCSANOW, saved);
+impl ClientError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Daemon(f) => f.kind,
+            Self::Connect { .. } | Self::Api(_) | Self::Protocol(_) => ErrorKind::Internal,
         }
     }
 }
 
-/// Copy our window size to the VPS's pty.
-fn copy_winsize(master: &OwnedFd) {
-    // SAFETY: winsize is plain old data; both ioctls take a winsize pointer.
-    unsafe {
-        let mut ws: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
-            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Self {
+        Self {
+            socket: socket.to_owned(),
+        }
+    }
+
+    fn send<C: Call>(&self, request: C) -> Result<Channel, ClientError> {
+        let sock = UnixStream::connect(&self.socket).map_err(|source| ClientError::Connect {
+            path: self.socket.display().to_string(),
+            source,
+        })?;
+        let mut chan = Channel::new(sock);
+        chan.send(&request.into(), &[])?;
+        Ok(chan)
+    }
+
+    /// Ask, and wait for the answer.
+    pub fn call<C: Call>(&self, request: C) -> Result<C::Reply, ClientError> {
+        let mut chan = self.send(request)?;
+        read(&mut chan).map(|(reply, _)| reply)
+    }
+
+    /// Start an exec or enter: the channel its exit will come on, and the
+    /// caller's ends of the command's stdio.
+    pub fn session<C: Call<Reply = Session>>(
+        &self,
+        request: C,
+    ) -> Result<(Channel, Vec<OwnedFd>), ClientError> {
+        let mut chan = self.send(request)?;
+        match read::<Session>(&mut chan)? {
+            (Session::Started, fds) => Ok((chan, fds)),
+            (Session::Exited { .. }, _) => Err(ClientError::Protocol("exited before it started")),
         }
     }
 }
 
-/// An interactive shell in the VPS: relay our terminal to its pty.
-pub fn enter(socket: &Path, name: &str) -> anyhow::Result<ExitCode> {
-    let mut chan = connect(socket)?;
-    chan.send(
-        &Request::Enter {
-            name: name.to_owned(),
-        },
-        &[],
-    )?;
-    let (resp, fds) = chan.recv::<Response>()?;
-    answer(resp)?;
-    let master = fds.into_iter().next().context("the daemon sent no pty")?;
-    copy_winsize(&master);
-    let _raw = RawMode::enter();
-    let mut master_file = std::fs::File::from(master.try_clone()?);
-    let mut stdin_open = true;
-    let mut buf = [0u8; 4096];
-    loop {
-        let stdin = std::io::stdin();
-        let sock_fd = chan.raw_fd();
-        // SAFETY: the socket fd stays open (owned by chan) during poll.
-        let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock_fd) };
-        let mut fds = vec![
-            PollFd::new(master.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sock, PollFlags::POLLIN),
-        ];
-        if stdin_open {
-            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
-        }
-        poll(&mut fds, PollTimeout::NONE).context("poll")?;
-        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
-        let (m, s, i) = (ready(0), ready(1), stdin_open && ready(2));
-        if m {
-            match master_file.read(&mut buf) {
-                Ok(n) if n > 0 => {
-                    let mut out = std::io::stdout();
-                    out.write_all(&buf[..n])?;
-                    out.flush()?;
-                }
-                // EIO: the shell closed the pty; the exit arrives next.
-                _ => {
-                    let (resp, _) = chan.recv::<Response>()?;
-                    return Ok(exit_code(&answer(resp)?));
-                }
-            }
-        }
-        if i {
-            match std::io::stdin().read(&mut buf) {
-                Ok(n) if n > 0 => master_file.write_all(&buf[..n])?,
-                _ => stdin_open = false,
-            }
-        }
-        if s && !m {
-            let (resp, _) = chan.recv::<Response>()?;
-            return Ok(exit_code(&answer(resp)?));
-        }
-    }
+/// The next reply on `chan`, with the descriptors that came with it.
+pub fn read<T: serde::de::DeserializeOwned>(
+    chan: &mut Channel,
+) -> Result<(T, Vec<OwnedFd>), ClientError> {
+    let (reply, fds) = chan.recv::<Reply<T>>()?;
+    Ok((reply.into_result()?, fds))
 }
 
-/// The new password: from stdin when it is not a terminal, else prompted twice.
-pub fn read_password(user: &str) -> anyhow::Result<String> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        let mut line = String::new();
-        stdin.read_line(&mut line)?;
-        let pw = line.trim_end_matches(['\n', '\r']).to_owned();
-        if pw.is_empty() {
-            bail!("no password on stdin");
-        }
-        return Ok(pw);
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use vzhost::daemon::api::{Request, Start};
+
+    use super::*;
+
+    /// A one-shot daemon at a temporary socket that answers with `reply`.
+    fn daemon(
+        reply: &'static str,
+    ) -> (tempfile::TempDir, Client, std::thread::JoinHandle<Request>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let served = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            let mut chan = Channel::new(sock);
+            let (request, _) = chan.recv::<Request>().unwrap();
+            std::io::Write::write_all(&mut chan.socket(), reply.as_bytes()).unwrap();
+            request
+        });
+        (dir, Client::new(&path), served)
     }
-    let prompt = |what: &str| -> anyhow::Result<String> {
-        eprint!("{what}");
-        let saved = termios::tcgetattr(stdin.as_fd())?;
-        let mut quiet = saved.clone();
-        quiet.local_flags.remove(termios::LocalFlags::ECHO);
-        termios::tcsetattr(stdin.as_fd(), termios::SetArg::TCSANOW, &quiet)?;
-        let mut line = String::new();
-        let r = stdin.read_line(&mut line);
-        termios::tcsetattr(stdin.as_fd(), termios::SetArg::TCSANOW, &saved)?;
-        eprintln!();
-        r?;
-        Ok(line.trim_end_matches(['\n', '\r']).to_owned())
-    };
-    let first = prompt(&format!("New password for {user}: "))?;
-    if first != prompt("Again: ")? {
-        bail!("the passwords do not match");
+
+    #[test]
+    fn a_failure_from_the_daemon_arrives_typed() {
+        let (_dir, client, served) = daemon(
+            "{\"error\":{\"kind\":\"conflict\",\"message\":\"VPS web is already running\"}}\n",
+        );
+        let err = client.call(Start { name: "web".into() }).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(err.to_string(), "VPS web is already running");
+        let request = served.join().unwrap();
+        assert_eq!((request.op(), request.vps()), ("start", Some("web")));
     }
-    Ok(first)
+
+    #[test]
+    fn an_answer_arrives_as_the_type_the_request_promises() {
+        let (_dir, client, _served) =
+            daemon("{\"ok\":{\"init_pid\":42,\"init_start\":7,\"started_at\":1700000000}}\n");
+        let runtime = client.call(Start { name: "web".into() }).unwrap();
+        assert_eq!(runtime.init_pid, 42);
+    }
+
+    #[test]
+    fn an_answer_of_the_wrong_shape_is_no_success() {
+        let (_dir, client, _served) = daemon("{\"ok\":\"pong\"}\n");
+        let err = client.call(Start { name: "web".into() }).unwrap_err();
+        assert!(matches!(err, ClientError::Api(ApiError::Json(_))), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn no_daemon_is_a_general_failure_that_says_what_to_check() {
+        let client = Client::new(Path::new("/nonexistent/vzhost.sock"));
+        let err = client.call(Start { name: "web".into() }).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        assert!(
+            err.to_string().contains("is `vzhost daemon` running"),
+            "{err}"
+        );
+    }
 }

@@ -1,177 +1,422 @@
-//! The daemon's API on its Unix socket: one JSON object per line each way,
-//! with file descriptors (the caller's stdio for exec, a pty for enter)
-//! passed alongside as SCM_RIGHTS.
-use std::{
-    io::{IoSlice, IoSliceMut},
-    os::{
-        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
-        unix::net::UnixStream,
-    },
-};
-
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+//! The daemon's API, typed at both ends. Each request is a struct that
+//! names its reply type ([`Call`]); on the wire a request is one JSON
+//! object tagged by `op` (`{"op": "start", "name": "web"}`), and a reply
+//! is `{"ok": REPLY}` or `{"error": {"kind": KIND, "message": TEXT}}`,
+//! each on a line of its own ([`super::channel::Channel`]).
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::{model::Limits, vps::CreateRequest};
+use crate::{
+    ksal::LoggedEvent,
+    metrics::VpsStat,
+    model::{ErrorKind, Limits, Runtime, Spec, VpsStatus},
+    policy::{Policy, watch::FileStatus},
+    rootfs::TemplateInfo,
+    vps::CreateRequest,
+};
 
+/// A request and the type of its answer.
+pub trait Call: Into<Request> {
+    type Reply: Serialize + DeserializeOwned;
+}
+
+/// Every request, as it travels.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    Ping,
+    Ping(Ping),
     Create(CreateRequest),
-    Start {
-        name: String,
-    },
-    Stop {
-        name: String,
-    },
-    Restart {
-        name: String,
-    },
-    Destroy {
-        name: String,
-        force: bool,
-    },
-    List,
-    /// Policy files and their state.
-    PolicyList,
-    PolicyShow {
-        name: String,
-    },
-    /// KSAL events numbered after `after`; waits up to `wait_ms` for one.
-    Events {
-        name: Option<String>,
-        after: u64,
-        wait_ms: u64,
-    },
-    /// Beancounters of one VPS, or of all.
-    Stat {
-        name: Option<String>,
-    },
-    /// Followed by nothing: the caller's stdin, stdout, stderr come with it.
-    Exec {
-        name: String,
-        argv: Vec<String>,
-    },
-    /// The daemon answers first with a pty master fd, then with the exit.
-    Enter {
-        name: String,
-    },
-    Set {
-        name: String,
-        limits: Limits,
-    },
-    TemplateList,
-    TemplateImport {
-        name: String,
-        path: String,
-    },
-    Passwd {
-        name: String,
-        user: String,
-        password: String,
-    },
+    Start(Start),
+    Stop(Stop),
+    Restart(Restart),
+    Destroy(Destroy),
+    List(List),
+    PolicyList(PolicyList),
+    PolicyShow(PolicyShow),
+    Events(Events),
+    Stat(Stat),
+    Exec(Exec),
+    Enter(Enter),
+    Set(Set),
+    TemplateList(TemplateList),
+    TemplateImport(TemplateImport),
+    Passwd(Passwd),
+}
+
+/// Each request's type and reply, and its place in [`Request`].
+macro_rules! calls {
+    ($($variant:ident($request:ty) = $op:literal => $reply:ty,)*) => {
+        $(
+            impl Call for $request {
+                type Reply = $reply;
+            }
+            impl From<$request> for Request {
+                fn from(r: $request) -> Self {
+                    Self::$variant(r)
+                }
+            }
+        )*
+        impl Request {
+            /// Its `op`, for logs.
+            pub fn op(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => $op,)*
+                }
+            }
+        }
+    };
+}
+
+calls! {
+    Ping(Ping) = "ping" => (),
+    Create(CreateRequest) = "create" => Spec,
+    Start(Start) = "start" => Runtime,
+    Stop(Stop) = "stop" => (),
+    Restart(Restart) = "restart" => Runtime,
+    Destroy(Destroy) = "destroy" => (),
+    List(List) = "list" => Vec<VpsStatus>,
+    PolicyList(PolicyList) = "policy_list" => Vec<FileStatus>,
+    PolicyShow(PolicyShow) = "policy_show" => Policy,
+    Events(Events) = "events" => Vec<Event>,
+    Stat(Stat) = "stat" => Vec<VpsStat>,
+    Exec(Exec) = "exec" => Session,
+    Enter(Enter) = "enter" => Session,
+    Set(Set) = "set" => Spec,
+    TemplateList(TemplateList) = "template_list" => Vec<TemplateInfo>,
+    TemplateImport(TemplateImport) = "template_import" => TemplateInfo,
+    Passwd(Passwd) = "passwd" => (),
+}
+
+impl Request {
+    /// The VPS it is about, if one.
+    pub fn vps(&self) -> Option<&str> {
+        match self {
+            Self::Create(r) => Some(&r.name),
+            Self::Start(Start { name })
+            | Self::Stop(Stop { name })
+            | Self::Restart(Restart { name })
+            | Self::Destroy(Destroy { name, .. })
+            | Self::Exec(Exec { name, .. })
+            | Self::Enter(Enter { name })
+            | Self::Set(Set { name, .. })
+            | Self::Passwd(Passwd { name, .. }) => Some(name),
+            Self::Events(Events { name, .. }) | Self::Stat(Stat { name }) => name.as_deref(),
+            Self::Ping(_)
+            | Self::List(_)
+            | Self::PolicyList(_)
+            | Self::PolicyShow(_)
+            | Self::TemplateList(_)
+            | Self::TemplateImport(_) => None,
+        }
+    }
+}
+
+/// Is the daemon there?
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ping {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Start {
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stop {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Restart {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Destroy {
+    pub name: String,
+    /// Stop it first if it runs.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct List {}
+
+/// Policy files and their state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PolicyList {}
+
+/// A policy in force, in full.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyShow {
+    pub name: String,
+}
+
+/// KSAL events numbered after `after` (of VPS `name`, or all); waits up
+/// to `wait_ms` for one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Events {
+    pub name: Option<String>,
+    pub after: u64,
+    pub wait_ms: u64,
+}
+
+/// Beancounters of one VPS, or of all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stat {
+    pub name: Option<String>,
+}
+
+/// Run `argv` in VPS `name`; answered by a [`Session`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Exec {
+    pub name: String,
+    pub argv: Vec<String>,
+    /// On a pty allocated inside the VPS, as for a caller on a terminal;
+    /// else on pipes.
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// An interactive shell in VPS `name` on a pty; answered by a [`Session`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enter {
+    pub name: String,
+}
+
+/// Change limits, live, and keep them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Set {
+    pub name: String,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TemplateList {}
+
+/// Import template `name` from `path` (a directory or tarball on the host).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateImport {
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Passwd {
+    pub name: String,
+    pub user: String,
+    pub password: String,
+}
+
+/// A reply: the request's answer, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Response {
-    Ok(serde_json::Value),
-    Error(String),
+pub enum Reply<T> {
+    Ok(T),
+    Error(Failure),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("the daemon closed the connection")]
-    Closed,
-    #[error("API I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("malformed API message: {0}")]
-    Json(#[from] serde_json::Error),
+impl<T> Reply<T> {
+    pub fn into_result(self) -> Result<T, Failure> {
+        match self {
+            Self::Ok(v) => Ok(v),
+            Self::Error(f) => Err(f),
+        }
+    }
 }
 
-const MAX_FDS: usize = 3;
-const MAX_MESSAGE: usize = 1 << 20;
-
-/// A framed, fd-passing connection.
-pub struct Channel {
-    sock: UnixStream,
-    buf: Vec<u8>,
-    fds: Vec<OwnedFd>,
+/// Why a request failed: its kind (for the caller's exit code) and what
+/// to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub kind: ErrorKind,
+    pub message: String,
 }
 
-impl Channel {
-    pub fn new(sock: UnixStream) -> Self {
-        Self {
-            sock,
-            buf: Vec::new(),
-            fds: Vec::new(),
+/// The messages answering an exec or an enter, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Session {
+    /// The command runs; with this message come the caller's ends of its
+    /// stdio: three pipes (to its stdin, from its stdout, from its stderr),
+    /// or the master of the pty it runs on.
+    Started,
+    /// The command is gone; its status as a shell reports it.
+    Exited { exit_code: i32 },
+}
+
+/// A KSAL event as `vzhost events` shows it: what was logged, with the
+/// names of its VPS and rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(flatten)]
+    pub logged: LoggedEvent,
+    /// None once the VPS is gone.
+    pub vps: Option<String>,
+    pub rule: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{ksal::KsalEvent, model::Verdict};
+
+    /// `request` on the wire and back, and that wire form.
+    fn wire(request: impl Into<Request>) -> Value {
+        let line = serde_json::to_string(&request.into()).unwrap();
+        let back: Request = serde_json::from_str(&line).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), line, "round trip");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn requests_keep_their_wire_form() {
+        assert_eq!(wire(Ping {}), json!({"op": "ping"}));
+        assert_eq!(
+            wire(Start { name: "web".into() }),
+            json!({"op": "start", "name": "web"})
+        );
+        assert_eq!(
+            wire(Destroy {
+                name: "web".into(),
+                force: true
+            }),
+            json!({"op": "destroy", "name": "web", "force": true})
+        );
+        assert_eq!(
+            wire(Events {
+                name: None,
+                after: 7,
+                wait_ms: 0
+            }),
+            json!({"op": "events", "name": null, "after": 7, "wait_ms": 0})
+        );
+        let create = wire(CreateRequest {
+            name: "db".into(),
+            limits: Limits {
+                memory: Some(1 << 30),
+                ..Limits::default()
+            },
+            ..CreateRequest::default()
+        });
+        assert_eq!(create["op"], "create");
+        assert_eq!(create["limits"]["memory"], 1u64 << 30);
+        assert_eq!(wire(TemplateList {}), json!({"op": "template_list"}));
+    }
+
+    #[test]
+    fn an_exec_from_an_older_client_runs_without_a_tty() {
+        let r: Request =
+            serde_json::from_str(r#"{"op":"exec","name":"a","argv":["true"]}"#).unwrap();
+        let Request::Exec(exec) = r else {
+            panic!("{r:?}")
+        };
+        assert!(!exec.tty);
+    }
+
+    #[test]
+    fn unknown_or_incomplete_requests_are_refused() {
+        for line in [
+            r#"{"op":"format_disk"}"#,
+            r#"{"op":"start"}"#,
+            r#"{"name":"web"}"#,
+            r#"{"op":"destroy","name":"web","force":"yes"}"#,
+            "[]",
+            "",
+        ] {
+            assert!(serde_json::from_str::<Request>(line).is_err(), "{line}");
         }
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+    #[test]
+    fn requests_name_their_op_and_vps() {
+        let r: Request = Passwd {
+            name: "web".into(),
+            user: "root".into(),
+            password: "x".into(),
+        }
+        .into();
+        assert_eq!((r.op(), r.vps()), ("passwd", Some("web")));
+        let r: Request = Stat { name: None }.into();
+        assert_eq!((r.op(), r.vps()), ("stat", None));
     }
 
-    pub fn send<T: Serialize>(&mut self, msg: &T, fds: &[RawFd]) -> Result<(), ApiError> {
-        let mut line = serde_json::to_vec(msg)?;
-        line.push(b'\n');
-        let mut sent = 0;
-        while sent < line.len() {
-            let iov = [IoSlice::new(&line[sent..])];
-            let cmsg = [ControlMessage::ScmRights(fds)];
-            let cmsgs: &[ControlMessage] = if sent == 0 && !fds.is_empty() {
-                &cmsg
-            } else {
-                &[]
-            };
-            sent += sendmsg::<()>(
-                self.sock.as_raw_fd(),
-                &iov,
-                cmsgs,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
+    #[test]
+    fn replies_carry_a_value_or_a_typed_failure() {
+        let ok: Reply<Session> = Reply::Ok(Session::Exited { exit_code: 3 });
+        let line = serde_json::to_string(&ok).unwrap();
+        assert_eq!(line, r#"{"ok":{"exited":{"exit_code":3}}}"#);
+        assert_eq!(serde_json::from_str::<Reply<Session>>(&line).unwrap(), ok);
+        let err: Reply<Vec<VpsStatus>> = Reply::Error(Failure {
+            kind: ErrorKind::NotFound,
+            message: "VPS web does not exist".into(),
+        });
+        let line = serde_json::to_string(&err).unwrap();
+        assert_eq!(
+            line,
+            r#"{"error":{"kind":"not_found","message":"VPS web does not exist"}}"#
+        );
+        let back = serde_json::from_str::<Reply<Vec<VpsStatus>>>(&line).unwrap();
+        assert_eq!(back.into_result().unwrap_err().kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn every_op_name_is_its_wire_tag() {
+        for r in [
+            Request::from(Ping {}),
+            TemplateImport {
+                name: "t".into(),
+                path: "/x".into(),
+            }
+            .into(),
+            PolicyList {}.into(),
+        ] {
+            let v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["op"], r.op());
+        }
+    }
+
+    #[test]
+    fn a_policy_reply_reads_back_as_the_policy_shown() {
+        let policy = Policy::parse("default.yaml", crate::policy::BUILTIN_DEFAULT).unwrap();
+        let line = serde_json::to_string(&Reply::Ok(policy.clone())).unwrap();
+        let back: Reply<Policy> = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.into_result().unwrap(), policy);
+    }
+
+    #[test]
+    fn events_travel_flat_with_their_names() {
+        let event = Event {
+            logged: LoggedEvent {
+                seq: 4,
+                time: 1.5,
+                event: KsalEvent {
+                    vps_id: 2,
+                    cgroup_id: 9,
+                    hook: "file_open".into(),
+                    rule_id: 11,
+                    verdict: Verdict::Denied,
+                    pid: 40,
+                    tgid: 40,
+                    comm: "cat".into(),
+                    object: 77,
+                    ktime_ns: 5,
+                },
+            },
+            vps: Some("web".into()),
+            rule: "files[0]".into(),
+        };
+        let v = serde_json::to_value(&event).unwrap();
+        assert_eq!(
+            (&v["seq"], &v["verdict"], &v["vps"], &v["rule"], &v["comm"]),
+            (
+                &json!(4),
+                &json!("denied"),
+                &json!("web"),
+                &json!("files[0]"),
+                &json!("cat")
             )
-            .map_err(std::io::Error::from)?;
-        }
-        Ok(())
-    }
-
-    /// The next message and the fds that came with it.
-    pub fn recv<T: DeserializeOwned>(&mut self) -> Result<(T, Vec<OwnedFd>), ApiError> {
-        loop {
-            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=end).collect();
-                let msg = serde_json::from_slice(&line[..end])?;
-                return Ok((msg, std::mem::take(&mut self.fds)));
-            }
-            if self.buf.len() > MAX_MESSAGE {
-                return Err(ApiError::Io(std::io::Error::other("message too large")));
-            }
-            let mut chunk = vec![0u8; 64 * 1024];
-            let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
-            let mut iov = [IoSliceMut::new(&mut chunk)];
-            let msg = recvmsg::<()>(
-                self.sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )
-            .map_err(std::io::Error::from)?;
-            let n = msg.bytes;
-            for c in msg.cmsgs().map_err(std::io::Error::from)? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    // SAFETY: the kernel just installed these fds for us.
-                    self.fds.extend(
-                        fds.into_iter()
-                            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                    );
-                }
-            }
-            if n == 0 {
-                return Err(ApiError::Closed);
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
+        );
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), event);
     }
 }

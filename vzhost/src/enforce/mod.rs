@@ -45,6 +45,16 @@ pub enum EnforceError {
     },
 }
 
+impl EnforceError {
+    pub fn kind(&self) -> crate::model::ErrorKind {
+        use crate::model::ErrorKind;
+        match self {
+            Self::NoPolicy { .. } => ErrorKind::NotFound,
+            Self::MissingLsm { .. } | Self::NoKsal { .. } | Self::Ksal { .. } => ErrorKind::Kernel,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, EnforceError>;
 
 /// The KSAL, the policies in force, and what the host put in the maps.

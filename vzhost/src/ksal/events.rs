@@ -12,7 +12,7 @@ use aya_log::EbpfLogger;
 use ksal_common::{Event, Hook, verdict};
 use serde::{Deserialize, Serialize};
 
-use crate::model::text::escape_control;
+use crate::model::{Verdict, text::escape_control};
 
 /// One denial or audit record, as the host reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct KsalEvent {
     pub cgroup_id: u64,
     pub hook: String,
     pub rule_id: u32,
-    pub verdict: String,
+    pub verdict: Verdict,
     pub pid: u32,
     pub tgid: u32,
     /// The command name, chosen by the VPS: control characters escaped.
@@ -32,7 +32,9 @@ pub struct KsalEvent {
 }
 
 impl KsalEvent {
-    /// Decode a ring-buffer record; `None` for one of the wrong size.
+    /// Decode a ring-buffer record; `None` for one of the wrong size or
+    /// with a verdict ksal-common does not define (the object and the
+    /// host are out of step: nothing true can be said of it).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < size_of::<Event>() {
             return None;
@@ -53,9 +55,9 @@ impl KsalEvent {
                 .map_or_else(|| format!("hook#{}", raw.hook), |h| h.name().to_owned()),
             rule_id: raw.rule_id,
             verdict: match raw.verdict {
-                verdict::DENIED => "denied".to_owned(),
-                verdict::AUDITED => "audited".to_owned(),
-                other => format!("verdict#{other}"),
+                verdict::DENIED => Verdict::Denied,
+                verdict::AUDITED => Verdict::Audited,
+                _ => return None,
             },
             pid: raw.pid,
             tgid: raw.tgid,
@@ -176,7 +178,7 @@ pub struct LoggedEvent {
 }
 
 /// Counts of events by VPS, hook, rule and verdict.
-pub type EventCounts = BTreeMap<(u32, String, u32, String), u64>;
+pub type EventCounts = BTreeMap<(u32, String, u32, Verdict), u64>;
 
 /// The daemon's memory of KSAL events: the most recent ones for `vzhost
 /// events`, and a count of every event ever seen for the metrics.
@@ -217,7 +219,7 @@ impl EventLog {
             event.vps_id,
             event.hook.clone(),
             event.rule_id,
-            event.verdict.clone(),
+            event.verdict,
         );
         *s.counts.entry(key).or_default() += 1;
         let time = SystemTime::now()
@@ -301,7 +303,7 @@ mod tests {
         let ev =
             KsalEvent::decode(&record(Hook::FileOpen as u32, verdict::DENIED, b"cat")).unwrap();
         assert_eq!(ev.hook, "file_open");
-        assert_eq!(ev.verdict, "denied");
+        assert_eq!(ev.verdict, Verdict::Denied);
         assert_eq!(ev.comm, "cat");
         assert_eq!(
             (ev.vps_id, ev.cgroup_id, ev.rule_id, ev.pid),
@@ -323,7 +325,7 @@ mod tests {
         assert_eq!(log.last_seq(), 3);
         let counts = log.counts();
         assert_eq!(
-            counts.get(&(3, "file_open".to_owned(), 9, "denied".to_owned())),
+            counts.get(&(3, "file_open".to_owned(), 9, Verdict::Denied)),
             Some(&3)
         );
     }
@@ -342,13 +344,14 @@ mod tests {
     }
 
     #[test]
-    fn names_unknown_ids_and_rejects_short_records() {
-        let ev = KsalEvent::decode(&record(42, 7, b"0123456789abcdef")).unwrap();
+    fn names_unknown_hooks_and_rejects_short_records_and_unknown_verdicts() {
+        let ev = KsalEvent::decode(&record(42, verdict::AUDITED, b"0123456789abcdef")).unwrap();
         assert_eq!(
-            (ev.hook.as_str(), ev.verdict.as_str()),
-            ("hook#42", "verdict#7")
+            (ev.hook.as_str(), ev.verdict),
+            ("hook#42", Verdict::Audited)
         );
         assert_eq!(ev.comm, "0123456789abcdef");
+        assert!(KsalEvent::decode(&record(42, 7, b"x")).is_none());
         assert!(KsalEvent::decode(&[0u8; 8]).is_none());
     }
 }

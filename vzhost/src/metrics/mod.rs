@@ -87,8 +87,8 @@ pub struct DenialCount {
     pub vps: String,
     pub hook: String,
     pub rule: String,
-    /// "enforce" for denials, "audit" for recorded but allowed actions.
-    pub mode: String,
+    /// Enforce for denials, audit for recorded but allowed actions.
+    pub mode: crate::policy::Mode,
     pub count: u64,
 }
 
@@ -321,7 +321,7 @@ pub fn registry(stat: &HostStat) -> Registry {
                 vps: d.vps.clone(),
                 hook: d.hook.clone(),
                 rule: d.rule.clone(),
-                mode: d.mode.clone(),
+                mode: d.mode.to_string(),
             })
             .inc_by(d.count);
     }
@@ -406,7 +406,7 @@ mod tests {
                 vps: "web".into(),
                 hook: "file_open".into(),
                 rule: "files[0]".into(),
-                mode: "enforce".into(),
+                mode: crate::policy::Mode::Enforce,
                 count: 4,
             }],
             events_dropped: 9,

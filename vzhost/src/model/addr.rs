@@ -18,6 +18,15 @@ pub enum AddrError {
     Exhausted(Subnet),
 }
 
+impl AddrError {
+    pub fn kind(&self) -> super::ErrorKind {
+        match self {
+            Self::Invalid { .. } => super::ErrorKind::Invalid,
+            Self::InUse { .. } | Self::Exhausted(_) => super::ErrorKind::Conflict,
+        }
+    }
+}
+
 /// An IPv4 network: address and prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

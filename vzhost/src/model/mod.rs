@@ -5,6 +5,7 @@
 mod addr;
 mod dir;
 mod identity;
+mod kind;
 mod report;
 mod spec;
 mod template;
@@ -13,7 +14,8 @@ pub mod text;
 pub use addr::{AddrError, Subnet};
 pub use dir::{DiskBackend, Runtime, VpsDir};
 pub use identity::DaemonId;
-pub use report::{NetStats, VpsStatus};
+pub use kind::ErrorKind;
+pub use report::{NetStats, Status, Verdict, VpsStatus};
 pub use spec::{
     IDMAP_FIRST, IDMAP_SIZE, IdMap, Limits, MIN_DISK, Name, Spec, SpecError, parse_size,
     validate_hostname,

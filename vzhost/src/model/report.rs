@@ -1,5 +1,6 @@
-//! What the host reports of its VPSs: rows of `vzhost list` and traffic
-//! counters. Shared by the lifecycle, the metrics and the API.
+//! What the host reports of its VPSs: rows of `vzhost list`, traffic
+//! counters and the verdicts of KSAL events. Shared by the lifecycle, the
+//! KSAL, the metrics and the API.
 use serde::{Deserialize, Serialize};
 
 use super::Limits;
@@ -8,7 +9,7 @@ use super::Limits;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VpsStatus {
     pub name: String,
-    pub status: String,
+    pub status: Status,
     pub ip: Option<String>,
     pub hostname: String,
     pub nproc: u64,
@@ -32,4 +33,78 @@ pub struct NetStats {
     pub tx_bytes: u64,
     pub tx_packets: u64,
     pub spoofed_dropped: u64,
+}
+
+/// Whether a VPS runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Running,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the KSAL did about an action its policy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Refused (the policy enforces).
+    Denied,
+    /// Allowed and recorded (the policy audits).
+    Audited,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Denied => "denied",
+            Self::Audited => "audited",
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_verdicts_keep_their_json_strings() {
+        for (s, json) in [
+            (Status::Running, "\"running\""),
+            (Status::Stopped, "\"stopped\""),
+        ] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Status>(json).unwrap(), s);
+            assert_eq!(format!("\"{s}\""), json);
+        }
+        for (v, json) in [
+            (Verdict::Denied, "\"denied\""),
+            (Verdict::Audited, "\"audited\""),
+        ] {
+            assert_eq!(serde_json::to_string(&v).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Verdict>(json).unwrap(), v);
+            assert_eq!(format!("\"{v}\""), json);
+        }
+        assert!(serde_json::from_str::<Status>("\"paused\"").is_err());
+    }
 }

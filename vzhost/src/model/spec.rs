@@ -18,6 +18,14 @@ pub enum SpecError {
     },
 }
 
+impl SpecError {
+    pub fn kind(&self) -> super::ErrorKind {
+        match self {
+            Self::Name(_) | Self::Field { .. } => super::ErrorKind::Invalid,
+        }
+    }
+}
+
 /// A validated VPS name: `[a-z0-9][a-z0-9-]{0,62}`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

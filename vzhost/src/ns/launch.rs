@@ -67,7 +67,7 @@ fn io(step: &'static str) -> impl FnOnce(std::io::Error) -> LaunchError {
 /// The descriptor on which the launcher (and PID 1 after it) holds its end
 /// of the daemon's go socket: PID 1 reads the go on it, and it closes when
 /// PID 1 execs the VPS's init (close-on-exec), or carries why it could not.
-pub const GO_FD: i32 = 3;
+pub const GO_FD: i32 = super::helper::SOCKET_FD;
 
 /// What PID 1 writes on the status pipe once its root is built.
 const READY: u8 = b'R';

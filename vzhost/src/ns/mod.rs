@@ -1,11 +1,12 @@
 //! Namespaces: starting a VPS's PID 1 in its own user, mount, PID, UTS,
 //! IPC, network and cgroup namespaces (`launch`), and running a command
 //! inside a running VPS (`attach`). Both run in short-lived helper
-//! processes (`vzhost __launch`, `vzhost __attach`), never in the
-//! multi-threaded daemon, so fork is safe and the VPS never depends on the
-//! daemon's process.
+//! processes (`vzhost __launch`, `vzhost __attach`; see [`helper`]), never
+//! in the multi-threaded daemon, so fork is safe and the VPS never depends
+//! on the daemon's process.
 pub mod attach;
 pub mod console;
+pub mod helper;
 pub mod launch;
 
 use std::{io::Write as _, path::Path};

@@ -13,7 +13,7 @@ use std::{
     process::Command,
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::TemplateName;
 
@@ -42,6 +42,18 @@ pub enum TemplateError {
     },
 }
 
+impl TemplateError {
+    pub fn kind(&self) -> crate::model::ErrorKind {
+        use crate::model::ErrorKind;
+        match self {
+            Self::Unknown(_) => ErrorKind::NotFound,
+            Self::BadName(_) | Self::Source { .. } => ErrorKind::Invalid,
+            Self::Exists(_) => ErrorKind::Conflict,
+            Self::NoBusybox(_) | Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, TemplateError>;
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TemplateError {
@@ -53,7 +65,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Templ
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TemplateInfo {
     pub name: String,
     pub path: PathBuf,

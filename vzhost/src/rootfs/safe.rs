@@ -89,6 +89,27 @@ pub enum SafeError {
     BadPath { path: String, why: &'static str },
 }
 
+impl SafeError {
+    /// A file the VPS shaped so that vzhost will not touch it is a state
+    /// to fix in the VPS (conflict); a missing one is not found.
+    pub fn kind(&self) -> crate::model::ErrorKind {
+        use crate::model::ErrorKind;
+        match self {
+            Self::Io { source, .. } if source.kind() == io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
+            Self::Io { .. } => ErrorKind::Internal,
+            Self::Symlink { .. }
+            | Self::Mount { .. }
+            | Self::Kind { .. }
+            | Self::Owner { .. }
+            | Self::Links { .. }
+            | Self::TooBig { .. } => ErrorKind::Conflict,
+            Self::BadPath { .. } => ErrorKind::Invalid,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, SafeError>;
 
 /// Owner and mode of something written or made.

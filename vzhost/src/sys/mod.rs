@@ -11,6 +11,7 @@ mod mount;
 mod net;
 mod path;
 mod process;
+mod pty;
 
 #[cfg(test)]
 pub mod fake;
@@ -27,6 +28,9 @@ pub use process::{
     cloexec_from, close_all_but, is_same_process, kill, pidfd_open, pidfd_send_signal,
     pidfd_wait_exit, process_start_time,
 };
+pub use pty::{
+    pty_number, pty_peer, set_controlling_tty, set_window_size, unlock_pty, window_size,
+};
 
 /// One system call as the seam sees it: what a test double records and
 /// answers. Only what tells one call from another is kept.
@@ -41,6 +45,12 @@ pub enum Call {
     CloseRange { first: u32 },
     LoopbackUp,
     Openat2 { path: String, resolve: u64 },
+    PtyNumber,
+    PtyUnlock,
+    PtyPeer,
+    SetControllingTty,
+    GetWindowSize,
+    SetWindowSize { rows: u16, cols: u16 },
     BpfProgAttach { attach_type: u32 },
     BpfProgQuery { attach_type: u32 },
     BpfProgGetFdById { id: u32 },

@@ -1,8 +1,10 @@
 //! What can go wrong acting on a VPS, each variant naming the VPS and what
 //! to do.
 use crate::{
-    cgroup::manager::ManagerError, enforce::EnforceError, model::SpecError, rootfs::TemplateError,
-    rootfs::disk::DiskError,
+    cgroup::manager::ManagerError,
+    enforce::EnforceError,
+    model::{ErrorKind, SpecError},
+    rootfs::{TemplateError, disk::DiskError},
 };
 
 use super::store::StoreError;
@@ -65,4 +67,109 @@ pub enum LifecycleError {
     },
 }
 
+impl LifecycleError {
+    /// The kind the API reports. cgroup, disk and network failures are the
+    /// kernel refusing or lacking something (a controller, a quota, a
+    /// link), so they are classified here rather than by their own types.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Spec(e) => e.kind(),
+            Self::Store(e) => e.kind(),
+            Self::Template(e) => e.kind(),
+            Self::Enforce(e) => e.kind(),
+            Self::Range(e) => e.kind(),
+            Self::Addr(e) => e.kind(),
+            Self::Files { source, .. } => source.kind(),
+            Self::Shadow { source, .. } => source.kind(),
+            Self::Cgroup { .. } | Self::Launch { .. } | Self::Disk { .. } | Self::Net { .. } => {
+                ErrorKind::Kernel
+            }
+            Self::Running(_)
+            | Self::RunningNoForce(_)
+            | Self::NotRunning(_)
+            | Self::NoDiskLimit(_) => ErrorKind::Conflict,
+            Self::NoUser { .. } => ErrorKind::NotFound,
+            Self::InitExited(_) | Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, LifecycleError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Name;
+
+    #[test]
+    fn each_failure_has_the_kind_its_fix_calls_for() {
+        let name = || "web".to_owned();
+        let cases = [
+            (
+                LifecycleError::from(Name::new("Bad!").unwrap_err()),
+                ErrorKind::Invalid,
+            ),
+            (StoreError::NotFound(name()).into(), ErrorKind::NotFound),
+            (StoreError::Exists(name()).into(), ErrorKind::Conflict),
+            (TemplateError::Unknown(name()).into(), ErrorKind::NotFound),
+            (LifecycleError::Running(name()), ErrorKind::Conflict),
+            (LifecycleError::RunningNoForce(name()), ErrorKind::Conflict),
+            (LifecycleError::NotRunning(name()), ErrorKind::Conflict),
+            (
+                LifecycleError::NoUser {
+                    name: name(),
+                    user: "bob".into(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                crate::net::AddrError::InUse {
+                    addr: std::net::Ipv4Addr::LOCALHOST,
+                    owner: name(),
+                }
+                .into(),
+                ErrorKind::Conflict,
+            ),
+            (
+                EnforceError::NoPolicy {
+                    name: name(),
+                    policy: "gone".into(),
+                }
+                .into(),
+                ErrorKind::NotFound,
+            ),
+            (
+                EnforceError::MissingLsm {
+                    name: name(),
+                    policy: "default".into(),
+                    hooks: "file_open".into(),
+                    why: "EPERM".into(),
+                }
+                .into(),
+                ErrorKind::Kernel,
+            ),
+            (
+                super::super::ranges::RangeError::Exhausted.into(),
+                ErrorKind::Conflict,
+            ),
+            (
+                LifecycleError::Launch {
+                    name: name(),
+                    why: "mount: EPERM".into(),
+                },
+                ErrorKind::Kernel,
+            ),
+            (
+                LifecycleError::Io {
+                    name: name(),
+                    what: "write".into(),
+                    source: std::io::Error::other("disk full"),
+                },
+                ErrorKind::Internal,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
+}

@@ -21,13 +21,4 @@ impl Host {
             tty,
         })
     }
-
-    /// The VPS's init pid, if it runs.
-    pub fn init_pid(&self, name: &str) -> Result<u32> {
-        let name = Name::new(name)?;
-        self.store.load(&name)?;
-        self.live_runtime(&name)
-            .map(|r| r.init_pid)
-            .ok_or_else(|| LifecycleError::NotRunning(name.to_string()))
-    }
 }

@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use super::{
     error::{LifecycleError, Result},
     host::{Host, lock, now},
-    start::helper,
 };
 use crate::{
     model::{IdMap, Name, Spec},
@@ -59,6 +58,16 @@ pub enum ShadowError {
     NoUser(String),
     #[error("its /etc/shadow is not text; fix or remove it first")]
     NotText,
+}
+
+impl ShadowError {
+    pub fn kind(&self) -> crate::model::ErrorKind {
+        use crate::model::ErrorKind;
+        match self {
+            Self::NoPasswd | Self::NoUser(_) => ErrorKind::NotFound,
+            Self::NotText => ErrorKind::Conflict,
+        }
+    }
 }
 
 impl Host {
@@ -124,7 +133,7 @@ impl Host {
             user: user.to_owned(),
             hash: hash.to_owned(),
         };
-        let mut child = helper(&self.exe, PASSWD_HELPER)
+        let mut child = crate::ns::helper::command(&self.exe, PASSWD_HELPER)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -40,6 +40,16 @@ pub enum RangeError {
     },
 }
 
+impl RangeError {
+    pub fn kind(&self) -> crate::model::ErrorKind {
+        use crate::model::ErrorKind;
+        match self {
+            Self::Taken { .. } | Self::Exhausted => ErrorKind::Conflict,
+            Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 /// Who holds a range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Holder {

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::{
     metrics::VpsStat,
-    model::{Name, VpsStatus},
+    model::{Name, Status, VpsStatus},
     rootfs::disk::VpsDisk,
 };
 
@@ -20,7 +20,11 @@ impl Host {
                 let runtime = self.live_runtime(&spec.name);
                 let running = runtime.is_some();
                 VpsStatus {
-                    status: if running { "running" } else { "stopped" }.into(),
+                    status: if running {
+                        Status::Running
+                    } else {
+                        Status::Stopped
+                    },
                     init_pid: runtime.as_ref().map(|r| r.init_pid),
                     network: running.then(|| enforcement.net_stats(spec.id)).flatten(),
                     degraded: running && enforcement.is_degraded(&spec),

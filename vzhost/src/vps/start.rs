@@ -5,9 +5,8 @@
 //! launched and undoes what it made, leaving the VPS stopped and intact.
 use std::{
     io::Write as _,
-    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
+    os::fd::{AsFd as _, OwnedFd},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
 };
 
 use super::{
@@ -18,7 +17,7 @@ use crate::{
     cgroup::manager::VpsCgroup,
     enforce::Stage,
     model::{Name, Runtime, Spec},
-    ns::launch::{GO_FD, LaunchPlan},
+    ns::{helper, launch::LaunchPlan},
     sys::{pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time},
 };
 
@@ -253,83 +252,14 @@ impl StartSteps for RealStart<'_> {
     }
 }
 
-/// A command re-executing vzhost as one of its internal helpers, in a
-/// session of its own so no VPS process shares the daemon's terminal.
-pub fn helper(exe: &Path, which: &str) -> Command {
-    use std::os::unix::process::CommandExt as _;
-    let mut cmd = Command::new(exe);
-    cmd.arg(which);
-    // SAFETY: setsid is async-signal-safe and affects only the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            Ok(())
-        });
-    }
-    cmd
-}
-
 /// Run the launcher: it builds the VPS and leaves PID 1 held on one end of
-/// a socket pair (its fd `GO_FD`) whose other end comes back here.
+/// a socket pair whose other end comes back here.
 fn run_launcher(exe: &Path, name: &Name, plan: &LaunchPlan) -> Result<HeldInit> {
-    use std::os::unix::process::CommandExt as _;
-    let launch_err = |why: String| LifecycleError::Launch {
+    let (pid, go) = helper::launch(exe, plan).map_err(|e| LifecycleError::Launch {
         name: name.to_string(),
-        why,
-    };
-    let io_err = |what: &str| {
-        let (name, what) = (name.to_string(), what.to_owned());
-        move |source| LifecycleError::Io { name, what, source }
-    };
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    let (go_w, go_r) = socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| io_err("make the go socket")(e.into()))?;
-    let go_raw = go_r.as_raw_fd();
-    let mut cmd = helper(exe, "__launch");
-    // SAFETY: dup2 and fcntl are async-signal-safe; they only give the
-    // child the pipe's read end as GO_FD, without close-on-exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if go_raw == GO_FD {
-                let flags = libc::fcntl(GO_FD, libc::F_GETFD);
-                libc::fcntl(GO_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(go_raw, GO_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| launch_err(format!("cannot run {} __launch: {e}", exe.display())))?;
-    drop(go_r);
-    let json = serde_json::to_vec(plan).expect("plan serializes");
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(&json);
-    }
-    // PID 1 hands its stdio over to the console before it waits, so these
-    // pipes close when the launcher exits.
-    let done = child
-        .wait_with_output()
-        .map_err(|e| launch_err(format!("waiting for the launcher: {e}")))?;
-    if !done.status.success() {
-        return Err(launch_err(
-            String::from_utf8_lossy(&done.stderr).trim().to_owned(),
-        ));
-    }
-    let pid = String::from_utf8_lossy(&done.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| launch_err("the launcher reported no init pid".into()))?;
-    Ok(HeldInit { pid, go: go_w })
+        why: e.to_string(),
+    })?;
+    Ok(HeldInit { pid, go })
 }
 
 #[cfg(test)]

@@ -33,6 +33,18 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    pub fn kind(&self) -> crate::model::ErrorKind {
+        use crate::model::ErrorKind;
+        match self {
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Exists(_) => ErrorKind::Conflict,
+            Self::Io { .. } | Self::Corrupt { .. } => ErrorKind::Internal,
+            Self::Files(e) => e.kind(),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {

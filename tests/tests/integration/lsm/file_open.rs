@@ -3,7 +3,10 @@
 use std::{fs, time::Duration};
 
 use ksal_common::{access, mode};
-use vzhost::ksal::{Ksal, KsalEvent};
+use vzhost::{
+    ksal::{Ksal, KsalEvent},
+    model::Verdict,
+};
 use vzhost_tests::{CgroupGuard, Scratch, lsm_available, stderr};
 
 const VPS_ID: u32 = 7;
@@ -92,7 +95,10 @@ fn file_open_denied_inside_vps_allowed_on_host() -> anyhow::Result<()> {
     println!("from a child cgroup of the VPS: denied too");
 
     let seen = events.collect_until(Duration::from_secs(5), |_| false);
-    let denials: Vec<&KsalEvent> = seen.iter().filter(|e| e.verdict == "denied").collect();
+    let denials: Vec<&KsalEvent> = seen
+        .iter()
+        .filter(|e| e.verdict == Verdict::Denied)
+        .collect();
     assert_eq!(
         denials.len(),
         2,

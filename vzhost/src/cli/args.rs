@@ -1,0 +1,199 @@
+//! The command line, as clap reads it.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vzhost::{
+    daemon,
+    model::{Limits, SpecError, parse_size},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "vzhost",
+    version,
+    about = "Virtual private servers on one Linux kernel, confined by eBPF",
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 not found, 4 conflict, \
+                  5 invalid, 6 kernel; exec and enter exit with the command's status."
+)]
+pub struct Cli {
+    /// Output format for commands that print data.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "VZHOST_SOCKET", default_value = daemon::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Default)]
+pub struct LimitArgs {
+    /// Memory limit, e.g. 256M or 1G.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU quota in CPUs, e.g. 0.5 or 2.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes and threads.
+    #[arg(long)]
+    pub pids: Option<u64>,
+    /// Disk space the VPS may write, e.g. 1G.
+    #[arg(long)]
+    pub disk: Option<String>,
+}
+
+impl LimitArgs {
+    pub fn parse(&self) -> Result<Limits, SpecError> {
+        let size =
+            |field, v: &Option<String>| v.as_deref().map(|v| parse_size(field, v)).transpose();
+        Ok(Limits {
+            memory: size("memory", &self.memory)?,
+            cpus: self.cpus,
+            pids: self.pids,
+            disk: size("disk", &self.disk)?,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the host daemon.
+    Daemon {
+        /// State directory.
+        #[arg(long, default_value = daemon::DEFAULT_ROOT)]
+        root: PathBuf,
+        /// Host bridge the VPSs are plugged into (created on first use).
+        #[arg(long, default_value = vzhost::net::DEFAULT_BRIDGE)]
+        bridge: String,
+        /// VPS subnet; its first address is the gateway on the bridge.
+        #[arg(long, default_value = vzhost::net::DEFAULT_SUBNET)]
+        subnet: String,
+        /// Masquerade VPS traffic that leaves the host (off by default:
+        /// traffic stays on the host).
+        #[arg(long)]
+        nat: bool,
+        /// Directory of policy files (*.yaml), watched for changes.
+        #[arg(long, default_value = vzhost::policy::DEFAULT_DIR)]
+        policies: PathBuf,
+        /// bpffs directory where KSAL maps and links are pinned, so VPSs stay
+        /// confined while the daemon is down; "none" to not pin.
+        #[arg(long, default_value = vzhost::ksal::pins::DEFAULT_DIR)]
+        pins: String,
+        /// Address of the Prometheus endpoint (/metrics), or "none".
+        #[arg(long, default_value = vzhost::metrics::http::DEFAULT_ADDR)]
+        metrics: String,
+    },
+    /// Report which kernel features vzhost relies on are present.
+    Doctor,
+    /// Create a VPS.
+    Create(CreateArgs),
+    /// Start a VPS.
+    Start { name: String },
+    /// Stop a VPS (SIGTERM to its init, SIGKILL after its stop timeout).
+    Stop { name: String },
+    /// Restart a VPS; its neighbours keep running.
+    Restart { name: String },
+    /// Remove a VPS and all its files.
+    Destroy {
+        name: String,
+        /// Stop it first if it runs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List VPSs.
+    List,
+    /// KSAL policies: those in force, one in full, or check a file offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// KSAL denials and audit records (of VPS NAME, or all).
+    Events {
+        name: Option<String>,
+        /// Keep printing events as they arrive.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Beancounters: what each resource holds, its high-water mark, limit
+    /// and failure count (all VPSs without a NAME).
+    Stat { name: Option<String> },
+    /// Run a command in a VPS; exits with the command's status. Its stdio
+    /// are relayed through pipes, or a pty when stdin and stdout are a
+    /// terminal.
+    Exec {
+        name: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// An interactive shell in a VPS, on a pty.
+    Enter { name: String },
+    /// Change limits of a VPS, live, and keep them.
+    Set {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Templates: the shared read-only root filesystems.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+    /// Set a login password in a VPS (read from stdin, or prompted).
+    Passwd { name: String, user: String },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    pub name: String,
+    #[arg(long)]
+    pub template: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Its address, ADDRESS or ADDRESS/PREFIX (default: the next free one).
+    #[arg(long)]
+    pub ip: Option<String>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Seconds between SIGTERM and SIGKILL when stopping.
+    #[arg(long)]
+    pub stop_timeout: Option<u64>,
+    /// The policy it runs under (default: the one its name or labels
+    /// select, else `default`).
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// A label, key=value (repeatable).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// First host id of the VPS's user range (default: the next free range).
+    #[arg(long)]
+    pub uid_base: Option<u32>,
+    /// Size of the VPS's user range.
+    #[arg(long, default_value_t = vzhost::model::IDMAP_SIZE, requires = "uid_base")]
+    pub uid_count: u32,
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Policy files, the policy each defines, and errors.
+    List,
+    /// A policy in force, in full.
+    Show { name: String },
+    /// Check a policy file without a daemon; exits non-zero on error.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum TemplateCommand {
+    List,
+    /// Import a template from a directory or a tarball.
+    Import {
+        name: String,
+        path: PathBuf,
+    },
+}
