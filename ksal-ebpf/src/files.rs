@@ -1,15 +1,20 @@
 //! File hooks: deny opening inodes a VPS's policy lists. Rules are keyed by
 //! (device, inode), so symlinks, hard links and bind mounts reach the same
-//! rule as the path the policy named.
+//! rule as the path the policy named. The other ways to change or replace
+//! a file are in `inodes`; what they share is here.
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 use aya_log_ebpf::warn;
-use ksal_common::{FileRuleKey, Hook, access};
+use ksal_common::{FileRule, FileRuleKey, Hook, access};
 
-use crate::{events, maps::FILE_RULES, scope};
+use crate::{
+    events,
+    guards::EPERM,
+    maps::FILE_RULES,
+    scope::{self, Scope},
+};
 
 const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
-const EPERM: i32 = 1;
 
 #[lsm(hook = "file_open")]
 pub fn ksal_file_open(ctx: LsmContext) -> i32 {
@@ -31,10 +36,93 @@ pub fn ksal_file_open(ctx: LsmContext) -> i32 {
 
 /// Read a field at a runtime offset from a kernel pointer.
 #[inline(always)]
-fn read_at<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+pub fn read_at<T>(base: *const u8, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel copes with any address; a bad one yields
     // an error, never a fault.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()) }
+}
+
+/// The rule `scope`'s VPS has on `inode` (a `struct inode *`), with the
+/// inode number events report.
+#[inline(always)]
+fn rule_of(scope: &Scope, inode: *const u8) -> Result<Option<(FileRule, u64)>, i32> {
+    if inode.is_null() {
+        return Ok(None);
+    }
+    let layout = &scope.config.layout;
+    let ino: u64 = read_at(inode, layout.inode_i_ino)?;
+    let sb: *const u8 = read_at(inode, layout.inode_i_sb)?;
+    let dev: u32 = read_at(sb, layout.super_block_s_dev)?;
+    let key = FileRuleKey {
+        vps_id: scope.vps.vps_id,
+        dev,
+        ino,
+    };
+    // SAFETY: plain-integer value; see scope::current.
+    Ok(unsafe { FILE_RULES.get(key) }.map(|rule| (*rule, ino)))
+}
+
+/// The verdict on `inode` when the action rules out `wanted` access bits.
+#[inline(always)]
+fn verdict(
+    ctx: &LsmContext,
+    scope: &Scope,
+    hook: Hook,
+    inode: *const u8,
+    wanted: u32,
+) -> Result<i32, i32> {
+    match rule_of(scope, inode)? {
+        Some((rule, ino)) if rule.access & wanted != 0 => {
+            Ok(if events::rule_out(ctx, scope, hook, rule.rule_id, ino) {
+                -EPERM
+            } else {
+                0
+            })
+        }
+        _ => Ok(0),
+    }
+}
+
+/// The verdict of `hook` on the inodes of `dentries` (`struct dentry *`,
+/// null for none) for an action that rules out `wanted`: the first denial.
+#[inline(always)]
+pub fn guard_dentries(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2], wanted: u32) -> i32 {
+    let Some(scope) = scope::current() else {
+        return 0;
+    };
+    let check = || -> Result<i32, i32> {
+        for dentry in dentries {
+            if dentry.is_null() {
+                continue;
+            }
+            let inode: *const u8 = read_at(dentry, scope.config.layout.dentry_d_inode)?;
+            let v = verdict(ctx, &scope, hook, inode, wanted)?;
+            if v != 0 {
+                return Ok(v);
+            }
+        }
+        Ok(0)
+    };
+    check().unwrap_or_else(|err| {
+        warn!(
+            ctx,
+            "{}: cannot read struct dentry (error {})", hook as u32, err
+        );
+        0
+    })
+}
+
+/// The verdict of `hook` on mounting over `path` (a `struct path *`): the
+/// name of a protected file or of a directory above one stays uncovered.
+#[inline(always)]
+pub fn guard_mountpoint(ctx: &LsmContext, hook: Hook, path: *const u8) -> i32 {
+    let Some(scope) = scope::current() else {
+        return 0;
+    };
+    match read_at::<*const u8>(path, scope.config.layout.path_dentry) {
+        Ok(dentry) => guard_dentries(ctx, hook, [dentry, core::ptr::null()], access::NAME),
+        Err(_) => 0,
+    }
 }
 
 fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
@@ -45,19 +133,6 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     let file: *const u8 = ctx.arg(0);
     let inode: *const u8 = read_at(file, layout.file_f_inode)?;
     let f_mode: u32 = read_at(file, layout.file_f_mode)?;
-    let ino: u64 = read_at(inode, layout.inode_i_ino)?;
-    let sb: *const u8 = read_at(inode, layout.inode_i_sb)?;
-    let dev: u32 = read_at(sb, layout.super_block_s_dev)?;
-
-    let key = FileRuleKey {
-        vps_id: scope.vps.vps_id,
-        dev,
-        ino,
-    };
-    // SAFETY: plain-integer value; see scope::current.
-    let Some(rule) = (unsafe { FILE_RULES.get(key) }) else {
-        return Ok(0);
-    };
     let mut wanted = 0;
     if f_mode & FMODE_READ != 0 {
         wanted |= access::READ;
@@ -69,12 +144,5 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     if wanted == 0 {
         wanted = access::ANY;
     }
-    if rule.access & wanted == 0 {
-        return Ok(0);
-    }
-    if events::rule_out(ctx, &scope, Hook::FileOpen, rule.rule_id, ino) {
-        Ok(-EPERM)
-    } else {
-        Ok(0)
-    }
+    verdict(ctx, &scope, Hook::FileOpen, inode, wanted)
 }

@@ -696,7 +696,7 @@ impl Policy {
     pub fn lsm_hooks(&self) -> Vec<&'static str> {
         HOOKS
             .iter()
-            .filter(|h| h.is_lsm() && self.used_sections().any(|s| s.hook == h.hook))
+            .filter(|h| h.is_lsm() && self.used_sections().any(|s| s.hooks().any(|k| k == h.hook)))
             .map(|h| h.name)
             .collect()
     }
@@ -884,7 +884,13 @@ mod tests {
         assert_eq!(p.caps_denied(), (1 << 12) | (1 << 21));
         assert_eq!(
             p.lsm_hooks(),
-            vec!["sb_mount", "bpf", "socket_create", "capable"]
+            vec![
+                "sb_mount",
+                "bpf",
+                "socket_create",
+                "capable",
+                "sb_kern_mount"
+            ]
         );
         assert_eq!(
             p.guard_rule_name(guard_rule::BPF).as_deref(),
@@ -963,8 +969,20 @@ mod tests {
         .unwrap();
         assert_eq!(
             files.lsm_hooks(),
-            ["file_open", "sb_mount", "perf_event_open"],
-            "two mount sections need sb_mount once"
+            [
+                "file_open",
+                "sb_mount",
+                "perf_event_open",
+                "inode_setattr",
+                "inode_rename",
+                "inode_unlink",
+                "inode_link",
+                "inode_setxattr",
+                "inode_removexattr",
+                "sb_kern_mount",
+                "move_mount"
+            ],
+            "every path to a file's content or name; two mount sections need sb_mount once"
         );
         assert_eq!(
             files.guards(),
