@@ -23,15 +23,23 @@ pub fn ksal_file_open(ctx: LsmContext) -> i32 {
     if previous != 0 {
         return previous;
     }
-    try_file_open(&ctx).unwrap_or_else(|err| {
+    let denied = try_file_open(&ctx).unwrap_or_else(|err| {
         // The offsets come from this kernel's BTF: a failed read means a
         // layout vzhost did not expect. The open is left to the kernel.
         warn!(
             &ctx,
             "file_open: cannot read struct file fields (error {})", err
         );
-        0
-    })
+        false
+    });
+    verdict(denied)
+}
+
+/// A hook's return value for a decision (a constant, which the verifier
+/// can see is a valid LSM return value).
+#[inline(always)]
+pub fn verdict(denied: bool) -> i32 {
+    if denied { -EPERM } else { 0 }
 }
 
 /// Read a field at a runtime offset from a kernel pointer.
@@ -62,72 +70,66 @@ fn rule_of(scope: &Scope, inode: *const u8) -> Result<Option<(FileRule, u64)>, i
     Ok(unsafe { FILE_RULES.get(key) }.map(|rule| (*rule, ino)))
 }
 
-/// The verdict on `inode` when the action rules out `wanted` access bits.
+/// Whether the action on `inode`, which rules out `wanted` access bits, is
+/// denied (recorded either way when a rule covers it).
 #[inline(always)]
-fn verdict(
+fn ruled_out(
     ctx: &LsmContext,
     scope: &Scope,
     hook: Hook,
     inode: *const u8,
     wanted: u32,
-) -> Result<i32, i32> {
-    match rule_of(scope, inode)? {
+) -> Result<bool, i32> {
+    Ok(match rule_of(scope, inode)? {
         Some((rule, ino)) if rule.access & wanted != 0 => {
-            Ok(if events::rule_out(ctx, scope, hook, rule.rule_id, ino) {
-                -EPERM
-            } else {
-                0
-            })
+            events::rule_out(ctx, scope, hook, rule.rule_id, ino)
         }
-        _ => Ok(0),
-    }
+        _ => false,
+    })
 }
 
-/// The verdict of `hook` on the inodes of `dentries` (`struct dentry *`,
-/// null for none) for an action that rules out `wanted`: the first denial.
+/// Whether `hook` denies an action on the inodes of `dentries` (`struct
+/// dentry *`, null for none) that rules out `wanted`.
 #[inline(always)]
-pub fn guard_dentries(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2], wanted: u32) -> i32 {
+pub fn guard_dentries(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2], wanted: u32) -> bool {
     let Some(scope) = scope::current() else {
-        return 0;
+        return false;
     };
-    let check = || -> Result<i32, i32> {
+    let check = || -> Result<bool, i32> {
         for dentry in dentries {
             if dentry.is_null() {
                 continue;
             }
             let inode: *const u8 = read_at(dentry, scope.config.layout.dentry_d_inode)?;
-            let v = verdict(ctx, &scope, hook, inode, wanted)?;
-            if v != 0 {
-                return Ok(v);
+            if ruled_out(ctx, &scope, hook, inode, wanted)? {
+                return Ok(true);
             }
         }
-        Ok(0)
+        Ok(false)
     };
     check().unwrap_or_else(|err| {
         warn!(
             ctx,
             "{}: cannot read struct dentry (error {})", hook as u32, err
         );
-        0
+        false
     })
 }
 
-/// The verdict of `hook` on mounting over `path` (a `struct path *`): the
+/// Whether `hook` denies mounting over `path` (a `struct path *`): the
 /// name of a protected file or of a directory above one stays uncovered.
 #[inline(always)]
-pub fn guard_mountpoint(ctx: &LsmContext, hook: Hook, path: *const u8) -> i32 {
+pub fn guard_mountpoint(ctx: &LsmContext, hook: Hook, path: *const u8) -> bool {
     let Some(scope) = scope::current() else {
-        return 0;
+        return false;
     };
-    match read_at::<*const u8>(path, scope.config.layout.path_dentry) {
-        Ok(dentry) => guard_dentries(ctx, hook, [dentry, core::ptr::null()], access::NAME),
-        Err(_) => 0,
-    }
+    read_at::<*const u8>(path, scope.config.layout.path_dentry)
+        .is_ok_and(|dentry| guard_dentries(ctx, hook, [dentry, core::ptr::null()], access::NAME))
 }
 
-fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
+fn try_file_open(ctx: &LsmContext) -> Result<bool, i32> {
     let Some(scope) = scope::current() else {
-        return Ok(0);
+        return Ok(false);
     };
     let layout = &scope.config.layout;
     let file: *const u8 = ctx.arg(0);
@@ -144,5 +146,5 @@ fn try_file_open(ctx: &LsmContext) -> Result<i32, i32> {
     if wanted == 0 {
         wanted = access::ANY;
     }
-    verdict(ctx, &scope, Hook::FileOpen, inode, wanted)
+    ruled_out(ctx, &scope, Hook::FileOpen, inode, wanted)
 }

@@ -7,7 +7,10 @@
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use ksal_common::{Hook, access};
 
-use crate::{files::guard_dentries, guards::previous};
+use crate::{
+    files::{guard_dentries, verdict},
+    guards::previous,
+};
 
 const NONE: *const u8 = core::ptr::null();
 
@@ -23,7 +26,7 @@ fn inode_hook<const N: usize>(
     if earlier != 0 {
         return earlier;
     }
-    guard_dentries(ctx, hook, dentries, wanted)
+    verdict(guard_dentries(ctx, hook, dentries, wanted))
 }
 
 /// inode_setattr(dentry, attr) up to Linux 6.2.

@@ -8,7 +8,7 @@ use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::lsm, programs::
 use ksal_common::{FSTYPE_LEN, Hook, MountKey, guard, guard_rule};
 
 use crate::{
-    files::{guard_mountpoint, read_at},
+    files::{guard_mountpoint, read_at, verdict},
     guards::{deny, previous, vps_task},
     maps::MOUNT_ALLOW,
     scope::Scope,
@@ -44,11 +44,10 @@ pub fn ksal_sb_mount(ctx: LsmContext) -> i32 {
         return earlier;
     }
     let flags: u64 = ctx.arg(3);
-    if flags & (MS_REMOUNT | MS_PROPAGATION) == 0 {
-        let over = guard_mountpoint(&ctx, Hook::SbMount, ctx.arg(1));
-        if over != 0 {
-            return over;
-        }
+    if flags & (MS_REMOUNT | MS_PROPAGATION) == 0
+        && guard_mountpoint(&ctx, Hook::SbMount, ctx.arg(1))
+    {
+        return verdict(true);
     }
     let Some(scope) = vps_task() else {
         return 0;
@@ -113,5 +112,5 @@ pub fn ksal_move_mount(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return earlier;
     }
-    guard_mountpoint(&ctx, Hook::MoveMount, ctx.arg(1))
+    verdict(guard_mountpoint(&ctx, Hook::MoveMount, ctx.arg(1)))
 }
