@@ -70,61 +70,60 @@ fn rule_of(scope: &Scope, inode: *const u8) -> Result<Option<(FileRule, u64)>, i
     Ok(unsafe { FILE_RULES.get(key) }.map(|rule| (*rule, ino)))
 }
 
-/// Whether the action on `inode`, which rules out `wanted` access bits, is
-/// denied (recorded either way when a rule covers it).
+/// The rule on `inode` that rules out any of `wanted`, if one does.
 #[inline(always)]
-fn ruled_out(
-    ctx: &LsmContext,
-    scope: &Scope,
-    hook: Hook,
-    inode: *const u8,
-    wanted: u32,
-) -> Result<bool, i32> {
-    Ok(match rule_of(scope, inode)? {
-        Some((rule, ino)) if rule.access & wanted != 0 => {
-            events::rule_out(ctx, scope, hook, rule.rule_id, ino)
-        }
-        _ => false,
-    })
+fn ruling(scope: &Scope, inode: *const u8, wanted: u32) -> Result<Option<(FileRule, u64)>, i32> {
+    Ok(rule_of(scope, inode)?.filter(|(rule, _)| rule.access & wanted != 0))
 }
 
-/// Whether `hook` denies an action on the inodes of `dentries` (`struct
-/// dentry *`, null for none) that rules out `wanted`.
+/// The first rule on the inodes of `dentries` (`struct dentry *`, null for
+/// none) that rules out any of `wanted`. Lookups only: the caller records
+/// one event, whichever dentry it was.
+#[inline(always)]
+pub fn dentry_rule(
+    scope: &Scope,
+    dentries: [*const u8; 2],
+    wanted: u32,
+) -> Result<Option<(FileRule, u64)>, i32> {
+    for dentry in dentries {
+        if dentry.is_null() {
+            continue;
+        }
+        let inode: *const u8 = read_at(dentry, scope.config.layout.dentry_d_inode)?;
+        if let Some(found) = ruling(scope, inode, wanted)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// The rule that keeps the name at `path` (a `struct path *`) uncovered:
+/// a protected file or a directory above one.
+#[inline(always)]
+pub fn mountpoint_rule(scope: &Scope, path: *const u8) -> Option<(FileRule, u64)> {
+    let dentry = read_at::<*const u8>(path, scope.config.layout.path_dentry).ok()?;
+    dentry_rule(scope, [dentry, core::ptr::null()], access::NAME)
+        .ok()
+        .flatten()
+}
+
+/// Whether `hook` denies an action on `dentries` that rules out `wanted`.
 #[inline(always)]
 pub fn guard_dentries(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2], wanted: u32) -> bool {
     let Some(scope) = scope::current() else {
         return false;
     };
-    let check = || -> Result<bool, i32> {
-        for dentry in dentries {
-            if dentry.is_null() {
-                continue;
-            }
-            let inode: *const u8 = read_at(dentry, scope.config.layout.dentry_d_inode)?;
-            if ruled_out(ctx, &scope, hook, inode, wanted)? {
-                return Ok(true);
-            }
+    match dentry_rule(&scope, dentries, wanted) {
+        Ok(Some((rule, ino))) => events::rule_out(ctx, &scope, hook, rule.rule_id, ino),
+        Ok(None) => false,
+        Err(err) => {
+            warn!(
+                ctx,
+                "{}: cannot read struct dentry (error {})", hook as u32, err
+            );
+            false
         }
-        Ok(false)
-    };
-    check().unwrap_or_else(|err| {
-        warn!(
-            ctx,
-            "{}: cannot read struct dentry (error {})", hook as u32, err
-        );
-        false
-    })
-}
-
-/// Whether `hook` denies mounting over `path` (a `struct path *`): the
-/// name of a protected file or of a directory above one stays uncovered.
-#[inline(always)]
-pub fn guard_mountpoint(ctx: &LsmContext, hook: Hook, path: *const u8) -> bool {
-    let Some(scope) = scope::current() else {
-        return false;
-    };
-    read_at::<*const u8>(path, scope.config.layout.path_dentry)
-        .is_ok_and(|dentry| guard_dentries(ctx, hook, [dentry, core::ptr::null()], access::NAME))
+    }
 }
 
 fn try_file_open(ctx: &LsmContext) -> Result<bool, i32> {
@@ -146,5 +145,8 @@ fn try_file_open(ctx: &LsmContext) -> Result<bool, i32> {
     if wanted == 0 {
         wanted = access::ANY;
     }
-    ruled_out(ctx, &scope, Hook::FileOpen, inode, wanted)
+    Ok(match ruling(&scope, inode, wanted)? {
+        Some((rule, ino)) => events::rule_out(ctx, &scope, Hook::FileOpen, rule.rule_id, ino),
+        None => false,
+    })
 }

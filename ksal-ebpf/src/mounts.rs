@@ -4,14 +4,18 @@
 //! fsconfig(FSCONFIG_CMD_CREATE) alike) and, earlier, on mount(2)'s type
 //! string. Bind mounts and moves create no new filesystem; they are only
 //! kept off the names file rules protect.
-use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::lsm, programs::LsmContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes},
+    macros::lsm,
+    programs::LsmContext,
+};
 use ksal_common::{FSTYPE_LEN, Hook, MountKey, guard, guard_rule};
 
 use crate::{
-    files::{guard_mountpoint, read_at, verdict},
+    files::{mountpoint_rule, read_at},
     guards::{deny, previous, vps_task},
     maps::MOUNT_ALLOW,
-    scope::Scope,
+    scope::{self, Scope},
 };
 
 const MS_RDONLY: u64 = 1;
@@ -36,42 +40,49 @@ fn type_allowed(scope: &Scope, fstype: *const u8) -> bool {
     unsafe { MOUNT_ALLOW.get(key) }.is_some()
 }
 
-/// sb_mount(dev_name, path, type, flags, data)
+/// The guard rule of `scope`'s VPS that rules out mount(2) with `flags`
+/// of type `fstype`, if one does. Host root passes (see `vps_task`).
+#[inline(always)]
+fn mount_guard(scope: &Scope, flags: u64, fstype: *const u8) -> Option<u32> {
+    if bpf_get_current_uid_gid() as u32 == 0 {
+        return None;
+    }
+    let guards = scope.vps.guards;
+    if flags & MS_REMOUNT != 0 {
+        return (guards & guard::REMOUNT_READ_ONLY != 0 && flags & MS_RDONLY == 0)
+            .then_some(guard_rule::REMOUNT_READ_ONLY);
+    }
+    if flags & (MS_BIND | MS_MOVE | MS_PROPAGATION) != 0 || guards & guard::MOUNT_TYPES == 0 {
+        return None;
+    }
+    (!type_allowed(scope, fstype)).then_some(guard_rule::MOUNT_TYPES)
+}
+
+/// sb_mount(dev_name, path, type, flags, data). One event per denial:
+/// covering a protected name first, else the mount guards.
 #[lsm(hook = "sb_mount")]
 pub fn ksal_sb_mount(ctx: LsmContext) -> i32 {
     let earlier = previous::<5>(&ctx);
     if earlier != 0 {
         return earlier;
     }
-    let flags: u64 = ctx.arg(3);
-    if flags & (MS_REMOUNT | MS_PROPAGATION) == 0
-        && guard_mountpoint(&ctx, Hook::SbMount, ctx.arg(1))
-    {
-        return verdict(true);
-    }
-    let Some(scope) = vps_task() else {
+    let Some(scope) = scope::current() else {
         return 0;
     };
-    let guards = scope.vps.guards;
-    if flags & MS_REMOUNT != 0 {
-        if guards & guard::REMOUNT_READ_ONLY != 0 && flags & MS_RDONLY == 0 {
-            return deny(
-                &ctx,
-                &scope,
-                Hook::SbMount,
-                guard_rule::REMOUNT_READ_ONLY,
-                flags,
-            );
-        }
-        return 0;
-    }
-    if flags & (MS_BIND | MS_MOVE | MS_PROPAGATION) != 0 || guards & guard::MOUNT_TYPES == 0 {
-        return 0;
-    }
-    if type_allowed(&scope, ctx.arg(2)) {
-        return 0;
-    }
-    deny(&ctx, &scope, Hook::SbMount, guard_rule::MOUNT_TYPES, flags)
+    let flags: u64 = ctx.arg(3);
+    let over = if flags & (MS_REMOUNT | MS_PROPAGATION) == 0 {
+        mountpoint_rule(&scope, ctx.arg(1))
+    } else {
+        None
+    };
+    let (rule, object) = match over {
+        Some((rule, ino)) => (rule.rule_id, ino),
+        None => match mount_guard(&scope, flags, ctx.arg(2)) {
+            Some(rule) => (rule, flags),
+            None => return 0,
+        },
+    };
+    deny(&ctx, &scope, Hook::SbMount, rule, object)
 }
 
 /// sb_kern_mount(sb): a new superblock, from mount(2) or from fsconfig(2)
@@ -112,5 +123,11 @@ pub fn ksal_move_mount(ctx: LsmContext) -> i32 {
     if earlier != 0 {
         return earlier;
     }
-    verdict(guard_mountpoint(&ctx, Hook::MoveMount, ctx.arg(1)))
+    let Some(scope) = scope::current() else {
+        return 0;
+    };
+    match mountpoint_rule(&scope, ctx.arg(1)) {
+        Some((rule, ino)) => deny(&ctx, &scope, Hook::MoveMount, rule.rule_id, ino),
+        None => 0,
+    }
 }
