@@ -4,16 +4,12 @@
 //! fsconfig(FSCONFIG_CMD_CREATE) alike) and, earlier, on mount(2)'s type
 //! string. Bind mounts and moves create no new filesystem; they are only
 //! kept off the names file rules protect.
-use aya_ebpf::{
-    helpers::{bpf_get_current_uid_gid, bpf_probe_read_kernel_str_bytes},
-    macros::lsm,
-    programs::LsmContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_kernel_str_bytes, macros::lsm, programs::LsmContext};
 use ksal_common::{FSTYPE_LEN, Hook, MountKey, guard, guard_rule};
 
 use crate::{
     files::{mountpoint_rule, read_at},
-    guards::{deny, previous, vps_task},
+    guards::{deny, host_root, previous, vps_task},
     maps::MOUNT_ALLOW,
     scope::{self, Scope},
 };
@@ -44,7 +40,7 @@ fn type_allowed(scope: &Scope, fstype: *const u8) -> bool {
 /// of type `fstype`, if one does. Host root passes (see `vps_task`).
 #[inline(always)]
 fn mount_guard(scope: &Scope, flags: u64, fstype: *const u8) -> Option<u32> {
-    if bpf_get_current_uid_gid() as u32 == 0 {
+    if host_root() {
         return None;
     }
     let guards = scope.vps.guards;
