@@ -66,6 +66,17 @@ pub mod program_names {
     pub const BIND6: &str = "ksal_bind6";
     pub const CONNECT6: &str = "ksal_connect6";
     pub const SENDMSG6: &str = "ksal_sendmsg6";
+    /// inode_setattr(dentry, attr) up to Linux 6.2; (idmap, dentry, attr)
+    /// from 6.3.
+    pub const INODE_SETATTR2: &str = "ksal_inode_setattr2";
+    pub const INODE_SETATTR3: &str = "ksal_inode_setattr3";
+    pub const INODE_RENAME: &str = "ksal_inode_rename";
+    pub const INODE_UNLINK: &str = "ksal_inode_unlink";
+    pub const INODE_LINK: &str = "ksal_inode_link";
+    pub const INODE_SETXATTR: &str = "ksal_inode_setxattr";
+    pub const INODE_REMOVEXATTR: &str = "ksal_inode_removexattr";
+    pub const SB_KERN_MOUNT: &str = "ksal_sb_kern_mount";
+    pub const MOVE_MOUNT: &str = "ksal_move_mount";
 }
 
 /// Capacity of the VPS table: how many VPSs one host can register.
@@ -141,6 +152,11 @@ pub mod access {
     pub const READ: u32 = 1;
     pub const WRITE: u32 = 2;
     pub const ANY: u32 = READ | WRITE;
+    /// The name stays: no rename, unlink or link of it and nothing mounted
+    /// over it. Write rules carry it, and so does every directory on the
+    /// way to a write-protected file (renaming `/etc` would swap
+    /// `/etc/passwd` out as surely as renaming the file).
+    pub const NAME: u32 = 4;
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from
@@ -153,6 +169,10 @@ pub struct KernelLayout {
     pub inode_i_ino: u32,
     pub inode_i_sb: u32,
     pub super_block_s_dev: u32,
+    pub dentry_d_inode: u32,
+    pub super_block_s_type: u32,
+    pub file_system_type_name: u32,
+    pub path_dentry: u32,
     pub _pad: u32,
 }
 
@@ -345,8 +365,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<KernelLayout>(), 24);
-        assert_eq!(size_of::<Config>(), 32);
+        assert_eq!(size_of::<KernelLayout>(), 40);
+        assert_eq!(size_of::<Config>(), 48);
         assert_eq!(size_of::<VpsEntry>(), 24);
         assert_eq!(size_of::<MountKey>(), 4 + FSTYPE_LEN);
         assert_eq!(size_of::<DeviceKey>(), 16);

@@ -8,6 +8,7 @@ mod devices;
 mod events;
 mod files;
 mod guards;
+mod inodes;
 mod kernel;
 mod maps;
 mod mounts;

@@ -3,6 +3,7 @@
 //! stop and as policies change. Owned by the host, behind one short lock:
 //! every operation here is a few map updates, never VPS-controlled work.
 mod names;
+mod root;
 mod rules;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use crate::{
 };
 
 pub use names::EventNames;
+pub use root::VpsRoot;
 pub use rules::{KernelRules, Stage, kernel_rules};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,9 @@ pub struct Enforcement {
     policies: PolicyDir,
     /// Names of the rule ids ever put in the maps, for events and metrics.
     rule_names: HashMap<u32, String>,
+    /// Each running VPS's root as captured at launch, by VPS id: where its
+    /// file rules are resolved, at start and at every reload.
+    roots: HashMap<u32, VpsRoot>,
 }
 
 impl Enforcement {
@@ -74,6 +79,7 @@ impl Enforcement {
             lsm_error,
             policies,
             rule_names: HashMap::new(),
+            roots: HashMap::new(),
         }
     }
 
@@ -164,21 +170,26 @@ impl Enforcement {
     }
 
     /// Put VPS `spec` (cgroup `cgroup_id`) under its policy as far as
-    /// `stage` allows; file rules resolve inside the root of `init_pid`.
+    /// `stage` allows. File rules resolve inside its root: `root` when
+    /// given (kept for later reloads), else the one kept before.
     /// Returns whether it runs degraded.
     pub fn apply(
         &mut self,
         spec: &Spec,
         cgroup_id: u64,
         stage: Stage,
-        init_pid: Option<u32>,
+        root: Option<VpsRoot>,
     ) -> Result<bool> {
         let policy = self.policy_of(spec)?;
         let degraded = self.degraded(&spec.name, &policy)?;
         let lsm = self.lsm_error.is_none();
-        let resolved = kernel_rules(&policy, spec.id, stage, lsm, |path| match init_pid {
-            Some(pid) => crate::sys::stat_in_root_of(pid, path),
-            None => Err(std::io::ErrorKind::NotFound.into()),
+        if let Some(root) = root {
+            self.roots.insert(spec.id, root);
+        }
+        let root = self.roots.get(&spec.id);
+        let resolved = kernel_rules(&policy, spec.id, stage, lsm, |path| match root {
+            Some(root) => root.stat(path),
+            None => Err(std::io::Error::other("no root was captured for the VPS")),
         });
         for (rule, e) in &resolved.unresolved {
             tracing::warn!(vps = %spec.name, %rule, "cannot resolve the rule's path: {e}");
@@ -193,26 +204,28 @@ impl Enforcement {
         Ok(degraded)
     }
 
-    /// Forget a VPS that stopped: its entry, address and rules.
+    /// Forget a VPS that stopped: its entry, address, rules and root.
     pub fn forget(&mut self, cgroup_id: u64, vps_id: u32) {
+        self.roots.remove(&vps_id);
         if let Some(ksal) = &mut self.ksal {
             ksal.forget_vps(cgroup_id, vps_id);
         }
     }
 
     /// After a daemon restart: attach this KSAL's guards to a VPS that kept
-    /// running (replacing the old daemon's) and put it under its policy.
+    /// running (replacing the old daemon's) and put it under its policy,
+    /// with its root as [`VpsRoot::capture`] finds it now.
     pub fn readopt(
         &mut self,
         spec: &Spec,
         cgroup: (&std::path::Path, u64),
-        init_pid: u32,
+        root: Option<VpsRoot>,
     ) -> Result<bool> {
         if let Some(ksal) = &mut self.ksal {
             ksal.attach_guards(cgroup.0, cgroup.1, spec.id, spec.ip.map(|ip| ip.addr))
                 .map_err(ksal_error(&spec.name))?;
         }
-        self.apply(spec, cgroup.1, Stage::Built, Some(init_pid))
+        self.apply(spec, cgroup.1, Stage::Built, root)
     }
 
     /// Drop pins and map entries of VPSs not among `running` (cgroup id,

@@ -4,7 +4,7 @@
 //! the VPS's start has come and whether the kernel runs the LSM hooks; the
 //! one input from the outside world, resolving a path inside the VPS, is
 //! passed in.
-use ksal_common::{FileRule, VpsEntry, guard};
+use ksal_common::{FileRule, FileRuleKey, VpsEntry, access, guard};
 
 use crate::{
     ksal::{EgressDeny, VpsRules},
@@ -94,19 +94,43 @@ pub fn kernel_rules(
     for (rule, name) in policy.files.deny.iter().zip(file_names) {
         let rule_id = policy::rule_id(name);
         out.names.push((rule_id, name.clone()));
-        match resolve(rule.path.as_str()) {
-            Ok((dev, ino)) => out.rules.files.push((
-                crate::ksal::file_key_of(vps_id, dev, ino),
-                FileRule {
-                    rule_id,
-                    access: rule.access_bits(),
-                },
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => out.unresolved.push((name.clone(), e)),
+        let mut access = rule.access_bits();
+        // A file under a write rule keeps its name, and so does every
+        // directory on its way: renaming one swaps the file out too.
+        let held = if access & access::WRITE != 0 {
+            access |= access::NAME;
+            std::path::Path::new(rule.path.as_str())
+                .ancestors()
+                .collect()
+        } else {
+            vec![std::path::Path::new(rule.path.as_str())]
+        };
+        for (i, path) in held.iter().enumerate() {
+            let Some(path) = path.to_str().filter(|p| !matches!(*p, "/" | "")) else {
+                continue;
+            };
+            let access = if i == 0 { access } else { access::NAME };
+            match resolve(path) {
+                Ok((dev, ino)) => add_file(
+                    &mut out.rules.files,
+                    crate::ksal::file_key_of(vps_id, dev, ino),
+                    FileRule { rule_id, access },
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => out.unresolved.push((name.clone(), e)),
+            }
         }
     }
     out
+}
+
+/// Add a file rule; a second rule on the same inode adds its access bits
+/// to the first (whose id its events keep).
+fn add_file(files: &mut Vec<(FileRuleKey, FileRule)>, key: FileRuleKey, rule: FileRule) {
+    match files.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, held)) => held.access |= rule.access,
+        None => files.push((key, rule)),
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +242,52 @@ sysctl:
         assert!(r.rules.files.is_empty());
         assert_eq!(r.unresolved.len(), 1);
         assert_eq!(r.unresolved[0].0, "p:files.deny[0]");
+    }
+
+    #[test]
+    fn a_write_rule_holds_the_name_of_the_file_and_of_each_directory_above() {
+        let p = Policy::parse(
+            "w.yaml",
+            "files:\n  deny:\n    - path: /etc/ssh/key\n      access: [write]\n    - path: /etc/ssh/other\n    - path: /etc/secret\n      access: [read]\n",
+        )
+        .expect("parses");
+        let inodes = [
+            ("/etc", 1),
+            ("/etc/ssh", 2),
+            ("/etc/ssh/key", 3),
+            ("/etc/ssh/other", 4),
+            ("/etc/secret", 5),
+        ];
+        let r = kernel_rules(&p, 5, Stage::Built, true, |path| {
+            inodes
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, ino)| (8, *ino))
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        });
+        let held: Vec<(u64, u32)> = r
+            .rules
+            .files
+            .iter()
+            .map(|(k, v)| (k.ino, v.access))
+            .collect();
+        let (key, other) = (r.names[0].0, r.names[1].0);
+        assert_eq!(
+            held,
+            [
+                (3, access::WRITE | access::NAME),
+                (2, access::NAME),
+                (1, access::NAME),
+                (4, access::ANY | access::NAME),
+                (5, access::READ),
+            ],
+            "directories once, the read rule alone"
+        );
+        assert_eq!(
+            r.rules.files[1].1.rule_id, key,
+            "the first rule names a shared directory"
+        );
+        assert_eq!(r.rules.files[3].1.rule_id, other);
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl Policy {
     pub fn lsm_hooks(&self) -> Vec<&'static str> {
         HOOKS
             .iter()
-            .filter(|h| h.is_lsm() && self.used_sections().any(|s| s.hook == h.hook))
+            .filter(|h| h.is_lsm() && self.used_sections().any(|s| s.hooks().any(|k| k == h.hook)))
             .map(|h| h.name)
             .collect()
     }

@@ -83,7 +83,13 @@ fn guard_sections_become_bits_hooks_and_names() {
     assert_eq!(p.caps_denied(), (1 << 12) | (1 << 21));
     assert_eq!(
         p.lsm_hooks(),
-        vec!["sb_mount", "bpf", "socket_create", "capable"]
+        vec![
+            "sb_mount",
+            "bpf",
+            "socket_create",
+            "capable",
+            "sb_kern_mount"
+        ]
     );
     assert_eq!(
         p.guard_rule_name(guard_rule::BPF).as_deref(),
@@ -162,8 +168,20 @@ fn hooks_a_policy_needs_follow_its_sections() {
     .unwrap();
     assert_eq!(
         files.lsm_hooks(),
-        ["file_open", "sb_mount", "perf_event_open"],
-        "two mount sections need sb_mount once"
+        [
+            "file_open",
+            "sb_mount",
+            "perf_event_open",
+            "inode_setattr",
+            "inode_rename",
+            "inode_unlink",
+            "inode_link",
+            "inode_setxattr",
+            "inode_removexattr",
+            "sb_kern_mount",
+            "move_mount"
+        ],
+        "every path to a file's content or name; two mount sections need sb_mount once"
     );
     assert_eq!(
         files.guards(),

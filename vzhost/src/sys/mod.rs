@@ -21,9 +21,9 @@ use std::{ffi::CString, io, path::Path};
 pub use bpf::{bpf_prog_attach, bpf_prog_detach, bpf_prog_get_fd_by_id, bpf_prog_query};
 pub use cgroup::cgroup_kill;
 pub use fs::{project_quota_on, project_usage, set_project, set_project_limit};
-pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
+pub use mount::{clone_mount_in, idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
-pub use path::{openat2, stat_in_root_of};
+pub use path::{openat2, stat_in};
 pub use process::{
     cloexec_from, close_all_but, is_same_process, kill, pidfd_open, pidfd_send_signal,
     pidfd_wait_exit, process_start_time,
