@@ -45,6 +45,9 @@ pub enum Hook {
     SkbEgress = 13,
     /// cgroup_skb ingress: counters.
     SkbIngress = 14,
+    /// tc ingress on the host side of a VPS's veth: every frame the VPS
+    /// sends (anti-spoofing, egress rules after the VPS's own NAT).
+    VethEgress = 15,
 }
 
 /// How a program is attached.
@@ -56,6 +59,8 @@ pub enum Attach {
     Lsm { nargs: u32 },
     /// To each VPS cgroup at this `bpf_attach_type`.
     Cgroup { attach_type: u32 },
+    /// As a tc classifier (clsact ingress) on each VPS's host-side veth.
+    Tc,
 }
 
 /// One program of the eBPF object (its function name in `ksal-ebpf`).
@@ -98,7 +103,7 @@ const fn cgroup(name: &'static str, attach_type: u32) -> ProgramDef {
 }
 
 /// Every hook, in id order (`HOOKS[id - 1]`).
-pub static HOOKS: [HookDef; 14] = {
+pub static HOOKS: [HookDef; 15] = {
     use attach_type as at;
     [
         HookDef {
@@ -180,6 +185,14 @@ pub static HOOKS: [HookDef; 14] = {
             name: "skb_ingress",
             programs: &[cgroup(p::SKB_INGRESS, at::INET_INGRESS)],
         },
+        HookDef {
+            hook: Hook::VethEgress,
+            name: "veth_egress",
+            programs: &[ProgramDef {
+                name: p::VETH_EGRESS,
+                attach: Attach::Tc,
+            }],
+        },
     ]
 };
 
@@ -213,6 +226,8 @@ pub enum Section {
     CapabilitiesDeny,
     DevicesAllow,
     SysctlAllowWrite,
+    NetworkDenyHost,
+    NetworkSocketFamilies,
 }
 
 /// A policy section: where it is written, the hook that enforces it, and
@@ -244,7 +259,7 @@ const fn section(
 }
 
 /// Every section, in [`Section`] order.
-pub static SECTIONS: [SectionDef; 12] = {
+pub static SECTIONS: [SectionDef; 14] = {
     use Section as S;
     [
         section(S::FilesDeny, "files.deny", Hook::FileOpen, 0, 0),
@@ -325,6 +340,20 @@ pub static SECTIONS: [SectionDef; 12] = {
             guard::SYSCTL,
             guard_rule::SYSCTL,
         ),
+        section(
+            S::NetworkDenyHost,
+            "network.deny_host",
+            Hook::Connect,
+            0,
+            guard_rule::DENY_HOST,
+        ),
+        section(
+            S::NetworkSocketFamilies,
+            "network.socket_families",
+            Hook::SocketCreate,
+            guard::SOCKET_FAMILIES,
+            guard_rule::SOCKET_FAMILIES,
+        ),
     ]
 };
 
@@ -393,7 +422,7 @@ mod tests {
         for h in &HOOKS {
             let nargs = |p: &ProgramDef| match p.attach {
                 Attach::Lsm { nargs } => Some(nargs),
-                Attach::Cgroup { .. } => None,
+                Attach::Cgroup { .. } | Attach::Tc => None,
             };
             let lsm = h.programs.iter().filter(|p| nargs(p).is_some()).count();
             assert!(

@@ -1,6 +1,7 @@
 //! KSAL policies: YAML files an administrator drops into the policies
 //! directory. Every value is checked while it is parsed, so a bad file is
 //! refused with `file:line:column: reason` and never half-applied.
+mod network;
 pub mod watch;
 
 use std::{collections::BTreeMap, fmt, path::Path, str::FromStr};
@@ -9,6 +10,8 @@ use ksal_common::{HOOKS, SECTIONS, Section, SectionDef, guard_rule};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Limits;
+
+pub use network::{FAMILIES, HostPort, SocketFamily, family_mask};
 
 /// The policy every VPS gets when no other selects it.
 pub const DEFAULT_NAME: &str = "default";
@@ -232,6 +235,21 @@ pub struct Network {
     /// Packet sockets (AF_PACKET).
     #[serde(default)]
     pub packet_sockets: Permit,
+    /// The host's own addresses (every address of the daemon's network
+    /// namespace, the gateway's too, their broadcast addresses, and
+    /// broadcast and multicast, which the host receives on the bridge):
+    /// the VPS may not open connections or send datagrams to them, but
+    /// for `allow_host`. Replies to connections the host opens pass.
+    #[serde(default)]
+    pub deny_host: bool,
+    /// What stays reachable on the host under `deny_host`: ports (TCP and
+    /// UDP) and `ping`.
+    #[serde(default)]
+    pub allow_host: Vec<HostPort>,
+    /// The socket families a VPS may open (an allowlist: `unix`, `inet`,
+    /// `inet6`, `netlink`...); absent: every family the kernel lets it.
+    #[serde(default)]
+    pub socket_families: Option<Vec<SocketFamily>>,
 }
 
 /// A filesystem type name, as `mount -t` takes it.
@@ -634,6 +652,16 @@ impl Policy {
             });
         }
         p.check_sysctls_writable(file, text)?;
+        if !p.network.deny_host && !p.network.allow_host.is_empty() {
+            return Err(PolicyError {
+                file: file.to_owned(),
+                line: 1,
+                column: 1,
+                reason: "network.allow_host lists exceptions to network.deny_host, which is off: \
+                         set deny_host: true, or remove allow_host"
+                    .into(),
+            });
+        }
         Ok(p)
     }
 
@@ -685,6 +713,8 @@ impl Policy {
             Section::CapabilitiesDeny => !self.capabilities.deny.is_empty(),
             Section::DevicesAllow => self.devices.is_some(),
             Section::SysctlAllowWrite => self.sysctl.is_some(),
+            Section::NetworkDenyHost => self.network.deny_host,
+            Section::NetworkSocketFamilies => self.network.socket_families.is_some(),
         }
     }
 
