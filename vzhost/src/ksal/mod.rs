@@ -29,7 +29,7 @@ pub use cgroup_attach::AttachError;
 pub use error::{KsalError, Result};
 pub use events::{EventCounts, EventLog, EventReader, KsalEvent, LoggedEvent};
 pub use load::guard_programs;
-pub use probe::{probe_cgroup_attach, probe_lsm};
+pub use probe::{probe_cgroup_attach, probe_lsm, probe_tc};
 pub use rules::{EgressDeny, VpsRules};
 
 /// The loaded and attached KSAL.

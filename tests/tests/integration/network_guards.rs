@@ -1,0 +1,262 @@
+//! The tc program on the host side of each VPS's veth, attacked (issue 12,
+//! findings 9 and 10): DNAT inside the VPS, raw and packet sockets, and a
+//! VPS taking a neighbour's address. Every frame a VPS sends is checked
+//! there, whatever made it. The development hosts load tc programs, so
+//! these run natively and in the VM.
+use std::time::Duration;
+
+use vzhost_tests::{Daemon, run_in_netns, stderr};
+
+use crate::{
+    network::{in_vps_netns, ip_of, ipv4_udp, net_of, recv_udp, send_raw_udp, two_networked},
+    policy::{within, write_policy},
+};
+
+const GATEWAY: &str = "10.213.0.1";
+
+fn spoofed(d: &Daemon, vps: &str) -> u64 {
+    net_of(d, vps)["spoofed_dropped"].as_u64().unwrap()
+}
+
+/// VPS `a` (10.213.0.10) under `policy` (selecting it by name) and `b`
+/// (10.213.0.2) under the default, both running.
+fn pair_under(name: &str, file: &str, policy: &str) -> anyhow::Result<Daemon> {
+    let d = Daemon::start(name)?;
+    write_policy(&d, file, &format!("selector:\n  names: [a]\n{policy}"));
+    let wanted = file.trim_end_matches(".yaml");
+    d.ok(&["create", "a", "--ip", "10.213.0.10/16"]);
+    within(Duration::from_secs(3), || {
+        d.status("a").is_some_and(|s| s["policy"] == wanted)
+    })
+    .expect("the daemon picked the policy up");
+    d.ok(&["create", "b", "--ip", "10.213.0.2/16"]);
+    d.ok(&["start", "a"]);
+    d.ok(&["start", "b"]);
+    Ok(d)
+}
+
+/// Run the host's nft in VPS `vps`'s network namespace, as its root (who
+/// has CAP_NET_ADMIN there) could.
+fn nft_in(d: &Daemon, vps: &str, args: &[&str]) {
+    let pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let argv: Vec<&str> = std::iter::once("/usr/sbin/nft").chain(args.iter().copied()).collect();
+    let out = run_in_netns(&ns, &argv).unwrap();
+    assert!(out.status.success(), "nft {args:?}: {}", stderr(&out));
+}
+
+/// The events of `vps` from the veth program, waiting for at least one.
+fn veth_events(d: &Daemon, vps: &str) -> Vec<serde_json::Value> {
+    d.await_event(vps, "veth_egress")
+        .expect("the veth program reported its drop");
+    d.events(vps)
+        .into_iter()
+        .filter(|e| e["hook"] == "veth_egress")
+        .collect()
+}
+
+#[test]
+fn dnat_and_raw_sockets_inside_a_vps_do_not_reach_a_denied_destination() -> anyhow::Result<()> {
+    let d = pair_under(
+        "veth-dnat",
+        "dnat.yaml",
+        "network:\n  deny_egress:\n    - cidr: 10.213.0.2/32\n",
+    )?;
+    let b = ip_of(&d, "b");
+    d.sh_ok(
+        "b",
+        "(while true; do nc -l -p 7000 >> /tmp/got; done) >/dev/null 2>&1 &",
+    );
+    let control_log = d.state.path().join("host-7000.log");
+    let mut host = d.host_spawn(&["/bin/busybox", "nc", "-l", "-p", "7000"], &control_log)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let direct = d.sh("a", &format!("echo direct | nc -w 2 {b} 7000"));
+    assert!(
+        stderr(&direct).contains("not permitted"),
+        "the connect hook denies b: {}",
+        stderr(&direct)
+    );
+    // a's root rewrites an allowed address to another: first the gateway
+    // (proving the DNAT works), then b, which the rule denies.
+    nft_in(&d, "a", &["add", "table", "ip", "nat"]);
+    nft_in(
+        &d,
+        "a",
+        &["add", "chain", "ip", "nat", "out", "{ type nat hook output priority -100; }"],
+    );
+    nft_in(
+        &d,
+        "a",
+        &["add", "rule", "ip", "nat", "out", "ip", "daddr", "10.213.0.200", "dnat", "to", GATEWAY],
+    );
+    d.sh("a", "echo via-dnat-to-gateway | nc -w 2 10.213.0.200 7000");
+    let _ = host.kill();
+    let _ = host.wait();
+    let got = std::fs::read_to_string(&control_log)?;
+    assert!(got.contains("via-dnat-to-gateway"), "the DNAT works: {got:?}");
+    nft_in(&d, "a", &["flush", "chain", "ip", "nat", "out"]);
+    nft_in(
+        &d,
+        "a",
+        &["add", "rule", "ip", "nat", "out", "ip", "daddr", "10.213.0.200", "dnat", "to", &b],
+    );
+    let attack = d.sh("a", "echo via-dnat | nc -w 2 10.213.0.200 7000");
+    assert!(
+        !stderr(&attack).contains("not permitted"),
+        "connect saw the allowed address, as the attack wants: {}",
+        stderr(&attack)
+    );
+    // A raw socket meets no socket hook on its way out.
+    let raw = recv_udp(&d, "b", 9000);
+    std::thread::sleep(Duration::from_millis(300));
+    send_raw_udp(&d, "a", "10.213.0.10", &b, 9000, b"raw-to-b");
+    assert!(raw.join().unwrap().is_empty(), "the raw datagram must not reach b");
+    std::thread::sleep(Duration::from_millis(300));
+    let at_b = d.sh_ok("b", "cat /tmp/got 2>/dev/null; true");
+    assert!(!at_b.contains("via-dnat"), "b received: {at_b:?}");
+    let events = veth_events(&d, "a");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["rule"] == "dnat:network.deny_egress[0]"),
+        "{events:?}"
+    );
+    Ok(())
+}
+
+/// The MAC address of `vps`'s eth0, as it reports it.
+fn mac_of(d: &Daemon, vps: &str) -> String {
+    let link = d.sh_ok(vps, "ip link show eth0");
+    link.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {link}"))
+        .to_owned()
+}
+
+fn host_neigh(d: &Daemon, ip: &str) -> String {
+    let out = d
+        .host_run(&["/bin/busybox", "ip", "neigh", "show", ip])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_vps_cannot_take_over_a_neighbours_address() -> anyhow::Result<()> {
+    let d = Daemon::start("veth-takeover")?;
+    let (a, b) = two_networked(&d);
+    let (a_mac, b_mac) = (mac_of(&d, "a"), mac_of(&d, "b"));
+    assert_ne!(a_mac, b_mac);
+    let before = spoofed(&d, "a");
+    // a takes b's address and says so every way it can.
+    d.sh_ok("a", &format!("ip addr add {b}/16 dev eth0"));
+    for attack in [
+        format!("arping -U -c 2 -w 2 -I eth0 -s {b} {b}"),
+        format!("arping -A -c 2 -w 2 -I eth0 -s {b} {b}"),
+        format!("ping -c 2 -W 1 -I {b} {GATEWAY}"),
+    ] {
+        // Some fail under the policy (packet sockets): the attempt counts.
+        d.sh("a", &attack);
+    }
+    // The host asks who has b, five times afresh: a's kernel answers too,
+    // and its replies (sender b, a's MAC) must never arrive.
+    for round in 0..5 {
+        let flush = d.host_run(&["/bin/busybox", "ip", "neigh", "flush", "dev", "vzbr0"])?;
+        assert!(flush.status.success(), "{}", stderr(&flush));
+        let ping = d.host_run(&["/bin/busybox", "ping", "-c", "1", "-W", "2", &b])?;
+        assert!(ping.status.success(), "round {round}: {}", stderr(&ping));
+        let neigh = host_neigh(&d, &b);
+        assert!(
+            neigh.contains(&b_mac) && !neigh.contains(&a_mac),
+            "round {round}: the host's entry for {b} is {neigh:?} (b is {b_mac}, a is {a_mac})"
+        );
+    }
+    d.sh_ok("b", &format!("ping -c 1 -W 2 {GATEWAY}"));
+    assert!(
+        spoofed(&d, "a") > before,
+        "the drops are counted: {}",
+        net_of(&d, "a")
+    );
+    let events = veth_events(&d, "a");
+    assert!(
+        events.iter().any(|e| e["rule"] == "anti-spoofing"),
+        "{events:?}"
+    );
+    // a's own address still works for a.
+    d.sh_ok("a", &format!("ip addr del {b}/16 dev eth0"));
+    d.sh_ok("a", &format!("ping -c 1 -W 2 {GATEWAY}"));
+    assert_eq!(ip_of(&d, "a"), a);
+    Ok(())
+}
+
+/// Send one Ethernet frame on VPS `vps`'s eth0 through a packet socket.
+fn send_frame(d: &Daemon, vps: &str, frame: Vec<u8>) {
+    let status = in_vps_netns(d, vps, move || {
+        // SAFETY: packet socket calls on buffers that live through them.
+        unsafe {
+            let sock = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+            if sock < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut to: libc::sockaddr_ll = std::mem::zeroed();
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_ifindex = libc::if_nametoindex(c"eth0".as_ptr()) as i32;
+            to.sll_halen = 6;
+            to.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let sent = libc::sendto(
+                sock,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            );
+            libc::close(sock);
+            if sent < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    });
+    assert!(status.success(), "packet sender failed: {status}");
+}
+
+fn mac_bytes(mac: &str) -> Vec<u8> {
+    mac.split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()> {
+    // A policy that lets a open packet sockets (the default denies them).
+    let d = pair_under("veth-packet", "packets.yaml", "mode: enforce\n")?;
+    let (a, b) = (ip_of(&d, "a"), ip_of(&d, "b"));
+    let (a_mac, b_mac) = (mac_bytes(&mac_of(&d, "a")), mac_bytes(&mac_of(&d, "b")));
+    let frame = |src_mac: &[u8], src: &str, port: u16, payload: &[u8]| {
+        let mut f = b_mac.clone();
+        f.extend(src_mac);
+        f.extend([0x08, 0x00]);
+        f.extend(ipv4_udp(src.parse().unwrap(), b.parse().unwrap(), port, payload));
+        f
+    };
+    let before = spoofed(&d, "a");
+    let cases: [(&[u8], &str, u16, &[u8], bool); 3] = [
+        (&a_mac, &a, 9100, b"own-source", true),
+        (&a_mac, "10.213.0.77", 9101, b"forged-ip", false),
+        (&[0x02, 0, 0, 0, 0, 0x99], &a, 9102, b"forged-mac", false),
+    ];
+    for (src_mac, src, port, payload, arrives) in cases {
+        let got = recv_udp(&d, "b", port);
+        std::thread::sleep(Duration::from_millis(300));
+        send_frame(&d, "a", frame(src_mac, src, port, payload));
+        let got = got.join().unwrap();
+        if arrives {
+            assert_eq!(got, payload, "a frame from a's own MAC and address arrives");
+        } else {
+            assert!(got.is_empty(), "{:?} must not reach b", String::from_utf8_lossy(payload));
+        }
+    }
+    assert_eq!(spoofed(&d, "a"), before + 2, "both forged frames are counted");
+    Ok(())
+}
