@@ -31,7 +31,7 @@ pub fn ksal_socket_create(ctx: LsmContext) -> i32 {
     let kind: i32 = ctx.arg(1);
     let object = ((family as u64) << 32) | (kind as u32 as u64);
     let guards = scope.vps.guards;
-    let listed = family >= 0 && family < 64 && scope.vps.families_allowed & (1u64 << family) != 0;
+    let listed = (0..64).contains(&family) && scope.vps.families_allowed & (1u64 << family) != 0;
     if guards & guard::SOCKET_FAMILIES != 0 && !listed {
         return deny(
             &ctx,

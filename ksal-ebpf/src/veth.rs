@@ -46,13 +46,13 @@ pub fn ksal_veth_egress(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: plain-integer values, replaced whole by the host.
-    let Some(veth) = (unsafe { VETH.get(&ifindex) }) else {
+    let Some(veth) = (unsafe { VETH.get(ifindex) }) else {
         // Attached only to VPS veths, after their entry: a veth the host
         // forgot carries nothing.
-        return TC_ACT_SHOT as i32;
+        return TC_ACT_SHOT;
     };
     // SAFETY: as above.
-    let policy_mode = unsafe { VPS.get(&veth.cgroup_id) }.map_or(mode::ENFORCE, |v| v.mode);
+    let policy_mode = unsafe { VPS.get(veth.cgroup_id) }.map_or(mode::ENFORCE, |v| v.mode);
     let mut subject = Subject {
         vps_id: veth.vps_id,
         cgroup_id: veth.cgroup_id,
@@ -61,19 +61,25 @@ pub fn ksal_veth_egress(ctx: TcContext) -> i32 {
         comm: [0; ksal_common::COMM_LEN],
     };
     match verdict(&ctx, veth) {
-        Verdict::Pass => TC_ACT_OK as i32,
-        Verdict::Quiet => TC_ACT_SHOT as i32,
+        Verdict::Pass => TC_ACT_OK,
+        Verdict::Quiet => TC_ACT_SHOT,
         Verdict::Spoofed(object) => {
             count(&ctx, veth.vps_id, |c| c.spoofed_dropped += 1);
             subject.mode = mode::ENFORCE;
-            events::ruled_out(&ctx, &subject, Hook::VethEgress, guard_rule::SPOOFED, object);
-            TC_ACT_SHOT as i32
+            events::ruled_out(
+                &ctx,
+                &subject,
+                Hook::VethEgress,
+                guard_rule::SPOOFED,
+                object,
+            );
+            TC_ACT_SHOT
         }
         Verdict::Denied(rule_id, object) => {
             if events::ruled_out(&ctx, &subject, Hook::VethEgress, rule_id, object) {
-                TC_ACT_SHOT as i32
+                TC_ACT_SHOT
             } else {
-                TC_ACT_OK as i32
+                TC_ACT_OK
             }
         }
     }
@@ -171,7 +177,9 @@ fn ipv4(ctx: &TcContext, veth: &VethEntry) -> Verdict {
         _ => (0, true),
     };
     match egress_denied_by(veth.vps_id, port, daddr, opening) {
-        Some(rule_id) => Verdict::Denied(rule_id, (u64::from(daddr) << 16) | u64::from(port & 0xffff)),
+        Some(rule_id) => {
+            Verdict::Denied(rule_id, (u64::from(daddr) << 16) | u64::from(port & 0xffff))
+        }
         None => Verdict::Pass,
     }
 }

@@ -40,7 +40,9 @@ fn pair_under(name: &str, file: &str, policy: &str) -> anyhow::Result<Daemon> {
 fn nft_in(d: &Daemon, vps: &str, args: &[&str]) {
     let pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
     let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
-    let argv: Vec<&str> = std::iter::once("/usr/sbin/nft").chain(args.iter().copied()).collect();
+    let argv: Vec<&str> = std::iter::once("/usr/sbin/nft")
+        .chain(args.iter().copied())
+        .collect();
     let out = run_in_netns(&ns, &argv).unwrap();
     assert!(out.status.success(), "nft {args:?}: {}", stderr(&out));
 }
@@ -82,23 +84,57 @@ fn dnat_and_raw_sockets_inside_a_vps_do_not_reach_a_denied_destination() -> anyh
     nft_in(
         &d,
         "a",
-        &["add", "chain", "ip", "nat", "out", "{ type nat hook output priority -100; }"],
+        &[
+            "add",
+            "chain",
+            "ip",
+            "nat",
+            "out",
+            "{ type nat hook output priority -100; }",
+        ],
     );
     nft_in(
         &d,
         "a",
-        &["add", "rule", "ip", "nat", "out", "ip", "daddr", "10.213.0.200", "dnat", "to", GATEWAY],
+        &[
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "out",
+            "ip",
+            "daddr",
+            "10.213.0.200",
+            "dnat",
+            "to",
+            GATEWAY,
+        ],
     );
     d.sh("a", "echo via-dnat-to-gateway | nc -w 2 10.213.0.200 7000");
     let _ = host.kill();
     let _ = host.wait();
     let got = std::fs::read_to_string(&control_log)?;
-    assert!(got.contains("via-dnat-to-gateway"), "the DNAT works: {got:?}");
+    assert!(
+        got.contains("via-dnat-to-gateway"),
+        "the DNAT works: {got:?}"
+    );
     nft_in(&d, "a", &["flush", "chain", "ip", "nat", "out"]);
     nft_in(
         &d,
         "a",
-        &["add", "rule", "ip", "nat", "out", "ip", "daddr", "10.213.0.200", "dnat", "to", &b],
+        &[
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "out",
+            "ip",
+            "daddr",
+            "10.213.0.200",
+            "dnat",
+            "to",
+            &b,
+        ],
     );
     let attack = d.sh("a", "echo via-dnat | nc -w 2 10.213.0.200 7000");
     assert!(
@@ -110,7 +146,10 @@ fn dnat_and_raw_sockets_inside_a_vps_do_not_reach_a_denied_destination() -> anyh
     let raw = recv_udp(&d, "b", 9000);
     std::thread::sleep(Duration::from_millis(300));
     send_raw_udp(&d, "a", "10.213.0.10", &b, 9000, b"raw-to-b");
-    assert!(raw.join().unwrap().is_empty(), "the raw datagram must not reach b");
+    assert!(
+        raw.join().unwrap().is_empty(),
+        "the raw datagram must not reach b"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let at_b = d.sh_ok("b", "cat /tmp/got 2>/dev/null; true");
     assert!(!at_b.contains("via-dnat"), "b received: {at_b:?}");
@@ -243,36 +282,74 @@ fn mac_bytes(mac: &str) -> Vec<u8> {
         .collect()
 }
 
+/// A frame sent to b and whether it must arrive.
+struct Frame {
+    src_mac: [u8; 6],
+    src: &'static str,
+    port: u16,
+    payload: &'static [u8],
+    arrives: bool,
+}
+
 #[test]
 fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()> {
-    // A policy that lets a open packet sockets (the default denies them).
-    let d = pair_under("veth-packet", "packets.yaml", "mode: enforce\n")?;
-    let (a, b) = (ip_of(&d, "a"), ip_of(&d, "b"));
-    let (a_mac, b_mac) = (mac_bytes(&mac_of(&d, "a")), mac_bytes(&mac_of(&d, "b")));
-    let frame = |src_mac: &[u8], src: &str, port: u16, payload: &[u8]| {
-        let mut f = b_mac.clone();
-        f.extend(src_mac);
-        f.extend([0x08, 0x00]);
-        f.extend(ipv4_udp(src.parse().unwrap(), b.parse().unwrap(), port, payload));
-        f
-    };
+    let d = Daemon::start("veth-packet")?;
+    let (a, b) = two_networked(&d);
+    assert_eq!(a, "10.213.0.10");
+    let a_mac: [u8; 6] = mac_bytes(&mac_of(&d, "a")).try_into().unwrap();
+    let b_mac = mac_bytes(&mac_of(&d, "b"));
     let before = spoofed(&d, "a");
-    let cases: [(&[u8], &str, u16, &[u8], bool); 3] = [
-        (&a_mac, &a, 9100, b"own-source", true),
-        (&a_mac, "10.213.0.77", 9101, b"forged-ip", false),
-        (&[0x02, 0, 0, 0, 0, 0x99], &a, 9102, b"forged-mac", false),
+    // Sent by the test as host root in a's network namespace: no LSM
+    // guard on packet sockets stops them first; the veth program must.
+    let frames = [
+        Frame {
+            src_mac: a_mac,
+            src: "10.213.0.10",
+            port: 9100,
+            payload: b"own-source",
+            arrives: true,
+        },
+        Frame {
+            src_mac: a_mac,
+            src: "10.213.0.77",
+            port: 9101,
+            payload: b"forged-ip",
+            arrives: false,
+        },
+        Frame {
+            src_mac: [0x02, 0, 0, 0, 0, 0x99],
+            src: "10.213.0.10",
+            port: 9102,
+            payload: b"forged-mac",
+            arrives: false,
+        },
     ];
-    for (src_mac, src, port, payload, arrives) in cases {
-        let got = recv_udp(&d, "b", port);
+    for f in frames {
+        let got = recv_udp(&d, "b", f.port);
         std::thread::sleep(Duration::from_millis(300));
-        send_frame(&d, "a", frame(src_mac, src, port, payload));
+        let mut frame = b_mac.clone();
+        frame.extend(f.src_mac);
+        frame.extend([0x08, 0x00]);
+        frame.extend(ipv4_udp(f.src.parse()?, b.parse()?, f.port, f.payload));
+        send_frame(&d, "a", frame);
         let got = got.join().unwrap();
-        if arrives {
-            assert_eq!(got, payload, "a frame from a's own MAC and address arrives");
+        if f.arrives {
+            assert_eq!(
+                got, f.payload,
+                "a frame from a's own MAC and address arrives"
+            );
         } else {
-            assert!(got.is_empty(), "{:?} must not reach b", String::from_utf8_lossy(payload));
+            assert!(
+                got.is_empty(),
+                "{:?} must not reach b",
+                String::from_utf8_lossy(f.payload)
+            );
         }
     }
-    assert_eq!(spoofed(&d, "a"), before + 2, "both forged frames are counted");
+    assert_eq!(
+        spoofed(&d, "a"),
+        before + 2,
+        "both forged frames are counted"
+    );
     Ok(())
 }

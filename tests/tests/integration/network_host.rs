@@ -24,7 +24,8 @@ fn host_udp(d: &Daemon, port: u16) -> std::thread::JoinHandle<Vec<u8>> {
         let sock = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         let mut buf = [0u8; 256];
-        sock.recv(&mut buf).map_or_else(|_| Vec::new(), |n| buf[..n].to_vec())
+        sock.recv(&mut buf)
+            .map_or_else(|_| Vec::new(), |n| buf[..n].to_vec())
     })
 }
 
@@ -33,7 +34,16 @@ fn a_vps_reaches_no_host_address_but_the_allowed_ports() -> anyhow::Result<()> {
     let d = Daemon::start("host-deny")?;
     for argv in [
         ["/bin/busybox", "ip", "link", "add", "hx0", "type", "veth"].as_slice(),
-        ["/bin/busybox", "ip", "addr", "add", "192.0.2.1/24", "dev", "hx0"].as_slice(),
+        [
+            "/bin/busybox",
+            "ip",
+            "addr",
+            "add",
+            "192.0.2.1/24",
+            "dev",
+            "hx0",
+        ]
+        .as_slice(),
         ["/bin/busybox", "ip", "link", "set", "hx0", "up"].as_slice(),
     ] {
         let out = d.host_run(argv)?;
@@ -61,10 +71,17 @@ fn a_vps_reaches_no_host_address_but_the_allowed_ports() -> anyhow::Result<()> {
         let _ = s.kill();
         let _ = s.wait();
     }
-    assert_eq!(verdicts, [true, true], "the gateway and the other host address");
+    assert_eq!(
+        verdicts,
+        [true, true],
+        "the gateway and the other host address"
+    );
     assert!(!stderr(&dns).contains("not permitted"), "{}", stderr(&dns));
     let got = std::fs::read_to_string(logs.join("host-53.log"))?;
-    assert!(got.contains("to-53"), "the allowed port is reached: {got:?}");
+    assert!(
+        got.contains("to-53"),
+        "the allowed port is reached: {got:?}"
+    );
     let got = std::fs::read_to_string(logs.join("host-7500.log"))?;
     assert!(got.is_empty(), "nothing reached 7500: {got:?}");
     let events = d.events("a");

@@ -216,11 +216,11 @@ impl Enforcement {
         let policy = self.policy_of(spec)?;
         let ksal_err = ksal_error(&spec.name);
         let ksal = self.ksal(&spec.name)?;
-        if let Some(why) = ksal.veth_error() {
-            if policy.allow_degraded {
-                tracing::warn!(vps = %spec.name, policy = %policy.name, "DEGRADED: what it sends on its veth is not checked: {why}");
-                return Ok(());
-            }
+        if let Some(why) = ksal.veth_error()
+            && policy.allow_degraded
+        {
+            tracing::warn!(vps = %spec.name, policy = %policy.name, "DEGRADED: what it sends on its veth is not checked: {why}");
+            return Ok(());
         }
         let ifindex = crate::net::veth_index(spec.id).map_err(|source| EnforceError::Veth {
             name: spec.name.to_string(),

@@ -271,7 +271,14 @@ sysctl:
         .expect("parses");
         let gw = Ipv4Addr::new(10, 0, 0, 1);
         let other = Ipv4Addr::new(192, 0, 2, 7);
-        let r = kernel_rules(&p, 3, Stage::Building, true, &[(gw, 32), (other, 32)], resolve);
+        let r = kernel_rules(
+            &p,
+            3,
+            Stage::Building,
+            true,
+            &[(gw, 32), (other, 32)],
+            resolve,
+        );
         let entry = |net: Ipv4Addr, port: u32| {
             r.rules
                 .egress
@@ -281,13 +288,20 @@ sysctl:
                 .collect::<Vec<_>>()
         };
         let user = policy::rule_id("h:network.deny_egress[0]");
-        assert_eq!(entry(gw, 53), [user], "the user's rule, not the host exception");
+        assert_eq!(
+            entry(gw, 53),
+            [user],
+            "the user's rule, not the host exception"
+        );
         assert_eq!(entry(gw, 0), [guard_rule::DENY_HOST]);
         assert_eq!(entry(other, 0), [guard_rule::DENY_HOST]);
         assert_eq!(entry(other, 53), [EGRESS_ALLOW]);
         assert_eq!(entry(other, ksal_common::EGRESS_PORT_PING), [EGRESS_ALLOW]);
         assert_eq!(r.rules.egress.len(), 6);
-        assert_eq!(r.entry.families_allowed, 0, "guards wait for the built root");
+        assert_eq!(
+            r.entry.families_allowed, 0,
+            "guards wait for the built root"
+        );
         let built = kernel_rules(&p, 3, Stage::Built, true, &[], resolve);
         assert_eq!(built.entry.families_allowed, (1 << 1) | (1 << 2));
         assert_ne!(built.entry.guards & guard::SOCKET_FAMILIES, 0);

@@ -35,10 +35,7 @@ pub enum KsalError {
     )]
     NoVethProgram(String),
     #[error("putting the tc program on veth {veth}: {source}")]
-    Veth {
-        veth: String,
-        source: ProgramError,
-    },
+    Veth { veth: String, source: ProgramError },
     #[error("cannot resolve policy path {path}: {source}")]
     Path {
         path: String,

@@ -23,8 +23,10 @@ const HANDLE: TcHandle = TcHandle::new(0, 1);
 pub(super) fn load(ebpf: &mut aya::Ebpf) -> std::result::Result<(), String> {
     program(ebpf)
         .and_then(|p| {
-            p.load()
-                .map_err(program_error(program_names::VETH_EGRESS, Hook::VethEgress.name()))
+            p.load().map_err(program_error(
+                program_names::VETH_EGRESS,
+                Hook::VethEgress.name(),
+            ))
         })
         .map_err(|e| e.to_string())
 }
@@ -60,14 +62,9 @@ impl Ksal {
         // Already there when a daemon takes over a running VPS.
         let _ = tc::qdisc_add_clsact(ifname);
         let prog = program(&mut self.ebpf)?;
-        let earlier = SchedClassifierLink::attached(
-            ifname,
-            TcAttachType::Ingress,
-            PRIORITY,
-            HANDLE,
-            None,
-        )
-        .map_err(|e| veth_err(aya::programs::ProgramError::IOError(e)))?;
+        let earlier =
+            SchedClassifierLink::attached(ifname, TcAttachType::Ingress, PRIORITY, HANDLE, None)
+                .map_err(|e| veth_err(aya::programs::ProgramError::IOError(e)))?;
         let id = match prog.attach_to_link(earlier) {
             Ok(id) => id,
             Err(_) => prog

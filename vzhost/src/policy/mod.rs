@@ -860,7 +860,11 @@ mod tests {
         assert!(p.uses(Section::NetworkDenyHost) && p.uses(Section::NetworkSocketFamilies));
         assert_eq!(p.network.allow_host, [HostPort::Port(53), HostPort::Ping]);
         assert_eq!(p.guards(), guard::SOCKET_FAMILIES);
-        assert_eq!(p.lsm_hooks(), vec!["socket_create"], "deny_host needs no LSM");
+        assert_eq!(
+            p.lsm_hooks(),
+            vec!["socket_create"],
+            "deny_host needs no LSM"
+        );
         assert_eq!(
             p.guard_rule_name(guard_rule::DENY_HOST).as_deref(),
             Some("n:network.deny_host")

@@ -153,7 +153,10 @@ mod tests {
     #[test]
     fn families_are_named_as_in_socket_h_with_or_without_af() {
         let f = families("[unix, AF_INET, inet6, netlink, vsock]").unwrap();
-        assert_eq!(f.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2, 10, 16, 40]);
+        assert_eq!(
+            f.iter().map(|f| f.0).collect::<Vec<_>>(),
+            [1, 2, 10, 16, 40]
+        );
         assert_eq!(
             family_mask(&f),
             (1 << 1) | (1 << 2) | (1 << 10) | (1 << 16) | (1 << 40)
@@ -168,14 +171,20 @@ mod tests {
     #[test]
     fn host_ports_are_ports_or_ping() {
         let p: Vec<HostPort> = serde_yaml::from_str("[53, \"8080\", ping]").unwrap();
-        assert_eq!(p, [HostPort::Port(53), HostPort::Port(8080), HostPort::Ping]);
+        assert_eq!(
+            p,
+            [HostPort::Port(53), HostPort::Port(8080), HostPort::Ping]
+        );
         assert_eq!(p[2].egress_port(), ksal_common::EGRESS_PORT_PING);
         assert_eq!(p[0].egress_port(), 53);
         for bad in ["[0]", "[70000]", "[pong]"] {
             let e = serde_yaml::from_str::<Vec<HostPort>>(bad)
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("allow_host") || e.contains("did not match"), "{bad}: {e}");
+            assert!(
+                e.contains("allow_host") || e.contains("did not match"),
+                "{bad}: {e}"
+            );
         }
     }
 }

@@ -211,9 +211,7 @@ impl StartSteps for RealStart<'_> {
             })?;
         // Before its init runs: every frame it sends is checked from here.
         let cgroup_id = self.cgroup.id().map_err(self.cgroup_err())?;
-        self.host
-            .enforcement()
-            .attach_veth(self.spec, cgroup_id)?;
+        self.host.enforcement().attach_veth(self.spec, cgroup_id)?;
         tracing::debug!(took = ?started.elapsed(), "network attached");
         Ok(())
     }
