@@ -216,6 +216,11 @@ fn traffic_counters_move_by_the_bytes_sent() -> anyhow::Result<()> {
 /// its cgroup's procs file.
 pub(crate) fn vps_handles(d: &Daemon, vps: &str) -> (std::fs::File, std::fs::File) {
     let pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
+    handles_of(d, vps, pid)
+}
+
+/// `vps_handles` of VPS `vps` whose init is `pid` (no daemon needed).
+pub(crate) fn handles_of(d: &Daemon, vps: &str, pid: u64) -> (std::fs::File, std::fs::File) {
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
     let procs = std::fs::OpenOptions::new()
         .write(true)
@@ -355,8 +360,15 @@ pub(crate) fn send_raw_udp(d: &Daemon, vps: &str, src: &str, dst: &str, port: u1
 
 /// Wait up to 3 s for one UDP datagram on `port` inside `vps`; what arrived.
 pub(crate) fn recv_udp(d: &Daemon, vps: &str, port: u16) -> std::thread::JoinHandle<Vec<u8>> {
+    recv_udp_in(vps_handles(d, vps), port)
+}
+
+/// `recv_udp` in the VPS of `handles` (see `vps_handles`).
+pub(crate) fn recv_udp_in(
+    handles: (std::fs::File, std::fs::File),
+    port: u16,
+) -> std::thread::JoinHandle<Vec<u8>> {
     use std::os::fd::AsRawFd as _;
-    let handles = vps_handles(d, vps);
     std::thread::spawn(move || {
         let (r, w) = nix::unistd::pipe().unwrap();
         let w_fd = w.as_raw_fd();

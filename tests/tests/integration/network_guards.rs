@@ -8,7 +8,10 @@ use std::time::Duration;
 use vzhost_tests::{Daemon, run_in_netns, stderr};
 
 use crate::{
-    network::{in_vps_netns, ip_of, ipv4_udp, net_of, recv_udp, send_raw_udp, two_networked},
+    network::{
+        handles_of, in_vps, ip_of, ipv4_udp, net_of, recv_udp, recv_udp_in, send_raw_udp,
+        two_networked, vps_handles,
+    },
     policy::{within, write_policy},
 };
 
@@ -246,7 +249,12 @@ fn garp(oper: u8, mac: &[u8], ip: &str) -> Vec<u8> {
 
 /// Send one Ethernet frame on VPS `vps`'s eth0 through a packet socket.
 fn send_frame(d: &Daemon, vps: &str, frame: Vec<u8>) {
-    let status = in_vps_netns(d, vps, move || {
+    send_frame_in(vps_handles(d, vps), frame);
+}
+
+/// `send_frame` in the VPS of `handles` (see `vps_handles`).
+fn send_frame_in(handles: (std::fs::File, std::fs::File), frame: Vec<u8>) {
+    let status = in_vps(handles, move || {
         // SAFETY: packet socket calls on buffers that live through them.
         unsafe {
             let sock = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
@@ -351,5 +359,49 @@ fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()>
         before + 2,
         "both forged frames are counted"
     );
+    Ok(())
+}
+
+/// Whether a forged frame from a (source 10.213.0.77) reaches b on
+/// `port`; a and b are found by their inits' pids, daemon or not.
+fn forged_arrives(d: &Daemon, (a, b): (u64, u64), port: u16) -> bool {
+    // VPS ids 1 and 2, as made by `two_networked`.
+    let mac = |id: u32| vzhost::net::vps_mac(id).to_vec();
+    let got = recv_udp_in(handles_of(d, "b", b), port);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut frame = mac(2);
+    frame.extend(mac(1));
+    frame.extend([0x08, 0x00]);
+    frame.extend(ipv4_udp(
+        "10.213.0.77".parse().unwrap(),
+        "10.213.0.2".parse().unwrap(),
+        port,
+        b"forged",
+    ));
+    send_frame_in(handles_of(d, "a", a), frame);
+    !got.join().unwrap().is_empty()
+}
+
+#[test]
+fn the_veth_program_outlives_the_daemon_and_is_taken_over() -> anyhow::Result<()> {
+    let mut d = Daemon::start("veth-restart")?;
+    let (_, b) = two_networked(&d);
+    assert_eq!(b, "10.213.0.2");
+    let pid = |vps: &str| d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
+    let inits = (pid("a"), pid("b"));
+    assert!(!forged_arrives(&d, inits, 9200));
+    d.kill9();
+    assert!(
+        !forged_arrives(&d, inits, 9201),
+        "with no daemon running the filter stays on the veth"
+    );
+    d.spawn()?;
+    let before = spoofed(&d, "a");
+    assert!(
+        !forged_arrives(&d, inits, 9202),
+        "the new daemon's program took over"
+    );
+    assert_eq!(spoofed(&d, "a"), before + 1, "and counts into its maps");
+    assert!(d.log().contains("adopted running VPS"), "{}", d.log());
     Ok(())
 }
