@@ -3,3 +3,4 @@ mod doctor;
 mod escape;
 mod file_open;
 mod shipped;
+mod sockets;
