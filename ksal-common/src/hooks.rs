@@ -56,6 +56,9 @@ pub enum Hook {
     /// FSCONFIG_CMD_CREATE.
     SbKernMount = 21,
     MoveMount = 22,
+    /// tc ingress on the host side of a VPS's veth: every frame the VPS
+    /// sends (anti-spoofing, egress rules after the VPS's own NAT).
+    VethEgress = 23,
 }
 
 /// How a program is attached.
@@ -67,6 +70,8 @@ pub enum Attach {
     Lsm { nargs: u32 },
     /// To each VPS cgroup at this `bpf_attach_type`.
     Cgroup { attach_type: u32 },
+    /// As a tc classifier (clsact ingress) on each VPS's host-side veth.
+    Tc,
 }
 
 /// One program of the eBPF object (its function name in `ksal-ebpf`).
@@ -109,7 +114,7 @@ const fn cgroup(name: &'static str, attach_type: u32) -> ProgramDef {
 }
 
 /// Every hook, in id order (`HOOKS[id - 1]`).
-pub static HOOKS: [HookDef; 22] = {
+pub static HOOKS: [HookDef; 23] = {
     use attach_type as at;
     [
         HookDef {
@@ -231,6 +236,14 @@ pub static HOOKS: [HookDef; 22] = {
             name: "move_mount",
             programs: &[lsm(p::MOVE_MOUNT, 0)],
         },
+        HookDef {
+            hook: Hook::VethEgress,
+            name: "veth_egress",
+            programs: &[ProgramDef {
+                name: p::VETH_EGRESS,
+                attach: Attach::Tc,
+            }],
+        },
     ]
 };
 
@@ -264,6 +277,8 @@ pub enum Section {
     CapabilitiesDeny,
     DevicesAllow,
     SysctlAllowWrite,
+    NetworkDenyHost,
+    NetworkSocketFamilies,
 }
 
 /// A policy section: where it is written, the hook that enforces it (and
@@ -309,7 +324,7 @@ const fn section(
 }
 
 /// Every section, in [`Section`] order.
-pub static SECTIONS: [SectionDef; 12] = {
+pub static SECTIONS: [SectionDef; 14] = {
     use Section as S;
     [
         // Content changes without an open for write, replacing the file
@@ -403,6 +418,20 @@ pub static SECTIONS: [SectionDef; 12] = {
             guard::SYSCTL,
             guard_rule::SYSCTL,
         ),
+        section(
+            S::NetworkDenyHost,
+            "network.deny_host",
+            Hook::Connect,
+            0,
+            guard_rule::DENY_HOST,
+        ),
+        section(
+            S::NetworkSocketFamilies,
+            "network.socket_families",
+            Hook::SocketCreate,
+            guard::SOCKET_FAMILIES,
+            guard_rule::SOCKET_FAMILIES,
+        ),
     ]
 };
 
@@ -471,7 +500,7 @@ mod tests {
         for h in &HOOKS {
             let nargs = |p: &ProgramDef| match p.attach {
                 Attach::Lsm { nargs } => Some(nargs),
-                Attach::Cgroup { .. } => None,
+                Attach::Cgroup { .. } | Attach::Tc => None,
             };
             let lsm = h.programs.iter().filter(|p| nargs(p).is_some()).count();
             assert!(

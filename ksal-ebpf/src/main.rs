@@ -16,6 +16,7 @@ mod network;
 mod probe;
 mod scope;
 mod sockets;
+mod veth;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -16,6 +16,8 @@ mod limits;
 mod lsm;
 mod metrics;
 mod network;
+mod network_guards;
+mod network_host;
 mod partitions;
 mod pinning;
 mod policy;

@@ -40,6 +40,19 @@ pub enum EnforceError {
         "VPS {name}: the KSAL could not be loaded, so nothing would confine it ({why}); see `vzhost doctor`"
     )]
     NoKsal { name: String, why: String },
+    #[error(
+        "VPS {name}: its policy {policy} asks for deny_host, and the host's addresses cannot be listed ({source})"
+    )]
+    HostAddresses {
+        name: String,
+        policy: String,
+        source: crate::net::LinkError,
+    },
+    #[error("VPS {name}: {source}")]
+    Veth {
+        name: String,
+        source: crate::net::LinkError,
+    },
     #[error("VPS {name}: KSAL: {source}")]
     Ksal {
         name: String,
@@ -52,7 +65,11 @@ impl EnforceError {
         use crate::model::ErrorKind;
         match self {
             Self::NoPolicy { .. } => ErrorKind::NotFound,
-            Self::MissingLsm { .. } | Self::NoKsal { .. } | Self::Ksal { .. } => ErrorKind::Kernel,
+            Self::MissingLsm { .. }
+            | Self::NoKsal { .. }
+            | Self::Ksal { .. }
+            | Self::HostAddresses { .. }
+            | Self::Veth { .. } => ErrorKind::Kernel,
         }
     }
 }
@@ -183,11 +200,20 @@ impl Enforcement {
         let policy = self.policy_of(spec)?;
         let degraded = self.degraded(&spec.name, &policy)?;
         let lsm = self.lsm_error.is_none();
+        let host = if policy.network.deny_host {
+            crate::net::host_networks().map_err(|source| EnforceError::HostAddresses {
+                name: spec.name.to_string(),
+                policy: policy.name.clone(),
+                source,
+            })?
+        } else {
+            Vec::new()
+        };
         if let Some(root) = root {
             self.roots.insert(spec.id, root);
         }
         let root = self.roots.get(&spec.id);
-        let resolved = kernel_rules(&policy, spec.id, stage, lsm, |path| match root {
+        let resolved = kernel_rules(&policy, spec.id, stage, lsm, &host, |path| match root {
             Some(root) => root.stat(path),
             None => Err(std::io::Error::other("no root was captured for the VPS")),
         });
@@ -202,6 +228,38 @@ impl Enforcement {
             .map_err(ksal_err)?;
         tracing::info!(vps = %spec.name, policy = %policy.name, mode = %policy.mode, ?stage, degraded, "policy applied");
         Ok(degraded)
+    }
+
+    /// Put the tc program on VPS `spec`'s host veth (cgroup `cgroup_id`):
+    /// from here every frame it sends is checked. Where the kernel would
+    /// not load the program, the VPS's policy decides, as for LSM hooks:
+    /// it starts only if it allows degraded mode.
+    pub fn attach_veth(&mut self, spec: &Spec, cgroup_id: u64) -> Result<()> {
+        let Some(ip) = spec.ip else {
+            return Ok(());
+        };
+        let policy = self.policy_of(spec)?;
+        let ksal_err = ksal_error(&spec.name);
+        let ksal = self.ksal(&spec.name)?;
+        if let Some(why) = ksal.veth_error()
+            && policy.allow_degraded
+        {
+            tracing::warn!(vps = %spec.name, policy = %policy.name, "DEGRADED: what it sends on its veth is not checked: {why}");
+            return Ok(());
+        }
+        let ifindex = crate::net::veth_index(spec.id).map_err(|source| EnforceError::Veth {
+            name: spec.name.to_string(),
+            source,
+        })?;
+        let entry = ksal_common::VethEntry {
+            cgroup_id,
+            vps_id: spec.id,
+            ipv4_be: u32::from_ne_bytes(ip.addr.octets()),
+            mac: crate::net::vps_mac(spec.id),
+            _pad: [0; 2],
+        };
+        ksal.attach_veth(&crate::net::host_veth(spec.id), ifindex, entry)
+            .map_err(ksal_err)
     }
 
     /// Forget a VPS that stopped: its entry, address, rules and root.
@@ -225,7 +283,9 @@ impl Enforcement {
             ksal.attach_guards(cgroup.0, cgroup.1, spec.id, spec.ip.map(|ip| ip.addr))
                 .map_err(ksal_error(&spec.name))?;
         }
-        self.apply(spec, cgroup.1, Stage::Built, root)
+        let degraded = self.apply(spec, cgroup.1, Stage::Built, root)?;
+        self.attach_veth(spec, cgroup.1)?;
+        Ok(degraded)
     }
 
     /// Drop pins and map entries of VPSs not among `running` (cgroup id,

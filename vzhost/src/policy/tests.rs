@@ -16,6 +16,38 @@ fn the_shipped_policies_parse() {
 }
 
 #[test]
+fn host_and_family_knobs_are_sections_with_their_own_names() {
+    let p = Policy::parse(
+        "n.yaml",
+        "network:\n  deny_host: true\n  allow_host: [53, ping]\n  socket_families: [unix, inet]\n",
+    )
+    .unwrap();
+    assert!(p.uses(Section::NetworkDenyHost) && p.uses(Section::NetworkSocketFamilies));
+    assert_eq!(p.network.allow_host, [HostPort::Port(53), HostPort::Ping]);
+    assert_eq!(p.guards(), guard::SOCKET_FAMILIES);
+    assert_eq!(
+        p.lsm_hooks(),
+        vec!["socket_create"],
+        "deny_host needs no LSM"
+    );
+    assert_eq!(
+        p.guard_rule_name(guard_rule::DENY_HOST).as_deref(),
+        Some("n:network.deny_host")
+    );
+    assert_eq!(
+        p.guard_rule_name(guard_rule::SOCKET_FAMILIES).as_deref(),
+        Some("n:network.socket_families")
+    );
+    let e = Policy::parse("n.yaml", "network:\n  allow_host: [22]\n").unwrap_err();
+    assert!(e.reason.contains("deny_host"), "{e}");
+    let e = Policy::parse("n.yaml", "network:\n  socket_families: [inet, wifi]\n").unwrap_err();
+    assert_eq!(e.line, 2, "{e}");
+    let d = Policy::parse("default.yaml", BUILTIN_DEFAULT).unwrap();
+    assert!(d.network.deny_host, "on by default");
+    assert!(d.network.allow_host.contains(&HostPort::Port(53)));
+}
+
+#[test]
 fn errors_name_file_line_column_and_field() {
     let text = "mode: enforce\nfiles:\n  deny:\n    - path: etc/shadow\n";
     let e = Policy::parse("p.yaml", text).unwrap_err();

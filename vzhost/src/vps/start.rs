@@ -208,6 +208,9 @@ impl StartSteps for RealStart<'_> {
                 name: self.name(),
                 source,
             })?;
+        // Before its init runs: every frame it sends is checked from here.
+        let cgroup_id = self.cgroup.id().map_err(self.cgroup_err())?;
+        self.host.enforcement().attach_veth(self.spec, cgroup_id)?;
         tracing::debug!(took = ?started.elapsed(), "network attached");
         Ok(())
     }
