@@ -28,7 +28,10 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         path: cfg.root.display().to_string(),
         source,
     })?;
-    let cgroups = Hierarchy::for_current_process(&crate::model::DaemonId::of_root(&root))?;
+    let identity = crate::model::DaemonId::of_root(&root);
+    let cgroups = Hierarchy::for_current_process(&identity)?;
+    // ... and its interfaces too.
+    let net = cfg.net.clone().tagged(&identity);
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
     let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level(), cfg.pins.as_deref()) {
@@ -62,15 +65,15 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let exe = std::env::current_exe().map_err(DaemonError::Exe)?;
     // The bridge is made (or checked: a link of that name that is no
     // bridge is refused) before anything else is.
-    crate::net::ensure_bridge(&cfg.net)?;
-    crate::net::set_nat(&cfg.net, cfg.nat)?;
+    crate::net::ensure_bridge(&net)?;
+    crate::net::set_nat(&net, cfg.nat)?;
     tracing::info!(nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
     let host = Host::new(
         store,
         cgroups,
         Enforcement::new(ksal, lsm_error, policies),
         exe,
-        cfg.net.clone(),
+        net,
         RangeRegistry::new(Path::new(DEFAULT_REGISTRY), &cfg.root),
     );
     let adopted = host.adopt()?;

@@ -234,7 +234,12 @@ impl Enforcement {
     /// from here every frame it sends is checked. Where the kernel would
     /// not load the program, the VPS's policy decides, as for LSM hooks:
     /// it starts only if it allows degraded mode.
-    pub fn attach_veth(&mut self, spec: &Spec, cgroup_id: u64) -> Result<()> {
+    pub fn attach_veth(
+        &mut self,
+        spec: &Spec,
+        cgroup_id: u64,
+        net: &crate::net::NetConfig,
+    ) -> Result<()> {
         let Some(ip) = spec.ip else {
             return Ok(());
         };
@@ -247,7 +252,7 @@ impl Enforcement {
             tracing::warn!(vps = %spec.name, policy = %policy.name, "DEGRADED: what it sends on its veth is not checked: {why}");
             return Ok(());
         }
-        let ifindex = crate::net::veth_index(spec.id).map_err(|source| EnforceError::Veth {
+        let ifindex = crate::net::veth_index(net, spec.id).map_err(|source| EnforceError::Veth {
             name: spec.name.to_string(),
             source,
         })?;
@@ -258,7 +263,7 @@ impl Enforcement {
             mac: crate::net::vps_mac(spec.id),
             _pad: [0; 2],
         };
-        ksal.attach_veth(&crate::net::host_veth(spec.id), ifindex, entry)
+        ksal.attach_veth(&net.host_veth(spec.id), ifindex, entry)
             .map_err(ksal_err)
     }
 
@@ -278,13 +283,14 @@ impl Enforcement {
         spec: &Spec,
         cgroup: (&std::path::Path, u64),
         root: Option<VpsRoot>,
+        net: &crate::net::NetConfig,
     ) -> Result<bool> {
         if let Some(ksal) = &mut self.ksal {
             ksal.attach_guards(cgroup.0, cgroup.1, spec.id, spec.ip.map(|ip| ip.addr))
                 .map_err(ksal_error(&spec.name))?;
         }
         let degraded = self.apply(spec, cgroup.1, Stage::Built, root)?;
-        self.attach_veth(spec, cgroup.1)?;
+        self.attach_veth(spec, cgroup.1, net)?;
         Ok(degraded)
     }
 

@@ -14,7 +14,7 @@ use rtnetlink::{
     packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
 };
 
-use super::{NetConfig, Subnet, host_veth, vps_mac};
+use super::{NetConfig, Subnet, vps_mac};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -142,8 +142,8 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
 /// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`,
 /// plugged into the bridge, and a default route via the gateway.
 pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result<()> {
-    let host = host_veth(id);
-    let peer = format!("vzp{id}");
+    let host = cfg.host_veth(id);
+    let peer = cfg.peer_veth(id);
     let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
         .map(OwnedFd::from)
         .map_err(|e| LinkError::Netlink {
@@ -250,8 +250,8 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
 }
 
 /// The index of VPS `id`'s host veth.
-pub fn veth_index(id: u32) -> Result<u32> {
-    let host = host_veth(id);
+pub fn veth_index(cfg: &NetConfig, id: u32) -> Result<u32> {
+    let host = cfg.host_veth(id);
     with_netlink(None, move |h| async move {
         link_by_name(&h, &host)
             .await?
@@ -264,8 +264,8 @@ pub fn veth_index(id: u32) -> Result<u32> {
 }
 
 /// Remove VPS `id`'s host veth (and with it its eth0), if present.
-pub fn detach_vps(id: u32) -> Result<()> {
-    let host = host_veth(id);
+pub fn detach_vps(cfg: &NetConfig, id: u32) -> Result<()> {
+    let host = cfg.host_veth(id);
     with_netlink(None, move |h| async move {
         if let Some(link) = link_by_name(&h, &host).await? {
             h.link()

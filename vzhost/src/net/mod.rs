@@ -21,6 +21,11 @@ pub struct NetConfig {
     pub bridge: String,
     /// The VPS subnet; its first address is the gateway on the bridge.
     pub subnet: Subnet,
+    /// The start of the daemon's identity, in every interface name it
+    /// makes, so two daemons sharing a network namespace never take each
+    /// other's veths for their own (empty until the daemon sets it).
+    #[serde(default)]
+    pub tag: String,
 }
 
 pub const DEFAULT_BRIDGE: &str = "vzbr0";
@@ -45,6 +50,7 @@ impl NetConfig {
         Ok(Self {
             bridge: bridge.to_owned(),
             subnet,
+            tag: String::new(),
         })
     }
 
@@ -99,9 +105,26 @@ impl NetConfig {
     }
 }
 
-/// Host-side veth name of VPS number `id` (at most 15 bytes).
-pub fn host_veth(id: u32) -> String {
-    format!("vzh{id}")
+/// Hex digits of the daemon identity kept in interface names: with "vz"
+/// and a VPS number of up to 8 hex digits, at most 15 bytes (IFNAMSIZ).
+pub const TAG_LEN: usize = 5;
+
+impl NetConfig {
+    /// This config with the daemon identity `id` as its interface tag.
+    pub fn tagged(mut self, id: &crate::model::DaemonId) -> Self {
+        self.tag = id.as_str().chars().take(TAG_LEN).collect();
+        self
+    }
+
+    /// Host-side veth name of VPS number `id`.
+    pub fn host_veth(&self, id: u32) -> String {
+        format!("vz{}{id:x}", self.tag)
+    }
+
+    /// The veth's other end, before it moves into the VPS as eth0.
+    pub fn peer_veth(&self, id: u32) -> String {
+        format!("vp{}{id:x}", self.tag)
+    }
 }
 
 /// The MAC address of VPS number `id`'s eth0: locally administered,
@@ -178,7 +201,17 @@ mod tests {
             assert!(e.contains("ip"), "{bad}: {e}");
         }
         assert!(NetConfig::new("not a bridge name!", "10.0.0.0/8").is_err());
-        assert_eq!(host_veth(65535), "vzh65535");
+        let cfg = NetConfig::new("vzbr0", "10.213.0.0/16")
+            .expect("valid")
+            .tagged(&crate::model::DaemonId::of_root(std::path::Path::new("/var/lib/vzhost")));
+        assert_eq!(cfg.tag.len(), TAG_LEN);
+        let longest = cfg.host_veth(u32::MAX);
+        assert!(longest.len() <= 15, "{longest}");
+        assert!(cfg.peer_veth(u32::MAX).len() <= 15);
+        let other = NetConfig::new("vzbr0", "10.213.0.0/16")
+            .expect("valid")
+            .tagged(&crate::model::DaemonId::of_root(std::path::Path::new("/srv/vz")));
+        assert_ne!(cfg.host_veth(1), other.host_veth(1), "two daemons, two names");
     }
 
     #[test]

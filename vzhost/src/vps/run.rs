@@ -84,7 +84,7 @@ impl Host {
                             .ok();
                         let readopted =
                             self.enforcement()
-                                .readopt(&spec, (cgroup.v2_path(), id), root);
+                                .readopt(&spec, (cgroup.v2_path(), id), root, &self.net);
                         if let Err(e) = readopted {
                             tracing::error!(vps = %spec.name, "ENFORCEMENT: cannot guard it again: {e}");
                         }

@@ -102,7 +102,7 @@ impl Host {
     /// After a VPS's init is gone: remove its veth, forget it in the KSAL,
     /// remove its cgroups (killing leftovers), clear its runtime.
     pub(super) fn cleanup_stopped(&self, spec: &Spec, cgroup: &VpsCgroup) {
-        if let Err(e) = crate::net::detach_vps(spec.id) {
+        if let Err(e) = crate::net::detach_vps(&self.net, spec.id) {
             tracing::warn!(vps = %spec.name, %e, "cannot remove its veth");
         }
         if let Ok(id) = cgroup.id() {
@@ -210,7 +210,9 @@ impl StartSteps for RealStart<'_> {
             })?;
         // Before its init runs: every frame it sends is checked from here.
         let cgroup_id = self.cgroup.id().map_err(self.cgroup_err())?;
-        self.host.enforcement().attach_veth(self.spec, cgroup_id)?;
+        self.host
+            .enforcement()
+            .attach_veth(self.spec, cgroup_id, &self.host.net)?;
         tracing::debug!(took = ?started.elapsed(), "network attached");
         Ok(())
     }
