@@ -155,10 +155,15 @@ impl Enforcement {
         })
     }
 
-    /// Whether a running VPS with `spec` runs without its LSM rules.
+    /// Whether a running VPS with `spec` runs without its LSM rules, or
+    /// with a network whose veth is not checked.
     pub fn is_degraded(&self, spec: &Spec) -> bool {
-        self.policy_of(spec)
-            .is_ok_and(|p| self.missing_lsm(&p).is_some())
+        let unchecked_veth =
+            spec.ip.is_some() && self.ksal.as_ref().is_some_and(|k| k.veth_error().is_some());
+        unchecked_veth
+            || self
+                .policy_of(spec)
+                .is_ok_and(|p| self.missing_lsm(&p).is_some())
     }
 
     /// The KSAL, or why no VPS may start.
