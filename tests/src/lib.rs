@@ -224,7 +224,8 @@ pub fn vzhost_bin() -> PathBuf {
 /// its cgroups, so nothing outlives the test.
 pub struct Daemon {
     pub state: tempfile::TempDir,
-    pub cgroup: CgroupGuard,
+    /// Shared by daemons started beside each other.
+    pub cgroup: std::sync::Arc<CgroupGuard>,
     child: Option<std::process::Child>,
     args: Vec<String>,
     /// The network namespace the daemon runs in: made for the test, so no
@@ -244,10 +245,24 @@ impl Daemon {
 
     /// A daemon with extra `vzhost daemon` arguments.
     pub fn start_with(name: &str, base: &Path, args: &[&str]) -> anyhow::Result<Self> {
+        let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
+        Self::start_in_cgroup(std::sync::Arc::new(cgroup), base, args)
+    }
+
+    /// A second daemon of its own state, started from `other`'s cgroup (as
+    /// two services of one delegated unit would be).
+    pub fn start_beside(other: &Daemon) -> anyhow::Result<Self> {
+        Self::start_in_cgroup(other.cgroup.clone(), &std::env::temp_dir(), &[])
+    }
+
+    fn start_in_cgroup(
+        cgroup: std::sync::Arc<CgroupGuard>,
+        base: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let state = tempfile::Builder::new()
             .prefix("vzhost-test-")
             .tempdir_in(base)?;
-        let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
         let mut d = Self {
             state,
             cgroup,
@@ -465,7 +480,7 @@ impl Daemon {
         let (net, user) = (open("net"), open("user"));
         let procs = fs::OpenOptions::new()
             .write(true)
-            .open(self.cgroup.path.join(vps).join("cgroup.procs"))
+            .open(self.vps_cgroup(vps).join("cgroup.procs"))
             .unwrap();
         let (net_fd, user_fd, procs_fd) = (net.as_raw_fd(), user.as_raw_fd(), procs.as_raw_fd());
         let mut cmd = Command::new("/bin/true");
@@ -617,27 +632,44 @@ impl Daemon {
         self.list().into_iter().find(|v| v["name"] == name)
     }
 
+    /// This daemon's identity, which its cgroup names carry.
+    pub fn identity(&self) -> vzhost::model::DaemonId {
+        let root = fs::canonicalize(self.root()).expect("the daemon's root exists");
+        vzhost::model::DaemonId::of_root(&root)
+    }
+
+    /// The v2 cgroup of VPS `vps` (what the KSAL keys on).
+    pub fn vps_cgroup(&self, vps: &str) -> PathBuf {
+        self.cgroup
+            .path
+            .join(vzhost::cgroup::manager::v2_name(&self.identity(), vps))
+    }
+
     /// Where this daemon's VPS cgroups live for `controller`: its test
     /// cgroup in v2, or its own directory in the v1 hierarchy.
     pub fn controller_parent(&self, controller: &str) -> Option<PathBuf> {
         let layout = vzhost::cgroup::Layout::detect().ok()?;
-        if layout.v2_controllers.iter().any(|c| c == controller) {
+        if layout.has_v2(controller) {
             return Some(self.cgroup.path.clone());
         }
-        let (_, mount) = layout.v1.iter().find(|(c, _)| c == controller)?;
         Some(
-            vzhost::cgroup::manager::v1_dir_of(mount, controller)
-                .join(vzhost::cgroup::manager::v1_parent_name(self.cgroup.id)),
+            vzhost::cgroup::manager::v1_dir_of(&layout, controller)?
+                .join(vzhost::cgroup::manager::v1_parent_name(&self.identity())),
         )
     }
 
     /// Contents of a controller file of VPS `vps`.
     pub fn cgroup_file(&self, controller: &str, vps: &str, file: &str) -> String {
-        let dir = self
+        let parent = self
             .controller_parent(controller)
             .unwrap_or_else(|| panic!("no {controller} controller on this host"));
-        fs::read_to_string(dir.join(vps).join(file))
-            .unwrap_or_else(|e| panic!("read {}/{vps}/{file}: {e}", dir.display()))
+        let dir = if parent == self.cgroup.path {
+            self.vps_cgroup(vps)
+        } else {
+            parent.join(vps)
+        };
+        fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("read {}/{file}: {e}", dir.display()))
     }
 
     /// The v1 directories this daemon makes on hybrid hosts.

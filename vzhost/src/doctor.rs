@@ -84,7 +84,7 @@ fn cgroup_layout() -> Result<String, String> {
         }
     );
     if !layout.v1.is_empty() {
-        let v1: Vec<_> = layout.v1.iter().map(|(c, _)| c.as_str()).collect();
+        let v1: Vec<_> = layout.v1.iter().map(|m| m.controller.as_str()).collect();
         detail.push_str(&format!("; v1 controllers: {}", v1.join(" ")));
     }
     Ok(detail)

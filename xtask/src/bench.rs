@@ -482,7 +482,7 @@ fn reload(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow::Result<()>
         .and_then(|l| l.iter().find(|v| v["name"] == "a"))
         .and_then(|v| v["init_pid"].as_u64())
         .context("a's init")?;
-    let procs = host.cgroup.join("a").join("cgroup.procs");
+    let procs = host.vps_cgroup("a")?.join("cgroup.procs");
     let policy = host.policies().join("lockdown.yaml");
     let text = "selector:\n  names: [a]\nmode: enforce\nallow_degraded: true\nnetwork:\n  deny_egress:\n    - cidr: 10.213.0.11/32\n";
     // A prober in a's cgroup and network namespace: connect as fast as it

@@ -111,6 +111,24 @@ impl Host {
         PathBuf::from("/sys/fs/bpf").join(self.state.file_name().expect("named"))
     }
 
+    /// The v2 cgroup of VPS `name`: `vz-<daemon identity>-<name>` in the
+    /// daemon's cgroup (the only daemon there, so the identity need not be
+    /// derived here).
+    pub fn vps_cgroup(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let suffix = format!("-{name}");
+        fs::read_dir(&self.cgroup)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .and_then(|f| f.strip_prefix("vz-"))
+                    .and_then(|f| f.strip_suffix(&suffix))
+                    .is_some_and(|id| !id.contains('-'))
+            })
+            .with_context(|| format!("no cgroup of VPS {name} in {}", self.cgroup.display()))
+    }
+
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.vzhost);
         c.args(args).env("VZHOST_SOCKET", self.socket());

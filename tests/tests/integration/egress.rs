@@ -66,18 +66,24 @@ fn two_ports_on_one_network_are_both_denied_and_a_third_is_not() -> anyhow::Resu
     );
     let got = std::fs::read_to_string(logs.join("server-9092.log"))?;
     assert!(got.contains("through-9092"), "the host got: {got:?}");
-    // Each denial names its own rule.
-    let rules: Vec<String> = d
-        .events("a")
+    // Each denial names its own rule (once the daemon has collected both).
+    let rules = || -> Vec<String> {
+        d.events("a")
+            .iter()
+            .filter(|e| e["hook"] == "connect")
+            .map(|e| e["rule"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let both = |r: &[String]| {
+        [
+            "egress:network.deny_egress[0]",
+            "egress:network.deny_egress[1]",
+        ]
         .iter()
-        .filter(|e| e["hook"] == "connect")
-        .map(|e| e["rule"].as_str().unwrap_or_default().to_owned())
-        .collect();
-    assert!(
-        rules.contains(&"egress:network.deny_egress[0]".to_owned())
-            && rules.contains(&"egress:network.deny_egress[1]".to_owned()),
-        "{rules:?}"
-    );
+        .all(|want| r.iter().any(|got| got == want))
+    };
+    within(Duration::from_secs(5), || both(&rules()))
+        .unwrap_or_else(|| panic!("a denial per rule: {:?}", rules()));
     Ok(())
 }
 

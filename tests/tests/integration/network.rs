@@ -219,7 +219,7 @@ fn vps_handles(d: &Daemon, vps: &str) -> (std::fs::File, std::fs::File) {
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
     let procs = std::fs::OpenOptions::new()
         .write(true)
-        .open(d.cgroup.path.join(vps).join("cgroup.procs"))
+        .open(d.vps_cgroup(vps).join("cgroup.procs"))
         .unwrap();
     (netns, procs)
 }

@@ -214,7 +214,7 @@ fn destroy_removes_cgroups_and_state_but_not_the_template() -> anyhow::Result<()
     d.ok(&["create", "a"]);
     d.ok(&["start", "a"]);
     d.sh_ok("a", "echo x > /root/x");
-    let cg = d.cgroup.path.join("a");
+    let cg = d.vps_cgroup("a");
     assert!(cg.is_dir(), "the VPS has its cgroup");
     let template = d.root().join("templates/busybox");
     let template_files = fs::read_dir(template.join("bin"))?.count();
@@ -292,7 +292,7 @@ fn failed_start_leaves_the_vps_stopped_and_intact() -> anyhow::Result<()> {
         "{err}"
     );
     assert_eq!(d.status("a").unwrap()["status"], "stopped");
-    assert!(!d.cgroup.path.join("a").exists(), "no cgroup left behind");
+    assert!(!d.vps_cgroup("a").exists(), "no cgroup left behind");
     assert!(
         d.root().join("vps/a/config.json").exists(),
         "the VPS itself is intact"

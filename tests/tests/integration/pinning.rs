@@ -19,7 +19,7 @@ fn read_secret(pid: u64) -> impl Fn() -> io::Result<()> + Send + Sync + 'static 
 
 /// Guard programs on VPS `vps`'s cgroup.
 fn guards_of(d: &Daemon, vps: &str) -> usize {
-    vzhost::ksal::guard_programs(&d.cgroup.path.join(vps)).unwrap()
+    vzhost::ksal::guard_programs(&d.vps_cgroup(vps)).unwrap()
 }
 
 /// What is pinned: LSM links by hook.
@@ -121,7 +121,7 @@ fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Resu
     );
     assert_eq!(d.status("c").unwrap()["status"], "stopped");
     assert!(
-        !d.cgroup.path.join("c").exists(),
+        !d.vps_cgroup("c").exists(),
         "c's cgroup, and its guards with it, are gone"
     );
     assert_eq!(guards_of(&d, "a"), 10, "taken over, not doubled");

@@ -339,14 +339,9 @@ fn a_command_name_with_escape_sequences_is_shown_escaped() -> anyhow::Result<()>
     );
     assert!(stderr(&out).contains("not permitted"), "{}", stderr(&out));
     let escaped = r"\x1b[31mred\x0aline";
-    let ev = events(&d, "a");
-    let e = ev
-        .iter()
-        .rev()
-        .find(|e| e["hook"] == "device")
-        .expect("a device event");
+    let e = d.await_event("a", "device").expect("a device event");
     assert_eq!(e["comm"], escaped, "{e}");
-    for e in &ev {
+    for e in &events(&d, "a") {
         let text = e.to_string();
         let fields = e.as_object().expect("an event object").values();
         for v in fields.filter_map(|v| v.as_str()) {

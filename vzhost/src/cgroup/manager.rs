@@ -1,7 +1,9 @@
 //! Per-VPS cgroups under the daemon's own cgroup. Each controller vzhost
 //! uses (memory, cpu, pids) is driven where the host has it: in the v2
 //! tree, or in its v1 hierarchy on hybrid hosts. The v2 cgroup always
-//! exists: it is the VPS's identity for the KSAL programs.
+//! exists: it is the VPS's identity for the KSAL programs. Every name the
+//! daemon makes carries its [`DaemonId`], so two daemons started from one
+//! cgroup never see (or kill) each other's VPSs.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -10,8 +12,14 @@ use std::{
 
 use serde::Serialize;
 
-use super::{CgroupError, Layout, depth, id_of, v2_path_of};
-use crate::model::Limits;
+pub use super::controllers::Version;
+use super::{
+    CgroupError, Layout, Membership, Procfs,
+    accounting::Accounting,
+    controllers::{CPU_PERIOD_US, cpu_time},
+    depth, id_of,
+};
+use crate::model::{DaemonId, Limits};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -22,6 +30,13 @@ pub enum ManagerError {
         action: String,
         path: String,
         source: std::io::Error,
+    },
+    #[error("cgroup {path}: cannot set the {setting} limit: {source}")]
+    Controller {
+        setting: &'static str,
+        path: String,
+        // Boxed: cgroups-rs's error is large, and every caller carries it.
+        source: Box<cgroups_rs::fs::error::Error>,
     },
     #[error(
         "cgroup {0} holds other processes, so vzhost cannot enable controllers for VPSs under it; \
@@ -59,12 +74,26 @@ pub const DAEMON_LEAF: &str = "vzhost-daemon";
 
 /// Controllers vzhost sets limits with.
 pub const CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
-const CPU_PERIOD_US: u64 = 100_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Version {
-    V1,
-    V2,
+/// How long `kill_all` waits for a VPS's processes to go.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Name of VPS `vps`'s v2 cgroup, beside other daemons' in a shared parent.
+pub fn v2_name(daemon: &DaemonId, vps: &str) -> String {
+    format!("vz-{daemon}-{vps}")
+}
+
+/// Name of a daemon's directory in each v1 hierarchy (its VPSs' v1
+/// cgroups are made inside, by plain name).
+pub fn v1_parent_name(daemon: &DaemonId) -> String {
+    format!("vz-{daemon}")
+}
+
+/// The caller's own directory in the v1 hierarchy of `controller`, if the
+/// host mounts one.
+pub fn v1_dir_of(layout: &Layout, controller: &str) -> Option<PathBuf> {
+    let own = Procfs::host().membership(None).ok()?;
+    layout.v1_dir(controller, &own)
 }
 
 /// Where one controller lives for VPS cgroups.
@@ -79,6 +108,7 @@ struct Placement {
 /// The daemon's cgroup subtree: where VPS cgroups are made.
 #[derive(Debug, Clone)]
 pub struct Hierarchy {
+    daemon: DaemonId,
     v2_parent: PathBuf,
     v2_parent_path: String,
     placements: Vec<Placement>,
@@ -86,40 +116,53 @@ pub struct Hierarchy {
 
 impl Hierarchy {
     /// The subtree rooted at the calling process's own cgroups.
-    pub fn for_current_process() -> Result<Self> {
-        let layout = Layout::detect()?;
-        let own = v2_path_of(None)?;
+    pub fn for_current_process(daemon: &DaemonId) -> Result<Self> {
+        Self::discover(&Procfs::host(), daemon)
+    }
+
+    /// The subtree of the process whose /proc/self is under `proc`.
+    pub fn discover(proc: &Procfs, daemon: &DaemonId) -> Result<Self> {
+        let layout = Layout::detect_in(proc)?;
+        let own = proc.membership(None)?;
+        Ok(Self::new(&layout, &own, daemon)?)
+    }
+
+    fn new(
+        layout: &Layout,
+        own: &Membership,
+        daemon: &DaemonId,
+    ) -> std::result::Result<Self, CgroupError> {
         // A daemon restarted inside the leaf an earlier one moved into
         // still serves the same subtree (and VPS cgroup level).
-        let own = match own.strip_suffix(&format!("/{DAEMON_LEAF}")) {
+        let own_v2 = match own.v2.strip_suffix(&format!("/{DAEMON_LEAF}")) {
             Some("") => "/".to_owned(),
             Some(parent) => parent.to_owned(),
-            None => own,
+            None => own.v2.clone(),
         };
-        let v2_parent = layout.unified_root()?.join(own.trim_start_matches('/'));
-        let v2_parent_id = id_of(&v2_parent)?;
-        let mut placements = Vec::new();
-        for controller in CONTROLLERS {
-            if layout.v2_controllers.iter().any(|c| c == controller) {
-                placements.push(Placement {
-                    controller,
-                    version: Version::V2,
-                    parent: v2_parent.clone(),
-                });
-            } else if let Some((_, mount)) = layout.v1.iter().find(|(c, _)| c == controller) {
-                // This process's path in that v1 hierarchy, then a directory
-                // of this daemon's own (keyed by its v2 cgroup) so daemons
-                // sharing a v1 cgroup never collide.
-                placements.push(Placement {
+        let v2_parent = layout.unified_root()?.join(own_v2.trim_start_matches('/'));
+        let placements = CONTROLLERS
+            .iter()
+            .filter_map(|&controller| {
+                if layout.has_v2(controller) {
+                    return Some(Placement {
+                        controller,
+                        version: Version::V2,
+                        parent: v2_parent.clone(),
+                    });
+                }
+                // The daemon's own v1 cgroup, then a directory of its own.
+                let dir = layout.v1_dir(controller, own)?;
+                Some(Placement {
                     controller,
                     version: Version::V1,
-                    parent: v1_dir_of(mount, controller).join(v1_parent_name(v2_parent_id)),
-                });
-            }
-        }
+                    parent: dir.join(v1_parent_name(daemon)),
+                })
+            })
+            .collect();
         Ok(Self {
+            daemon: daemon.clone(),
             v2_parent,
-            v2_parent_path: own,
+            v2_parent_path: own_v2,
             placements,
         })
     }
@@ -137,22 +180,22 @@ impl Hierarchy {
     /// this process into a leaf of its own first, as v2 requires), v1
     /// parent directories created.
     pub fn prepare(&self) -> Result<()> {
-        let v2: Vec<&str> = self
+        let v2: Vec<String> = self
             .placements
             .iter()
             .filter(|p| p.version == Version::V2)
-            .map(|p| p.controller)
+            .map(|p| format!("+{}", p.controller))
             .collect();
-        if !v2.is_empty() && self.v2_parent_path != "/" {
-            let leaf = self.v2_parent.join(DAEMON_LEAF);
-            if !leaf.exists() {
-                fs::create_dir(&leaf).map_err(io_err("create", &leaf))?;
+        if !v2.is_empty() {
+            if self.v2_parent_path != "/" {
+                let leaf = self.v2_parent.join(DAEMON_LEAF);
+                if !leaf.exists() {
+                    fs::create_dir(&leaf).map_err(io_err("create", &leaf))?;
+                }
+                write(&leaf.join("cgroup.procs"), "0")?;
             }
-            write(&leaf.join("cgroup.procs"), "0")?;
-        }
-        let control = self.v2_parent.join("cgroup.subtree_control");
-        for c in v2 {
-            if let Err(e) = write(&control, &format!("+{c}")) {
+            let control = self.v2_parent.join("cgroup.subtree_control");
+            if let Err(e) = write(&control, &v2.join(" ")) {
                 if let ManagerError::Io { source, .. } = &e
                     && source.raw_os_error() == Some(libc::EBUSY)
                 {
@@ -169,14 +212,19 @@ impl Hierarchy {
 
     /// The cgroups of VPS `name` (not created yet).
     pub fn vps(&self, name: &str) -> VpsCgroup {
-        VpsCgroup {
-            v2: self.v2_parent.join(name),
-            controllers: self
-                .placements
-                .iter()
-                .map(|p| (p.controller, p.version, p.parent.join(name)))
-                .collect(),
-        }
+        let v2 = self.v2_parent.join(v2_name(&self.daemon, name));
+        let controllers = self
+            .placements
+            .iter()
+            .map(|p| {
+                let dir = match p.version {
+                    Version::V2 => v2.clone(),
+                    Version::V1 => p.parent.join(name),
+                };
+                (p.controller, p.version, dir)
+            })
+            .collect();
+        VpsCgroup { v2, controllers }
     }
 
     /// Remove this daemon's (empty) v1 parent directories.
@@ -185,26 +233,6 @@ impl Hierarchy {
             let _ = fs::remove_dir(&p.parent);
         }
     }
-}
-
-/// This process's own cgroup in the v1 hierarchy of `controller`, mounted
-/// at `mount` (the hierarchy's root when /proc/self/cgroup has no entry).
-pub fn v1_dir_of(mount: &Path, controller: &str) -> PathBuf {
-    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let rel = own
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, ':');
-            f.nth(1).zip(f.next())
-        })
-        .find(|(ctrls, _)| ctrls.split(',').any(|c| c == controller))
-        .map_or("/", |(_, p)| p);
-    mount.join(rel.trim_start_matches('/'))
-}
-
-/// Name of a daemon's directory in each v1 hierarchy.
-pub fn v1_parent_name(v2_parent_id: u64) -> String {
-    format!("vzhost-{v2_parent_id}")
 }
 
 /// One VPS's cgroups.
@@ -261,63 +289,30 @@ impl VpsCgroup {
             .map(|(_, v, d)| (*v, d.as_path()))
     }
 
-    fn need(&self, controller: &'static str, limit: &'static str) -> Result<(Version, &Path)> {
-        self.place(controller)
-            .ok_or(ManagerError::NoController { controller, limit })
+    /// Set one limit where its controller lives (`value` None resets it to
+    /// unlimited); a limit without its controller is an error.
+    fn set<T>(
+        &self,
+        controller: &'static str,
+        limit: &'static str,
+        value: Option<T>,
+        write: impl FnOnce(Version, &Path, Option<T>) -> Result<()>,
+    ) -> Result<()> {
+        match (self.place(controller), &value) {
+            (Some((version, dir)), _) => write(version, dir, value),
+            (None, Some(_)) => Err(ManagerError::NoController { controller, limit }),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Apply `limits` (None = unlimited).
     pub fn apply(&self, limits: &Limits) -> Result<()> {
-        if limits.memory.is_some() || self.place("memory").is_some() {
-            let (v, d) = self.need("memory", "memory")?;
-            let value = limits.memory.map(|m| m.to_string());
-            match v {
-                Version::V2 => {
-                    write(&d.join("memory.max"), value.as_deref().unwrap_or("max"))?;
-                    // No swap escape from the memory limit.
-                    if d.join("memory.swap.max").exists() {
-                        write(
-                            &d.join("memory.swap.max"),
-                            if limits.memory.is_some() { "0" } else { "max" },
-                        )?;
-                    }
-                }
-                Version::V1 => write(
-                    &d.join("memory.limit_in_bytes"),
-                    value.as_deref().unwrap_or("-1"),
-                )?,
-            }
-        }
-        if limits.cpus.is_some() || self.place("cpu").is_some() {
-            let (v, d) = self.need("cpu", "cpus")?;
-            let quota = limits
-                .cpus
-                .map(|c| ((c * CPU_PERIOD_US as f64) as u64).max(1000));
-            match v {
-                Version::V2 => write(
-                    &d.join("cpu.max"),
-                    &match quota {
-                        Some(q) => format!("{q} {CPU_PERIOD_US}"),
-                        None => format!("max {CPU_PERIOD_US}"),
-                    },
-                )?,
-                Version::V1 => {
-                    write(&d.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    write(
-                        &d.join("cpu.cfs_quota_us"),
-                        &quota.map_or("-1".to_owned(), |q| q.to_string()),
-                    )?;
-                }
-            }
-        }
-        if limits.pids.is_some() || self.place("pids").is_some() {
-            let (_, d) = self.need("pids", "pids")?;
-            write(
-                &d.join("pids.max"),
-                &limits.pids.map_or("max".to_owned(), |p| p.to_string()),
-            )?;
-        }
-        Ok(())
+        self.set("memory", "memory", limits.memory, Version::set_memory)?;
+        let quota = limits
+            .cpus
+            .map(|c| ((c * CPU_PERIOD_US as f64) as u64).max(1000));
+        self.set("cpu", "cpus", quota, Version::set_cpu)?;
+        self.set("pids", "pids", limits.pids, Version::set_pids)
     }
 
     /// Processes in the VPS (its whole v2 subtree).
@@ -338,22 +333,20 @@ impl VpsCgroup {
     }
 
     /// What the VPS uses now, from its cgroup files.
-    pub fn accounting(&self) -> super::accounting::Accounting {
-        use super::accounting as acct;
-        let (cpu_user_usec, cpu_system_usec) = acct::cpu(&self.v2);
-        let (memory, memory_events) = match self.place("memory") {
-            Some((Version::V2, d)) => acct::memory_v2(d),
-            Some((Version::V1, d)) => acct::memory_v1(d),
-            None => Default::default(),
-        };
-        acct::Accounting {
+    pub fn accounting(&self) -> Accounting {
+        let (cpu_user_usec, cpu_system_usec) = cpu_time(&self.v2);
+        let (memory, memory_events) = self
+            .place("memory")
+            .map(|(v, d)| v.memory(d))
+            .unwrap_or_default();
+        Accounting {
             cpu_user_usec,
             cpu_system_usec,
             memory,
             memory_events,
             processes: self
                 .place("pids")
-                .map(|(_, d)| acct::pids(d))
+                .map(|(v, d)| v.pids(d))
                 .unwrap_or_default(),
         }
     }
@@ -364,21 +357,24 @@ impl VpsCgroup {
         }
     }
 
-    /// Kill every process in the VPS and wait until none is left.
+    /// Kill every process in the VPS and wait until none is left: through
+    /// `cgroup.kill` (which also catches processes forked meanwhile), or,
+    /// on kernels without it (before 5.14), one SIGKILL per process.
     pub fn kill_all(&self) {
-        let kill_file = self.v2.join("cgroup.kill");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + KILL_WAIT;
+        let mut cgroup_kill = true;
         loop {
             let pids = self.pids();
             if pids.is_empty() || Instant::now() > deadline {
                 break;
             }
-            if kill_file.exists() {
-                let _ = fs::write(&kill_file, "1");
-            } else {
+            if cgroup_kill && let Err(e) = crate::sys::cgroup_kill(&self.v2) {
+                tracing::debug!(cgroup = %self.v2.display(), %e, "no cgroup.kill; killing each process");
+                cgroup_kill = false;
+            }
+            if !cgroup_kill {
                 for pid in pids {
-                    // SAFETY: sending a signal has no memory effects.
-                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    let _ = crate::sys::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 }
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -1,28 +1,36 @@
 //! cgroups: where the hierarchies are mounted, which layout the host uses
 //! (pure v2 or hybrid v1+v2), and the v2 identity of a cgroup, which is what
-//! the KSAL programs key on.
+//! the KSAL programs key on. Every path starts from a [`Procfs`] root (the
+//! host's `/proc`, or a directory of fixture files in tests) and from the
+//! mount points its mountinfo names: nothing assumes `/sys/fs/cgroup`.
 pub mod accounting;
+mod controllers;
+#[cfg(test)]
+mod fixture;
+mod layout;
 pub mod manager;
+#[cfg(test)]
+mod tests;
 
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
-use serde::Serialize;
+pub use layout::{Layout, Membership, V1Mount};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error(
-        "no cgroup v2 hierarchy is mounted (looked in /proc/self/mountinfo); mount one with `mount -t cgroup2 none /sys/fs/cgroup`"
+        "no cgroup v2 hierarchy is mounted (looked in {mountinfo}); mount one with `mount -t cgroup2 none /sys/fs/cgroup`"
     )]
-    NoUnified,
+    NoUnified { mountinfo: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} has no cgroup v2 entry (`0::/...`)")]
+    #[error("{path} has no cgroup v2 entry (`0::/...`): is cgroup v2 mounted?")]
     NoV2Membership { path: String },
 }
 
@@ -35,102 +43,46 @@ fn read(path: &Path) -> Result<String> {
     })
 }
 
-/// cgroup v1 controller names, to tell them from mount options.
-const V1_CONTROLLERS: &[&str] = &[
-    "cpu",
-    "cpuacct",
-    "cpuset",
-    "memory",
-    "devices",
-    "freezer",
-    "net_cls",
-    "net_prio",
-    "blkio",
-    "perf_event",
-    "hugetlb",
-    "pids",
-    "rdma",
-    "misc",
-];
-
-/// How the host arranges its cgroup hierarchies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Layout {
-    /// Where the v2 (unified) hierarchy is mounted.
-    pub unified: Option<PathBuf>,
-    /// Controllers available in the v2 hierarchy.
-    pub v2_controllers: Vec<String>,
-    /// v1 controllers and where each is mounted.
-    pub v1: Vec<(String, PathBuf)>,
+/// Where process information is read from: `/proc` on a host.
+#[derive(Debug, Clone)]
+pub struct Procfs {
+    root: PathBuf,
 }
 
-impl Layout {
-    pub fn detect() -> Result<Self> {
-        let info = read(Path::new("/proc/self/mountinfo"))?;
-        let mut layout = Self::from_mountinfo(&info);
-        if let Some(root) = &layout.unified {
-            let list = read(&root.join("cgroup.controllers")).unwrap_or_default();
-            layout.v2_controllers = list.split_whitespace().map(str::to_owned).collect();
-        }
-        Ok(layout)
+impl Procfs {
+    pub fn host() -> Self {
+        Self::at("/proc")
     }
 
-    fn from_mountinfo(info: &str) -> Self {
-        let mut layout = Self {
-            unified: None,
-            v2_controllers: Vec::new(),
-            v1: Vec::new(),
-        };
-        for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
-                continue;
-            };
-            let Some(target) = left.split(' ').nth(4) else {
-                continue;
-            };
-            let mut right = right.split(' ');
-            let fstype = right.next().unwrap_or_default();
-            let options = right.nth(1).unwrap_or_default();
-            match fstype {
-                "cgroup2" if layout.unified.is_none() => layout.unified = Some(target.into()),
-                "cgroup" => {
-                    for opt in options.split(',').filter(|o| V1_CONTROLLERS.contains(o)) {
-                        layout.v1.push((opt.to_owned(), target.into()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        layout
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
     }
 
-    /// "pure v2", "hybrid" or "v1 only".
-    pub fn kind(&self) -> &'static str {
-        match (self.unified.is_some(), self.v1.is_empty()) {
-            (true, true) => "pure v2",
-            (true, false) => "hybrid",
-            (false, _) => "v1 only",
-        }
+    /// `FILE` of process `pid`, or of the caller with `None`.
+    fn file(&self, pid: Option<u32>, name: &str) -> PathBuf {
+        let dir = pid.map_or_else(|| "self".to_owned(), |p| p.to_string());
+        self.root.join(dir).join(name)
     }
 
-    pub fn unified_root(&self) -> Result<&Path> {
-        self.unified.as_deref().ok_or(CgroupError::NoUnified)
+    /// The caller's mount table, which names every cgroup mount.
+    pub fn mountinfo(&self) -> Result<(String, PathBuf)> {
+        let path = self.file(None, "mountinfo");
+        Ok((read(&path)?, path))
+    }
+
+    /// The cgroups process `pid` (or the caller) belongs to.
+    pub fn membership(&self, pid: Option<u32>) -> Result<Membership> {
+        let path = self.file(pid, "cgroup");
+        Membership::parse(&read(&path)?).ok_or_else(|| CgroupError::NoV2Membership {
+            path: path.display().to_string(),
+        })
     }
 }
 
 /// The v2 cgroup path (relative to the v2 root, starting with `/`) of
 /// process `pid`, or of the caller with `None`.
 pub fn v2_path_of(pid: Option<u32>) -> Result<String> {
-    let file = match pid {
-        Some(pid) => PathBuf::from(format!("/proc/{pid}/cgroup")),
-        None => PathBuf::from("/proc/self/cgroup"),
-    };
-    read(&file)?
-        .lines()
-        .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
-        .ok_or_else(|| CgroupError::NoV2Membership {
-            path: file.display().to_string(),
-        })
+    Ok(Procfs::host().membership(pid)?.v2)
 }
 
 /// Depth of a v2 cgroup path: `/` is 0, `/a` is 1, `/a/b` is 2.
@@ -147,46 +99,4 @@ pub fn id_of(dir: &Path) -> Result<u64> {
             path: dir.display().to_string(),
             source,
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HYBRID: &str = "\
-25 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
-26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
-27 25 0:24 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
-28 25 0:25 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
-29 25 0:26 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd";
-
-    #[test]
-    fn detects_hybrid() {
-        let l = Layout::from_mountinfo(HYBRID);
-        assert_eq!(l.kind(), "hybrid");
-        assert_eq!(
-            l.unified.as_deref(),
-            Some(Path::new("/sys/fs/cgroup/unified"))
-        );
-        let names: Vec<_> = l.v1.iter().map(|(c, _)| c.as_str()).collect();
-        assert_eq!(names, ["cpu", "cpuacct", "memory"]);
-    }
-
-    #[test]
-    fn detects_pure_v2() {
-        let l = Layout::from_mountinfo("30 1 0:27 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw");
-        assert_eq!(l.kind(), "pure v2");
-        assert!(l.unified_root().is_ok());
-        assert!(matches!(
-            Layout::from_mountinfo("").unified_root(),
-            Err(CgroupError::NoUnified)
-        ));
-    }
-
-    #[test]
-    fn depth_counts_components() {
-        assert_eq!(depth("/"), 0);
-        assert_eq!(depth("/a"), 1);
-        assert_eq!(depth("/a/b/"), 2);
-    }
 }

@@ -28,6 +28,11 @@ pub enum DaemonError {
         path: String,
         source: crate::vps::store::StoreError,
     },
+    #[error("state directory {path}: cannot resolve it to name this daemon's cgroups: {source}")]
+    Identity {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::manager::ManagerError),
     #[error("socket {path}: {source}")]

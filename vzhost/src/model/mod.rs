@@ -4,6 +4,7 @@
 //! parsing only; no I/O.
 mod addr;
 mod dir;
+mod identity;
 mod kind;
 mod report;
 mod spec;
@@ -11,6 +12,7 @@ pub mod text;
 
 pub use addr::{AddrError, Subnet};
 pub use dir::{DiskBackend, Runtime, VpsDir};
+pub use identity::DaemonId;
 pub use kind::ErrorKind;
 pub use report::{NetStats, Status, Verdict, VpsStatus};
 pub use spec::{

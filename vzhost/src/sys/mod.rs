@@ -5,6 +5,7 @@
 //! so the order of operations (attach before detach, kill before cleanup)
 //! is tested without root. Every `unsafe` of a raw call lives in this room.
 mod bpf;
+mod cgroup;
 mod mount;
 mod net;
 mod path;
@@ -17,11 +18,12 @@ pub mod fake;
 use std::{ffi::CString, io, path::Path};
 
 pub use bpf::{bpf_prog_attach, bpf_prog_detach, bpf_prog_get_fd_by_id, bpf_prog_query};
+pub use cgroup::cgroup_kill;
 pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
 pub use path::{openat2, stat_in_root_of};
 pub use process::{
-    cloexec_from, is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
+    cloexec_from, is_same_process, kill, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
     process_start_time,
 };
 pub use pty::{
@@ -51,6 +53,8 @@ pub enum Call {
     BpfProgQuery { attach_type: u32 },
     BpfProgGetFdById { id: u32 },
     BpfProgDetach { attach_type: u32 },
+    Kill { pid: u32, signal: i32 },
+    CgroupKill { path: String },
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),

@@ -40,6 +40,22 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Send `signal` to `pid` (for processes no pidfd is held for).
+pub fn kill(pid: u32, signal: nix::sys::signal::Signal) -> io::Result<()> {
+    dispatch(
+        || Call::Kill {
+            pid,
+            signal: signal as i32,
+        },
+        || {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)
+                .map(|()| 0)
+                .map_err(io::Error::from)
+        },
+    )?;
+    Ok(())
+}
+
 /// Wait up to `timeout_ms` for the process behind `pidfd` to exit.
 pub fn pidfd_wait_exit(pidfd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
     let mut pfd = libc::pollfd {
