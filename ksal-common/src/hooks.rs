@@ -45,6 +45,20 @@ pub enum Hook {
     SkbEgress = 13,
     /// cgroup_skb ingress: counters.
     SkbIngress = 14,
+    /// Truncation (truncate, ftruncate, O_TRUNC), chmod, chown, utimes.
+    InodeSetattr = 15,
+    InodeRename = 16,
+    InodeUnlink = 17,
+    InodeLink = 18,
+    InodeSetxattr = 19,
+    InodeRemovexattr = 20,
+    /// A new superblock about to be mounted: mount(2) and fsconfig(2)'s
+    /// FSCONFIG_CMD_CREATE.
+    SbKernMount = 21,
+    MoveMount = 22,
+    /// tc ingress on the host side of a VPS's veth: every frame the VPS
+    /// sends (anti-spoofing, egress rules after the VPS's own NAT).
+    VethEgress = 23,
 }
 
 /// How a program is attached.
@@ -56,6 +70,8 @@ pub enum Attach {
     Lsm { nargs: u32 },
     /// To each VPS cgroup at this `bpf_attach_type`.
     Cgroup { attach_type: u32 },
+    /// As a tc classifier (clsact ingress) on each VPS's host-side veth.
+    Tc,
 }
 
 /// One program of the eBPF object (its function name in `ksal-ebpf`).
@@ -98,7 +114,7 @@ const fn cgroup(name: &'static str, attach_type: u32) -> ProgramDef {
 }
 
 /// Every hook, in id order (`HOOKS[id - 1]`).
-pub static HOOKS: [HookDef; 14] = {
+pub static HOOKS: [HookDef; 23] = {
     use attach_type as at;
     [
         HookDef {
@@ -180,6 +196,54 @@ pub static HOOKS: [HookDef; 14] = {
             name: "skb_ingress",
             programs: &[cgroup(p::SKB_INGRESS, at::INET_INGRESS)],
         },
+        HookDef {
+            hook: Hook::InodeSetattr,
+            name: "inode_setattr",
+            programs: &[lsm(p::INODE_SETATTR2, 2), lsm(p::INODE_SETATTR3, 3)],
+        },
+        HookDef {
+            hook: Hook::InodeRename,
+            name: "inode_rename",
+            programs: &[lsm(p::INODE_RENAME, 0)],
+        },
+        HookDef {
+            hook: Hook::InodeUnlink,
+            name: "inode_unlink",
+            programs: &[lsm(p::INODE_UNLINK, 0)],
+        },
+        HookDef {
+            hook: Hook::InodeLink,
+            name: "inode_link",
+            programs: &[lsm(p::INODE_LINK, 0)],
+        },
+        HookDef {
+            hook: Hook::InodeSetxattr,
+            name: "inode_setxattr",
+            programs: &[lsm(p::INODE_SETXATTR, 0)],
+        },
+        HookDef {
+            hook: Hook::InodeRemovexattr,
+            name: "inode_removexattr",
+            programs: &[lsm(p::INODE_REMOVEXATTR, 0)],
+        },
+        HookDef {
+            hook: Hook::SbKernMount,
+            name: "sb_kern_mount",
+            programs: &[lsm(p::SB_KERN_MOUNT, 0)],
+        },
+        HookDef {
+            hook: Hook::MoveMount,
+            name: "move_mount",
+            programs: &[lsm(p::MOVE_MOUNT, 0)],
+        },
+        HookDef {
+            hook: Hook::VethEgress,
+            name: "veth_egress",
+            programs: &[ProgramDef {
+                name: p::VETH_EGRESS,
+                attach: Attach::Tc,
+            }],
+        },
     ]
 };
 
@@ -213,18 +277,33 @@ pub enum Section {
     CapabilitiesDeny,
     DevicesAllow,
     SysctlAllowWrite,
+    NetworkDenyHost,
+    NetworkSocketFamilies,
 }
 
-/// A policy section: where it is written, the hook that enforces it, and
-/// (for the guards) its `guard::*` bit and `guard_rule::*` id (0: none;
+/// A policy section: where it is written, the hook that enforces it (and
+/// the hooks that hold it on the kernel's other paths to the same action),
+/// and (for the guards) its `guard::*` bit and `guard_rule::*` id (0: none;
 /// file and egress rules have ids of the host's choosing).
 #[derive(Debug)]
 pub struct SectionDef {
     pub section: Section,
     pub path: &'static str,
     pub hook: Hook,
+    pub also: &'static [Hook],
     pub guard: u32,
     pub rule: u32,
+}
+
+impl SectionDef {
+    /// Every hook that enforces this section.
+    pub fn hooks(&self) -> impl Iterator<Item = Hook> + '_ {
+        core::iter::once(self.hook).chain(self.also.iter().copied())
+    }
+
+    const fn also(self, also: &'static [Hook]) -> Self {
+        Self { also, ..self }
+    }
 }
 
 const fn section(
@@ -238,16 +317,28 @@ const fn section(
         section,
         path,
         hook,
+        also: &[],
         guard,
         rule,
     }
 }
 
 /// Every section, in [`Section`] order.
-pub static SECTIONS: [SectionDef; 12] = {
+pub static SECTIONS: [SectionDef; 14] = {
     use Section as S;
     [
-        section(S::FilesDeny, "files.deny", Hook::FileOpen, 0, 0),
+        // Content changes without an open for write, replacing the file
+        // or a directory above it, and mounting over either.
+        section(S::FilesDeny, "files.deny", Hook::FileOpen, 0, 0).also(&[
+            Hook::InodeSetattr,
+            Hook::InodeRename,
+            Hook::InodeUnlink,
+            Hook::InodeLink,
+            Hook::InodeSetxattr,
+            Hook::InodeRemovexattr,
+            Hook::SbMount,
+            Hook::MoveMount,
+        ]),
         section(
             S::NetworkDenyEgress,
             "network.deny_egress",
@@ -269,13 +360,15 @@ pub static SECTIONS: [SectionDef; 12] = {
             guard::PACKET_SOCKETS,
             guard_rule::PACKET_SOCKETS,
         ),
+        // sb_kern_mount also sees superblocks made by fsconfig(2).
         section(
             S::MountsAllowTypes,
             "mounts.allow_types",
             Hook::SbMount,
             guard::MOUNT_TYPES,
             guard_rule::MOUNT_TYPES,
-        ),
+        )
+        .also(&[Hook::SbKernMount]),
         section(
             S::MountsRemountReadOnly,
             "mounts.remount_read_only",
@@ -324,6 +417,20 @@ pub static SECTIONS: [SectionDef; 12] = {
             Hook::Sysctl,
             guard::SYSCTL,
             guard_rule::SYSCTL,
+        ),
+        section(
+            S::NetworkDenyHost,
+            "network.deny_host",
+            Hook::Connect,
+            0,
+            guard_rule::DENY_HOST,
+        ),
+        section(
+            S::NetworkSocketFamilies,
+            "network.socket_families",
+            Hook::SocketCreate,
+            guard::SOCKET_FAMILIES,
+            guard_rule::SOCKET_FAMILIES,
         ),
     ]
 };
@@ -393,7 +500,7 @@ mod tests {
         for h in &HOOKS {
             let nargs = |p: &ProgramDef| match p.attach {
                 Attach::Lsm { nargs } => Some(nargs),
-                Attach::Cgroup { .. } => None,
+                Attach::Cgroup { .. } | Attach::Tc => None,
             };
             let lsm = h.programs.iter().filter(|p| nargs(p).is_some()).count();
             assert!(

@@ -24,8 +24,9 @@ pub mod map_names {
     pub const MOUNT_ALLOW: &str = "KSAL_MOUNT_ALLOW";
     pub const DEVICE_ALLOW: &str = "KSAL_DEVICE_ALLOW";
     pub const SYSCTL_ALLOW: &str = "KSAL_SYSCTL_ALLOW";
+    pub const VETH: &str = "KSAL_VETH";
     /// Every map, as pinned under the pin directory.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         CONFIG,
         VPS,
         FILE_RULES,
@@ -38,6 +39,7 @@ pub mod map_names {
         MOUNT_ALLOW,
         DEVICE_ALLOW,
         SYSCTL_ALLOW,
+        VETH,
     ];
 }
 
@@ -66,6 +68,18 @@ pub mod program_names {
     pub const BIND6: &str = "ksal_bind6";
     pub const CONNECT6: &str = "ksal_connect6";
     pub const SENDMSG6: &str = "ksal_sendmsg6";
+    /// inode_setattr(dentry, attr) up to Linux 6.2; (idmap, dentry, attr)
+    /// from 6.3.
+    pub const INODE_SETATTR2: &str = "ksal_inode_setattr2";
+    pub const INODE_SETATTR3: &str = "ksal_inode_setattr3";
+    pub const INODE_RENAME: &str = "ksal_inode_rename";
+    pub const INODE_UNLINK: &str = "ksal_inode_unlink";
+    pub const INODE_LINK: &str = "ksal_inode_link";
+    pub const INODE_SETXATTR: &str = "ksal_inode_setxattr";
+    pub const INODE_REMOVEXATTR: &str = "ksal_inode_removexattr";
+    pub const SB_KERN_MOUNT: &str = "ksal_sb_kern_mount";
+    pub const MOVE_MOUNT: &str = "ksal_move_mount";
+    pub const VETH_EGRESS: &str = "ksal_veth_egress";
 }
 
 /// Capacity of the VPS table: how many VPSs one host can register.
@@ -112,6 +126,8 @@ pub mod guard {
     pub const DEVICES: u32 = 1 << 7;
     /// sysctl writes only to the names in `KSAL_SYSCTL_ALLOW`.
     pub const SYSCTL: u32 = 1 << 8;
+    /// Sockets only of the families in `VpsEntry::families_allowed`.
+    pub const SOCKET_FAMILIES: u32 = 1 << 9;
 }
 
 /// Rule ids of the guards, as events carry them (file and network rules
@@ -127,6 +143,14 @@ pub mod guard_rule {
     pub const CAPABILITIES: u32 = 8;
     pub const DEVICES: u32 = 9;
     pub const SYSCTL: u32 = 10;
+    pub const SOCKET_FAMILIES: u32 = 11;
+    /// The value of the egress entries for the host's own addresses
+    /// (`network.deny_host`): on the veth only flow-opening packets are
+    /// dropped, so replies to connections the host opened pass.
+    pub const DENY_HOST: u32 = 12;
+    /// Frames dropped on the VPS's veth for a source (MAC, IPv4, ARP
+    /// sender) not its own, or a protocol it may not send.
+    pub const SPOOFED: u32 = 13;
     pub const FIRST_HOST_RULE: u32 = 16;
 }
 
@@ -141,6 +165,11 @@ pub mod access {
     pub const READ: u32 = 1;
     pub const WRITE: u32 = 2;
     pub const ANY: u32 = READ | WRITE;
+    /// The name stays: no rename, unlink or link of it and nothing mounted
+    /// over it. Write rules carry it, and so does every directory on the
+    /// way to a write-protected file (renaming `/etc` would swap
+    /// `/etc/passwd` out as surely as renaming the file).
+    pub const NAME: u32 = 4;
 }
 
 /// Byte offsets of the kernel struct fields the programs read, taken from
@@ -153,6 +182,10 @@ pub struct KernelLayout {
     pub inode_i_ino: u32,
     pub inode_i_sb: u32,
     pub super_block_s_dev: u32,
+    pub dentry_d_inode: u32,
+    pub super_block_s_type: u32,
+    pub file_system_type_name: u32,
+    pub path_dentry: u32,
     pub _pad: u32,
 }
 
@@ -182,6 +215,9 @@ pub struct VpsEntry {
     /// Capabilities (bit n = capability n) the VPS may not use, even in
     /// its own user namespace.
     pub caps_denied: u64,
+    /// Socket families (bit n = AF n) it may open, when its guards have
+    /// `guard::SOCKET_FAMILIES`.
+    pub families_allowed: u64,
 }
 
 /// Key of `KSAL_MOUNT_ALLOW`: a filesystem type a VPS may mount, NUL-padded.
@@ -257,6 +293,28 @@ pub struct VpsNet {
     pub ipv4_be: u32,
 }
 
+/// Value of `KSAL_VETH`, keyed by the ifindex of a VPS's host-side veth:
+/// what the tc program on it checks every frame the VPS sends against.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct VethEntry {
+    /// The VPS's cgroup v2 id: its `KSAL_VPS` entry gives the mode.
+    pub cgroup_id: u64,
+    pub vps_id: u32,
+    /// Its IPv4 address, network byte order.
+    pub ipv4_be: u32,
+    /// The MAC address of its eth0.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// The value of an egress entry that lets through what a less specific
+/// entry denies (`network.allow_host`).
+pub const EGRESS_ALLOW: u32 = 0;
+/// The port under which ICMP echo requests are looked up in the egress
+/// rules (above every TCP/UDP port): `allow_host: [ping]`.
+pub const EGRESS_PORT_PING: u32 = 1 << 16;
+
 /// Per-CPU traffic counters of one VPS (`KSAL_NET_COUNTERS`, by VPS id).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -265,11 +323,13 @@ pub struct NetCounters {
     pub rx_packets: u64,
     pub tx_bytes: u64,
     pub tx_packets: u64,
-    /// Egress packets dropped for a source address not the VPS's own.
+    /// Egress packets dropped for a source address not the VPS's own (by
+    /// the cgroup hook or, for every frame, the tc program on its veth).
     pub spoofed_dropped: u64,
 }
 
-/// LPM key data of `KSAL_EGRESS_RULES` (the value is the rule id): the
+/// LPM key data of `KSAL_EGRESS_RULES` (the value is the id of the rule
+/// that denies, `guard_rule::DENY_HOST`, or `EGRESS_ALLOW`): the
 /// VPS id, the destination port (0: every port) and the IPv4 address, all
 /// big-endian, so a rule for a /n network has a prefix of
 /// `EGRESS_FIXED_BITS + n`. A connection is looked up under its own port
@@ -336,6 +396,8 @@ mod pod {
     unsafe impl aya::Pod for super::DeviceKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SysctlKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::VethEntry {}
 }
 
 #[cfg(test)]
@@ -345,9 +407,10 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<KernelLayout>(), 24);
-        assert_eq!(size_of::<Config>(), 32);
-        assert_eq!(size_of::<VpsEntry>(), 24);
+        assert_eq!(size_of::<KernelLayout>(), 40);
+        assert_eq!(size_of::<Config>(), 48);
+        assert_eq!(size_of::<VpsEntry>(), 32);
+        assert_eq!(size_of::<VethEntry>(), 24);
         assert_eq!(size_of::<MountKey>(), 4 + FSTYPE_LEN);
         assert_eq!(size_of::<DeviceKey>(), 16);
         assert_eq!(size_of::<SysctlKey>(), 4 + SYSCTL_NAME_LEN);

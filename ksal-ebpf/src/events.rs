@@ -4,7 +4,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_ktime_get_ns},
 };
 use aya_log_ebpf::{error, warn};
-use ksal_common::{EVENTS_PER_SECOND, Event, EventRate, Hook, mode, verdict};
+use ksal_common::{COMM_LEN, EVENTS_PER_SECOND, Event, EventRate, Hook, mode, verdict};
 
 use crate::{
     maps::{EVENT_RATE, EVENTS, EVENTS_DROPPED},
@@ -54,6 +54,16 @@ fn within_budget<C: EbpfContext>(ctx: &C, vps_id: u32, now: u64) -> bool {
     }
 }
 
+/// Who an event is about: the VPS and, for hooks that run in a task's
+/// context, the task.
+pub struct Subject {
+    pub vps_id: u32,
+    pub cgroup_id: u64,
+    pub mode: u32,
+    pub pid_tgid: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
 /// Record an action the VPS's policy rules out: a denial in enforce mode
 /// (true: deny it), an audit record in audit mode (false: let it be).
 #[inline(always)]
@@ -64,18 +74,38 @@ pub fn rule_out<C: EbpfContext>(
     rule_id: u32,
     object: u64,
 ) -> bool {
-    if scope.vps.mode == mode::AUDIT {
-        emit(ctx, scope, hook, rule_id, verdict::AUDITED, object);
+    let subject = Subject {
+        vps_id: scope.vps.vps_id,
+        cgroup_id: scope.cgroup_id,
+        mode: scope.vps.mode,
+        pid_tgid: bpf_get_current_pid_tgid(),
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    ruled_out(ctx, &subject, hook, rule_id, object)
+}
+
+/// As `rule_out`, for a `subject` the caller describes (tc programs run
+/// outside any task: theirs name no process).
+#[inline(always)]
+pub fn ruled_out<C: EbpfContext>(
+    ctx: &C,
+    subject: &Subject,
+    hook: Hook,
+    rule_id: u32,
+    object: u64,
+) -> bool {
+    if subject.mode == mode::AUDIT {
+        emit(ctx, subject, hook, rule_id, verdict::AUDITED, object);
         return false;
     }
-    emit(ctx, scope, hook, rule_id, verdict::DENIED, object);
+    emit(ctx, subject, hook, rule_id, verdict::DENIED, object);
     true
 }
 
 #[inline(always)]
 fn emit<C: EbpfContext>(
     ctx: &C,
-    scope: &Scope,
+    subject: &Subject,
     hook: Hook,
     rule_id: u32,
     verdict: u32,
@@ -83,7 +113,7 @@ fn emit<C: EbpfContext>(
 ) {
     // SAFETY: plain helper call without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !within_budget(ctx, scope.vps.vps_id, now) {
+    if !within_budget(ctx, subject.vps_id, now) {
         dropped();
         return;
     }
@@ -99,18 +129,17 @@ fn emit<C: EbpfContext>(
         }
         return;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
     entry.write(Event {
         ktime_ns: now,
-        cgroup_id: scope.cgroup_id,
+        cgroup_id: subject.cgroup_id,
         object,
-        vps_id: scope.vps.vps_id,
+        vps_id: subject.vps_id,
         hook: hook as u32,
         rule_id,
         verdict,
-        pid: pid_tgid as u32,
-        tgid: (pid_tgid >> 32) as u32,
-        comm: bpf_get_current_comm().unwrap_or_default(),
+        pid: subject.pid_tgid as u32,
+        tgid: (subject.pid_tgid >> 32) as u32,
+        comm: subject.comm,
     });
     entry.submit(0);
 }

@@ -30,8 +30,14 @@ pub fn previous<const N: usize>(ctx: &LsmContext) -> i32 {
 /// pass through the VPS cgroup as host root before they become VPS root.
 #[inline(always)]
 pub fn vps_task() -> Option<Scope> {
-    if bpf_get_current_uid_gid() as u32 == 0 {
+    if host_root() {
         return None;
     }
     crate::scope::current()
+}
+
+/// Whether the current task runs as host root (see [`vps_task`]).
+#[inline(always)]
+pub fn host_root() -> bool {
+    bpf_get_current_uid_gid() as u32 == 0
 }

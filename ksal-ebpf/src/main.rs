@@ -8,6 +8,7 @@ mod devices;
 mod events;
 mod files;
 mod guards;
+mod inodes;
 mod kernel;
 mod maps;
 mod mounts;
@@ -15,6 +16,7 @@ mod network;
 mod probe;
 mod scope;
 mod sockets;
+mod veth;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use ksal_common::{
     Config, DeviceKey, EVENTS_RINGBUF_BYTES, EgressKey, EventRate, FileRule, FileRuleKey,
-    MAX_FILE_RULES, MAX_VPS, MountKey, NetCounters, SysctlKey, VpsEntry, VpsNet,
+    MAX_FILE_RULES, MAX_VPS, MountKey, NetCounters, SysctlKey, VethEntry, VpsEntry, VpsNet,
 };
 
 #[map(name = "KSAL_CONFIG")]
@@ -57,3 +57,7 @@ pub static NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
 /// longest prefix first.
 #[map(name = "KSAL_EGRESS_RULES")]
 pub static EGRESS_RULES: LpmTrie<EgressKey, u32> = LpmTrie::with_max_entries(MAX_FILE_RULES, 0);
+
+/// ifindex of a VPS's host-side veth -> what its tc program checks.
+#[map(name = "KSAL_VETH")]
+pub static VETH: HashMap<u32, VethEntry> = HashMap::with_max_entries(MAX_VPS, 0);

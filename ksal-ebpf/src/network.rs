@@ -9,7 +9,9 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use aya_log_ebpf::error;
-use ksal_common::{EGRESS_FIXED_BITS, EgressKey, Hook, NetCounters, VpsNet};
+use ksal_common::{
+    EGRESS_ALLOW, EGRESS_FIXED_BITS, EgressKey, Hook, NetCounters, VpsNet, guard_rule,
+};
 
 use crate::{
     events,
@@ -43,19 +45,17 @@ fn vps_of_task() -> Option<&'static VpsNet> {
     unsafe { VPS_NET.get(cg) }
 }
 
-fn count<C: EbpfContext>(ctx: &C, vps: &VpsNet, f: impl FnOnce(&mut NetCounters)) {
-    if let Some(c) = NET_COUNTERS.get_ptr_mut(vps.vps_id) {
+/// Update VPS `vps_id`'s traffic counters on this CPU.
+pub fn count<C: EbpfContext>(ctx: &C, vps_id: u32, f: impl FnOnce(&mut NetCounters)) {
+    if let Some(c) = NET_COUNTERS.get_ptr_mut(vps_id) {
         // SAFETY: a per-CPU slot, ours for the program's run.
         f(unsafe { &mut *c });
     } else {
         let mut fresh = NetCounters::default();
         f(&mut fresh);
-        if NET_COUNTERS.insert(vps.vps_id, fresh, 0).is_err() {
+        if NET_COUNTERS.insert(vps_id, fresh, 0).is_err() {
             // Only when the table (one slot per VPS id) is full.
-            error!(
-                ctx,
-                "KSAL_NET_COUNTERS full: VPS {} not counted", vps.vps_id
-            );
+            error!(ctx, "KSAL_NET_COUNTERS full: VPS {} not counted", vps_id);
         }
     }
 }
@@ -72,11 +72,11 @@ pub fn ksal_skb_egress(ctx: SkBuffContext) -> i32 {
             && saddr != vps.ipv4_be
             && saddr & 0xff != LOOPBACK_NET_LE
         {
-            count(&ctx, vps, |c| c.spoofed_dropped += 1);
+            count(&ctx, vps.vps_id, |c| c.spoofed_dropped += 1);
             return DENY;
         }
     }
-    count(&ctx, vps, |c| {
+    count(&ctx, vps.vps_id, |c| {
         c.tx_bytes += len;
         c.tx_packets += 1;
     });
@@ -87,7 +87,7 @@ pub fn ksal_skb_egress(ctx: SkBuffContext) -> i32 {
 pub fn ksal_skb_ingress(ctx: SkBuffContext) -> i32 {
     if let Some(vps) = vps_of_skb(&ctx) {
         let len = u64::from(ctx.len());
-        count(&ctx, vps, |c| {
+        count(&ctx, vps.vps_id, |c| {
             c.rx_bytes += len;
             c.rx_packets += 1;
         });
@@ -122,19 +122,38 @@ fn v4_mapped(ip6: &[u32; 4]) -> Option<u32> {
     (ip6[0] == 0 && ip6[1] == 0 && ip6[2] == V4_MAPPED_WORD2).then_some(ip6[3])
 }
 
-/// The most specific deny rule of VPS `vps_id` for `port` (0: its rules
-/// for every port) whose network holds `ip`.
+/// The most specific egress entry of VPS `vps_id` for `port` (0: its
+/// entries for every port) whose network holds `ip`.
 #[inline(always)]
-fn egress_rule(vps_id: u32, port: u16, ip: u32) -> Option<u32> {
+fn egress_rule(vps_id: u32, port: u32, ip: u32) -> Option<u32> {
     let key = Key::new(
         EGRESS_FIXED_BITS + 32,
         EgressKey {
             vps_id_be: vps_id.to_be(),
-            port_be: u32::from(port).to_be(),
+            port_be: port.to_be(),
             ipv4_be: ip,
         },
     );
     EGRESS_RULES.get(key).copied()
+}
+
+/// The rule denying VPS `vps_id` a packet to `ip` on `port` (0: a protocol
+/// without ports), if any: the most specific entry for its port, else for
+/// every port. An `EGRESS_ALLOW` entry lets it through; the host's own
+/// addresses (`DENY_HOST`) are denied only to packets `opening` a flow,
+/// so replies to connections the host opened pass.
+#[inline(always)]
+pub fn egress_denied_by(vps_id: u32, port: u32, ip: u32, opening: bool) -> Option<u32> {
+    let specific = if port == 0 {
+        None
+    } else {
+        egress_rule(vps_id, port, ip)
+    };
+    match specific.or_else(|| egress_rule(vps_id, 0, ip))? {
+        EGRESS_ALLOW => None,
+        guard_rule::DENY_HOST if !opening => None,
+        rule_id => Some(rule_id),
+    }
 }
 
 /// Apply the VPS's egress deny rules to a connect or send to `ip`: denied
@@ -146,8 +165,7 @@ fn egress_allowed(ctx: &SockAddrContext, ip: u32, hook: Hook) -> i32 {
     };
     // SAFETY: the context pointer is valid for the program's run.
     let port = u16::from_be(unsafe { (*ctx.sock_addr).user_port } as u16);
-    let vps_id = scope.vps.vps_id;
-    let Some(rule_id) = egress_rule(vps_id, port, ip).or_else(|| egress_rule(vps_id, 0, ip)) else {
+    let Some(rule_id) = egress_denied_by(scope.vps.vps_id, u32::from(port), ip, true) else {
         return ALLOW;
     };
     let object = (u64::from(ip) << 16) | u64::from(port);

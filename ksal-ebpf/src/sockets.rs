@@ -1,5 +1,6 @@
-//! Socket creation: raw IP and packet sockets, which a VPS's root could
-//! otherwise open in its own network namespace, are denied by policy.
+//! Socket creation: the families a VPS may open at all (an allowlist), and
+//! within them raw IP and packet sockets, which a VPS's root could
+//! otherwise open in its own network namespace, denied by policy.
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use ksal_common::{Hook, guard, guard_rule};
 
@@ -30,6 +31,16 @@ pub fn ksal_socket_create(ctx: LsmContext) -> i32 {
     let kind: i32 = ctx.arg(1);
     let object = ((family as u64) << 32) | (kind as u32 as u64);
     let guards = scope.vps.guards;
+    let listed = (0..64).contains(&family) && scope.vps.families_allowed & (1u64 << family) != 0;
+    if guards & guard::SOCKET_FAMILIES != 0 && !listed {
+        return deny(
+            &ctx,
+            &scope,
+            Hook::SocketCreate,
+            guard_rule::SOCKET_FAMILIES,
+            object,
+        );
+    }
     if family == AF_PACKET && guards & guard::PACKET_SOCKETS != 0 {
         return deny(
             &ctx,

@@ -361,7 +361,9 @@ impl Daemon {
         let spawned = cmd.spawn().context("spawn vzhost daemon");
         self.netns = Some(netns);
         self.child = Some(spawned?);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Under the VM's TCG emulation the kernel's verifier alone takes
+        // some 15 s over the KSAL's programs.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if self.vz(&["list"]).is_ok_and(|o| o.status.success()) {
                 return Ok(());

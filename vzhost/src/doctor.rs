@@ -44,6 +44,11 @@ pub fn run() -> Vec<Check> {
         Check::new("btf", btf()),
         Check::new("cgroup-layout", cgroup_layout()),
         Check::new("cgroup-bpf-attach", cgroup_attach()),
+        Check::new(
+            "tc-bpf-load",
+            ksal::probe_tc()
+                .map(|()| "the tc program that checks what VPSs send on their veth loaded".into()),
+        ),
         Check::new("overlayfs", overlayfs()),
         Check::new("user-namespaces", user_namespaces()),
         Check::new("bpffs", mount_report(ksal::kernel_fs::BPFFS, "bpf")),

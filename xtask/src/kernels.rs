@@ -29,6 +29,11 @@ pub const VM_MODULES: &[&str] = &[
     "nf_tables",
     "nft_chain_nat",
     "nft_masq",
+    // The tc program on each VPS's veth (clsact qdisc, cls_bpf filter),
+    // and DNAT inside a VPS, which its test attacks with.
+    "sch_ingress",
+    "cls_bpf",
+    "nft_nat",
 ];
 
 pub fn cache_dir() -> PathBuf {

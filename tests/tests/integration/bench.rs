@@ -108,6 +108,7 @@ fn ksal_overhead() -> anyhow::Result<()> {
                     | guard::PACKET_SOCKETS,
                 _pad: 0,
                 caps_denied: 1 << 16,
+                families_allowed: 0,
             },
         )?;
         ksal.deny_file(9, &other, access::ANY, 100)?;

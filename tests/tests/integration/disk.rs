@@ -66,13 +66,14 @@ fn disk_limit_gives_enospc_while_neighbours_keep_space() -> anyhow::Result<()> {
 }
 
 /// An XFS filesystem with project quotas, loop-mounted for the test.
-struct XfsMount {
+pub(crate) struct XfsMount {
     dir: tempfile::TempDir,
     image: std::path::PathBuf,
 }
 
 impl XfsMount {
-    fn new() -> anyhow::Result<Option<Self>> {
+    /// None (the skip recorded for `test`) where the kernel cannot.
+    pub(crate) fn new(test: &str) -> anyhow::Result<Option<Self>> {
         let dir = tempfile::tempdir()?;
         let image = dir.path().join("xfs.img");
         fs::File::create(&image)?.set_len(512 << 20)?;
@@ -96,7 +97,7 @@ impl XfsMount {
                 );
             }
             vzhost_tests::skip(
-                "disk_project_quota_on_xfs_gives_enospc",
+                test,
                 &format!(
                     "this kernel cannot mount XFS with project quotas (runs in the VM): {}",
                     stderr(&mount).trim()
@@ -107,7 +108,7 @@ impl XfsMount {
         Ok(Some(Self { dir, image }))
     }
 
-    fn path(&self) -> std::path::PathBuf {
+    pub(crate) fn path(&self) -> std::path::PathBuf {
         self.dir.path().join("mnt")
     }
 }
@@ -121,7 +122,7 @@ impl Drop for XfsMount {
 
 #[test]
 fn disk_project_quota_on_xfs_gives_enospc() -> anyhow::Result<()> {
-    let Some(xfs) = XfsMount::new()? else {
+    let Some(xfs) = XfsMount::new("disk_project_quota_on_xfs_gives_enospc")? else {
         return Ok(());
     };
     {

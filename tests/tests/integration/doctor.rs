@@ -55,7 +55,14 @@ fn doctor_lsm_verdict_matches_a_real_load() {
             "doctor must exit non-zero when a feature is missing"
         );
     }
+    let tc = vzhost::ksal::probe_tc();
+    assert_eq!(
+        check(&v, "tc-bpf-load")["ok"] == true,
+        tc.is_ok(),
+        "doctor and the tc probe agree: {tc:?}"
+    );
     for name in [
+        "tc-bpf-load",
         "btf",
         "cgroup-layout",
         "cgroup-bpf-attach",

@@ -4,7 +4,7 @@
 use anyhow::Context as _;
 use vzhost_tests::{Daemon, stderr};
 
-fn ip_of(d: &Daemon, vps: &str) -> String {
+pub(crate) fn ip_of(d: &Daemon, vps: &str) -> String {
     let v = d.status(vps).unwrap();
     v["ip"]
         .as_str()
@@ -15,7 +15,7 @@ fn ip_of(d: &Daemon, vps: &str) -> String {
         .to_owned()
 }
 
-fn two_networked(d: &Daemon) -> (String, String) {
+pub(crate) fn two_networked(d: &Daemon) -> (String, String) {
     d.ok(&["create", "a", "--ip", "10.213.0.10/16"]);
     d.ok(&["create", "b"]);
     d.ok(&["start", "a"]);
@@ -116,7 +116,7 @@ fn bad_network_input_is_refused() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn net_of(d: &Daemon, vps: &str) -> serde_json::Value {
+pub(crate) fn net_of(d: &Daemon, vps: &str) -> serde_json::Value {
     d.status(vps).unwrap()["network"].clone()
 }
 
@@ -214,8 +214,13 @@ fn traffic_counters_move_by_the_bytes_sent() -> anyhow::Result<()> {
 
 /// The files that put a process into VPS `vps`: its network namespace and
 /// its cgroup's procs file.
-fn vps_handles(d: &Daemon, vps: &str) -> (std::fs::File, std::fs::File) {
+pub(crate) fn vps_handles(d: &Daemon, vps: &str) -> (std::fs::File, std::fs::File) {
     let pid = d.status(vps).unwrap()["init_pid"].as_u64().unwrap();
+    handles_of(d, vps, pid)
+}
+
+/// `vps_handles` of VPS `vps` whose init is `pid` (no daemon needed).
+pub(crate) fn handles_of(d: &Daemon, vps: &str, pid: u64) -> (std::fs::File, std::fs::File) {
     let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
     let procs = std::fs::OpenOptions::new()
         .write(true)
@@ -227,7 +232,7 @@ fn vps_handles(d: &Daemon, vps: &str) -> (std::fs::File, std::fs::File) {
 /// Run `work` in a child placed in a VPS's cgroup and network namespace
 /// (between fork and exec of /bin/true), as a tool inside the VPS would;
 /// its exit status tells whether `work` succeeded.
-fn in_vps(
+pub(crate) fn in_vps(
     (netns, procs): (std::fs::File, std::fs::File),
     work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
 ) -> std::process::ExitStatus {
@@ -250,7 +255,7 @@ fn in_vps(
     status
 }
 
-fn in_vps_netns(
+pub(crate) fn in_vps_netns(
     d: &Daemon,
     vps: &str,
     work: impl Fn() -> std::io::Result<()> + Send + Sync + 'static,
@@ -288,7 +293,7 @@ fn v6_errno(
     Ok(())
 }
 
-fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
+pub(crate) fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: sockaddr_in is plain old data.
     let mut a: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     a.sin_family = libc::AF_INET as u16;
@@ -297,13 +302,17 @@ fn sockaddr(ip: std::net::Ipv4Addr, port: u16) -> libc::sockaddr_in {
     a
 }
 
-/// Send one raw UDP datagram from inside `vps` with source address `src`.
-fn send_raw_udp(d: &Daemon, vps: &str, src: &str, dst: &str, port: u16, payload: &[u8]) {
-    let (s, t): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
-        (src.parse().unwrap(), dst.parse().unwrap());
+/// An IPv4 UDP datagram from `src` to `dst`:`port` (source port 40000),
+/// header checksum filled in, UDP checksum left 0 (none).
+pub(crate) fn ipv4_udp(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut pkt = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
-    pkt.extend(s.octets());
-    pkt.extend(t.octets());
+    pkt.extend(src.octets());
+    pkt.extend(dst.octets());
     pkt.extend(40000u16.to_be_bytes());
     pkt.extend(port.to_be_bytes());
     pkt.extend(((8 + payload.len()) as u16).to_be_bytes());
@@ -311,6 +320,21 @@ fn send_raw_udp(d: &Daemon, vps: &str, src: &str, dst: &str, port: u16, payload:
     pkt.extend(payload);
     let total = pkt.len() as u16;
     pkt[2..4].copy_from_slice(&total.to_be_bytes());
+    let sum = pkt[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum::<u32>();
+    let folded = (sum & 0xffff) + (sum >> 16);
+    let check = !(((folded & 0xffff) + (folded >> 16)) as u16);
+    pkt[10..12].copy_from_slice(&check.to_be_bytes());
+    pkt
+}
+
+/// Send one raw UDP datagram from inside `vps` with source address `src`.
+pub(crate) fn send_raw_udp(d: &Daemon, vps: &str, src: &str, dst: &str, port: u16, payload: &[u8]) {
+    let (s, t): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let pkt = ipv4_udp(s, t, port, payload);
     let to = sockaddr(t, 0);
     let status = in_vps_netns(d, vps, move || {
         // SAFETY: raw socket calls on buffers that live through them.
@@ -335,9 +359,16 @@ fn send_raw_udp(d: &Daemon, vps: &str, src: &str, dst: &str, port: u16, payload:
 }
 
 /// Wait up to 3 s for one UDP datagram on `port` inside `vps`; what arrived.
-fn recv_udp(d: &Daemon, vps: &str, port: u16) -> std::thread::JoinHandle<Vec<u8>> {
+pub(crate) fn recv_udp(d: &Daemon, vps: &str, port: u16) -> std::thread::JoinHandle<Vec<u8>> {
+    recv_udp_in(vps_handles(d, vps), port)
+}
+
+/// `recv_udp` in the VPS of `handles` (see `vps_handles`).
+pub(crate) fn recv_udp_in(
+    handles: (std::fs::File, std::fs::File),
+    port: u16,
+) -> std::thread::JoinHandle<Vec<u8>> {
     use std::os::fd::AsRawFd as _;
-    let handles = vps_handles(d, vps);
     std::thread::spawn(move || {
         let (r, w) = nix::unistd::pipe().unwrap();
         let w_fd = w.as_raw_fd();

@@ -8,7 +8,6 @@ use crate::{
     cgroup::manager::Hierarchy,
     enforce::Enforcement,
     ksal::Ksal,
-    model::DaemonId,
     policy::watch::PolicyDir,
     vps::{
         Host,
@@ -25,11 +24,11 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     })?;
     // Every cgroup this daemon makes carries an identity derived from its
     // state root, so daemons started from one cgroup never share VPS cgroups.
-    let root = fs::canonicalize(&cfg.root).map_err(|source| DaemonError::Identity {
+    let root = std::fs::canonicalize(&cfg.root).map_err(|source| DaemonError::Identity {
         path: cfg.root.display().to_string(),
         source,
     })?;
-    let cgroups = Hierarchy::for_current_process(&DaemonId::of_root(&root))?;
+    let cgroups = Hierarchy::for_current_process(&crate::model::DaemonId::of_root(&root))?;
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
     let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level(), cfg.pins.as_deref()) {

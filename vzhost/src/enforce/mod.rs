@@ -3,6 +3,7 @@
 //! stop and as policies change. Owned by the host, behind one short lock:
 //! every operation here is a few map updates, never VPS-controlled work.
 mod names;
+mod root;
 mod rules;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use crate::{
 };
 
 pub use names::EventNames;
+pub use root::VpsRoot;
 pub use rules::{KernelRules, Stage, kernel_rules};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,19 @@ pub enum EnforceError {
         "VPS {name}: the KSAL could not be loaded, so nothing would confine it ({why}); see `vzhost doctor`"
     )]
     NoKsal { name: String, why: String },
+    #[error(
+        "VPS {name}: its policy {policy} asks for deny_host, and the host's addresses cannot be listed ({source})"
+    )]
+    HostAddresses {
+        name: String,
+        policy: String,
+        source: crate::net::LinkError,
+    },
+    #[error("VPS {name}: {source}")]
+    Veth {
+        name: String,
+        source: crate::net::LinkError,
+    },
     #[error("VPS {name}: KSAL: {source}")]
     Ksal {
         name: String,
@@ -50,7 +65,11 @@ impl EnforceError {
         use crate::model::ErrorKind;
         match self {
             Self::NoPolicy { .. } => ErrorKind::NotFound,
-            Self::MissingLsm { .. } | Self::NoKsal { .. } | Self::Ksal { .. } => ErrorKind::Kernel,
+            Self::MissingLsm { .. }
+            | Self::NoKsal { .. }
+            | Self::Ksal { .. }
+            | Self::HostAddresses { .. }
+            | Self::Veth { .. } => ErrorKind::Kernel,
         }
     }
 }
@@ -65,6 +84,9 @@ pub struct Enforcement {
     policies: PolicyDir,
     /// Names of the rule ids ever put in the maps, for events and metrics.
     rule_names: HashMap<u32, String>,
+    /// Each running VPS's root as captured at launch, by VPS id: where its
+    /// file rules are resolved, at start and at every reload.
+    roots: HashMap<u32, VpsRoot>,
 }
 
 impl Enforcement {
@@ -74,6 +96,7 @@ impl Enforcement {
             lsm_error,
             policies,
             rule_names: HashMap::new(),
+            roots: HashMap::new(),
         }
     }
 
@@ -164,21 +187,35 @@ impl Enforcement {
     }
 
     /// Put VPS `spec` (cgroup `cgroup_id`) under its policy as far as
-    /// `stage` allows; file rules resolve inside the root of `init_pid`.
+    /// `stage` allows. File rules resolve inside its root: `root` when
+    /// given (kept for later reloads), else the one kept before.
     /// Returns whether it runs degraded.
     pub fn apply(
         &mut self,
         spec: &Spec,
         cgroup_id: u64,
         stage: Stage,
-        init_pid: Option<u32>,
+        root: Option<VpsRoot>,
     ) -> Result<bool> {
         let policy = self.policy_of(spec)?;
         let degraded = self.degraded(&spec.name, &policy)?;
         let lsm = self.lsm_error.is_none();
-        let resolved = kernel_rules(&policy, spec.id, stage, lsm, |path| match init_pid {
-            Some(pid) => crate::sys::stat_in_root_of(pid, path),
-            None => Err(std::io::ErrorKind::NotFound.into()),
+        let host = if policy.network.deny_host {
+            crate::net::host_networks().map_err(|source| EnforceError::HostAddresses {
+                name: spec.name.to_string(),
+                policy: policy.name.clone(),
+                source,
+            })?
+        } else {
+            Vec::new()
+        };
+        if let Some(root) = root {
+            self.roots.insert(spec.id, root);
+        }
+        let root = self.roots.get(&spec.id);
+        let resolved = kernel_rules(&policy, spec.id, stage, lsm, &host, |path| match root {
+            Some(root) => root.stat(path),
+            None => Err(std::io::Error::other("no root was captured for the VPS")),
         });
         for (rule, e) in &resolved.unresolved {
             tracing::warn!(vps = %spec.name, %rule, "cannot resolve the rule's path: {e}");
@@ -193,26 +230,62 @@ impl Enforcement {
         Ok(degraded)
     }
 
-    /// Forget a VPS that stopped: its entry, address and rules.
+    /// Put the tc program on VPS `spec`'s host veth (cgroup `cgroup_id`):
+    /// from here every frame it sends is checked. Where the kernel would
+    /// not load the program, the VPS's policy decides, as for LSM hooks:
+    /// it starts only if it allows degraded mode.
+    pub fn attach_veth(&mut self, spec: &Spec, cgroup_id: u64) -> Result<()> {
+        let Some(ip) = spec.ip else {
+            return Ok(());
+        };
+        let policy = self.policy_of(spec)?;
+        let ksal_err = ksal_error(&spec.name);
+        let ksal = self.ksal(&spec.name)?;
+        if let Some(why) = ksal.veth_error()
+            && policy.allow_degraded
+        {
+            tracing::warn!(vps = %spec.name, policy = %policy.name, "DEGRADED: what it sends on its veth is not checked: {why}");
+            return Ok(());
+        }
+        let ifindex = crate::net::veth_index(spec.id).map_err(|source| EnforceError::Veth {
+            name: spec.name.to_string(),
+            source,
+        })?;
+        let entry = ksal_common::VethEntry {
+            cgroup_id,
+            vps_id: spec.id,
+            ipv4_be: u32::from_ne_bytes(ip.addr.octets()),
+            mac: crate::net::vps_mac(spec.id),
+            _pad: [0; 2],
+        };
+        ksal.attach_veth(&crate::net::host_veth(spec.id), ifindex, entry)
+            .map_err(ksal_err)
+    }
+
+    /// Forget a VPS that stopped: its entry, address, rules and root.
     pub fn forget(&mut self, cgroup_id: u64, vps_id: u32) {
+        self.roots.remove(&vps_id);
         if let Some(ksal) = &mut self.ksal {
             ksal.forget_vps(cgroup_id, vps_id);
         }
     }
 
     /// After a daemon restart: attach this KSAL's guards to a VPS that kept
-    /// running (replacing the old daemon's) and put it under its policy.
+    /// running (replacing the old daemon's) and put it under its policy,
+    /// with its root as [`VpsRoot::capture`] finds it now.
     pub fn readopt(
         &mut self,
         spec: &Spec,
         cgroup: (&std::path::Path, u64),
-        init_pid: u32,
+        root: Option<VpsRoot>,
     ) -> Result<bool> {
         if let Some(ksal) = &mut self.ksal {
             ksal.attach_guards(cgroup.0, cgroup.1, spec.id, spec.ip.map(|ip| ip.addr))
                 .map_err(ksal_error(&spec.name))?;
         }
-        self.apply(spec, cgroup.1, Stage::Built, Some(init_pid))
+        let degraded = self.apply(spec, cgroup.1, Stage::Built, root)?;
+        self.attach_veth(spec, cgroup.1)?;
+        Ok(degraded)
     }
 
     /// Drop pins and map entries of VPSs not among `running` (cgroup id,
@@ -285,7 +358,7 @@ mod tests {
     fn spec(name: &str, policy: Option<&str>) -> Spec {
         Spec {
             name: Name::new(name).expect("valid"),
-            template: "busybox".into(),
+            template: crate::model::TemplateName::new("busybox").expect("valid"),
             hostname: name.into(),
             limits: Default::default(),
             idmap: crate::model::IdMap {

@@ -20,6 +20,10 @@ impl EventNames {
     /// The rule `rule_id` of VPS `vps_id`'s policy: a rule the host put
     /// in the maps, or a guard section of the policy.
     pub fn rule(&self, vps_id: u32, rule_id: u32) -> String {
+        if rule_id == ksal_common::guard_rule::SPOOFED {
+            // Not a policy's: every VPS is held to its own addresses.
+            return "anti-spoofing".into();
+        }
         self.rules
             .get(&rule_id)
             .cloned()
@@ -62,5 +66,12 @@ mod tests {
         assert_eq!(n.rule(3, 123_456), "rule#123456");
         assert_eq!(n.vps(3), Some("web"));
         assert_eq!(n.vps(4), None);
+    }
+
+    #[test]
+    fn spoofing_drops_are_named_whatever_the_policy() {
+        let spoofed = ksal_common::guard_rule::SPOOFED;
+        assert_eq!(names().rule(3, spoofed), "anti-spoofing");
+        assert_eq!(names().rule(99, spoofed), "anti-spoofing");
     }
 }

@@ -209,6 +209,10 @@ impl Btf {
             inode_i_ino: self.member_offset("inode", "i_ino")?,
             inode_i_sb: self.member_offset("inode", "i_sb")?,
             super_block_s_dev: self.member_offset("super_block", "s_dev")?,
+            dentry_d_inode: self.member_offset("dentry", "d_inode")?,
+            super_block_s_type: self.member_offset("super_block", "s_type")?,
+            file_system_type_name: self.member_offset("file_system_type", "name")?,
+            path_dentry: self.member_offset("path", "dentry")?,
             _pad: 0,
         })
     }

@@ -29,6 +29,13 @@ pub enum KsalError {
     Attach { cgroup: String, source: AttachError },
     #[error("KSAL map {map}: {source}")]
     Map { map: &'static str, source: MapError },
+    #[error(
+        "this kernel would not load the tc program that checks what VPSs send on their veth \
+         ({0}); it needs sched_cls BPF programs (CONFIG_NET_CLS_BPF, CONFIG_NET_SCH_INGRESS)"
+    )]
+    NoVethProgram(String),
+    #[error("putting the tc program on veth {veth}: {source}")]
+    Veth { veth: String, source: ProgramError },
     #[error("cannot resolve policy path {path}: {source}")]
     Path {
         path: String,

@@ -24,7 +24,7 @@ fn cgroup_programs() -> impl Iterator<Item = (&'static str, &'static str, u32)> 
     HOOKS.iter().flat_map(|h| {
         h.programs.iter().filter_map(move |p| match p.attach {
             Attach::Cgroup { attach_type } => Some((h.name, p.name, attach_type)),
-            Attach::Lsm { .. } => None,
+            Attach::Lsm { .. } | Attach::Tc => None,
         })
     })
 }
@@ -107,12 +107,17 @@ impl Ksal {
         for (hook, program, _) in cgroup_programs() {
             load_cgroup(&mut ebpf, program, hook)?;
         }
+        let tc_error = super::veth::load(&mut ebpf).err();
+        if let Some(why) = &tc_error {
+            tracing::error!("VPS veths cannot be guarded: {why}");
+        }
         tracing::info!(vps_cgroup_level, ?layout, lsm, pins = ?pins, "KSAL loaded");
         let mut ksal = Self {
             ebpf,
             _lsm_links: links,
             applied: std::collections::HashMap::new(),
             kernel_log,
+            tc_error,
         };
         ksal.recover_applied()?;
         Ok(ksal)

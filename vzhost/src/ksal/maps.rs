@@ -75,7 +75,7 @@ impl Ksal {
             egress: vec![EgressDeny {
                 net,
                 prefix,
-                port,
+                port: u32::from(port),
                 rule_id,
             }],
             ..Default::default()
@@ -119,6 +119,7 @@ impl Ksal {
     pub fn forget_vps(&mut self, cgroup_id: u64, vps_id: u32) {
         let _ = self.unregister_vps(cgroup_id);
         self.forget_address(cgroup_id);
+        self.forget_veths(cgroup_id);
         if self.sync_rules(vps_id, VpsRules::default()).is_ok() {
             self.applied.remove(&vps_id);
         }
@@ -168,10 +169,11 @@ impl Ksal {
             self.entries::<u64, VpsEntry>(map_names::VPS)
                 .unwrap_or_default(),
         );
-        let addressed = cgroups(
+        let mut addressed = cgroups(
             self.entries::<u64, VpsNet>(map_names::VPS_NET)
                 .unwrap_or_default(),
         );
+        addressed.extend(self.veth_cgroups());
         let gone = rules::prune(
             &registered,
             &addressed,
@@ -182,6 +184,7 @@ impl Ksal {
             tracing::info!(cgroup_id = cg, "removing what a gone VPS left in the KSAL");
             let _ = self.unregister_vps(cg);
             self.forget_address(cg);
+            self.forget_veths(cg);
         }
         for id in gone.vps_ids {
             if self.sync_rules(id, VpsRules::default()).is_ok() {

@@ -7,7 +7,8 @@
 //! (loading, attaching, the guards on VPS cgroups), `rules` (a VPS's rules
 //! as map entries, the plan from old rules to new: pure) and `maps`
 //! (carrying those plans out), `counters` (traffic, events), `probe`
-//! (what `doctor` tries), `btf`, `pins`, `cgroup_attach`, `kernel_fs`.
+//! (what `doctor` tries), `veth` (the tc program on each VPS's veth),
+//! `btf`, `pins`, `cgroup_attach`, `kernel_fs`.
 pub mod btf;
 mod cgroup_attach;
 mod counters;
@@ -20,6 +21,7 @@ mod object;
 pub mod pins;
 mod probe;
 mod rules;
+mod veth;
 
 use ksal_common::{FileRuleKey, kernel_dev};
 
@@ -27,7 +29,7 @@ pub use cgroup_attach::AttachError;
 pub use error::{KsalError, Result};
 pub use events::{EventCounts, EventLog, EventReader, KsalEvent, LoggedEvent};
 pub use load::guard_programs;
-pub use probe::{probe_cgroup_attach, probe_lsm};
+pub use probe::{probe_cgroup_attach, probe_lsm, probe_tc};
 pub use rules::{EgressDeny, VpsRules};
 
 /// The loaded and attached KSAL.
@@ -40,6 +42,8 @@ pub struct Ksal {
     applied: std::collections::HashMap<u32, VpsRules>,
     /// The programs' own log, until the event reader takes it.
     kernel_log: Option<events::KernelLogger>,
+    /// Why the tc program for VPS veths is not loaded, if it is not.
+    tc_error: Option<String>,
 }
 
 /// The rule key of the file with userspace `st_dev` and `st_ino`.

@@ -37,6 +37,7 @@ mod tests {
                             | ProgramSection::CgroupDevice
                             | ProgramSection::CgroupSysctl
                     ),
+                    (Attach::Tc, ProgramSection::SchedClassifier) => true,
                     _ => false,
                 };
                 assert!(

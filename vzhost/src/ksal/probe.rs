@@ -1,5 +1,6 @@
 //! What `vzhost doctor` (and the tests) try, to tell what this kernel lets
-//! vzhost do: load an LSM program, attach a cgroup program.
+//! vzhost do: load an LSM program, attach a cgroup program, load the tc
+//! program for VPS veths.
 use std::path::Path;
 
 use aya::{
@@ -47,4 +48,12 @@ pub fn probe_cgroup_attach(cgroup_dir: &Path) -> Result<()> {
         .attach(&dir, CgroupSkbAttachType::Egress, CgroupAttachMode::Single)
         .map_err(wrap)?;
     prog.detach(link).map_err(wrap)
+}
+
+/// Load (not attach) the tc program that guards VPS veths.
+pub fn probe_tc() -> std::result::Result<(), String> {
+    let mut ebpf = EbpfLoader::new()
+        .load(KSAL_OBJECT)
+        .map_err(|e| e.to_string())?;
+    super::veth::load(&mut ebpf)
 }

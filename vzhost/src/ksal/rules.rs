@@ -23,12 +23,14 @@ pub struct VpsRules {
 }
 
 /// Connections and datagrams to `net/prefix` (on `port`, or any port
-/// with 0) are denied.
+/// with 0; `EGRESS_PORT_PING` for ICMP echo) are denied by rule `rule_id`
+/// (`guard_rule::DENY_HOST`: only those opening a flow; `EGRESS_ALLOW`:
+/// let through).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EgressDeny {
     pub net: std::net::Ipv4Addr,
     pub prefix: u8,
-    pub port: u16,
+    pub port: u32,
     pub rule_id: u32,
 }
 
@@ -45,7 +47,7 @@ impl EgressDeny {
             prefix_len: EGRESS_FIXED_BITS + u32::from(self.prefix),
             key: EgressKey {
                 vps_id_be: vps_id.to_be(),
-                port_be: u32::from(self.port).to_be(),
+                port_be: self.port.to_be(),
                 ipv4_be: u32::from_ne_bytes(self.net.octets()),
             },
         };
@@ -57,7 +59,7 @@ impl EgressDeny {
         let deny = Self {
             net: std::net::Ipv4Addr::from(k.ipv4_be.to_ne_bytes()),
             prefix: entry.prefix_len.saturating_sub(EGRESS_FIXED_BITS) as u8,
-            port: u32::from_be(k.port_be) as u16,
+            port: u32::from_be(k.port_be),
             rule_id,
         };
         (u32::from_be(k.vps_id_be), deny)
@@ -220,7 +222,7 @@ mod tests {
         (key, FileRule { rule_id, access: 3 })
     }
 
-    fn deny(net: [u8; 4], prefix: u8, port: u16, rule_id: u32) -> EgressDeny {
+    fn deny(net: [u8; 4], prefix: u8, port: u32, rule_id: u32) -> EgressDeny {
         EgressDeny {
             net: Ipv4Addr::from(net),
             prefix,

@@ -49,8 +49,10 @@ impl VpsDir {
     pub fn rootfs(&self) -> PathBuf {
         self.0.join("rootfs")
     }
+    /// The newest console output (`console.log.1` beside it holds what
+    /// came before): on the VPS's disk, so its quota counts it.
     pub fn console_log(&self) -> PathBuf {
-        self.0.join("console.log")
+        self.0.join("disk/console.log")
     }
 }
 

@@ -8,6 +8,7 @@ mod identity;
 mod kind;
 mod report;
 mod spec;
+mod template;
 pub mod text;
 
 pub use addr::{AddrError, Subnet};
@@ -19,3 +20,4 @@ pub use spec::{
     IDMAP_FIRST, IDMAP_SIZE, IdMap, Limits, MIN_DISK, Name, Spec, SpecError, parse_size,
     validate_hostname,
 };
+pub use template::TemplateName;

@@ -194,7 +194,7 @@ impl IdMap {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
     pub name: Name,
-    pub template: String,
+    pub template: super::TemplateName,
     pub hostname: String,
     pub limits: Limits,
     pub idmap: IdMap,

@@ -14,7 +14,7 @@ use rtnetlink::{
     packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
 };
 
-use super::{NetConfig, Subnet, host_veth};
+use super::{NetConfig, Subnet, host_veth, vps_mac};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -36,7 +36,7 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
 
 /// Run `op` with a netlink handle, on a fresh thread, in the network
 /// namespace `netns` if one is given (else the caller's).
-fn with_netlink<T, F, Fut>(netns: Option<OwnedFd>, op: F) -> Result<T>
+pub(super) fn with_netlink<T, F, Fut>(netns: Option<OwnedFd>, op: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce(Handle) -> Fut + Send + 'static,
@@ -190,6 +190,17 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
                 what: format!("find veth {p_name}"),
                 why: "it vanished".into(),
             })?;
+        // A MAC of its own, known to the host without asking the VPS (it
+        // may change it, and then its frames are dropped on the veth).
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(pv.header.index)
+                    .address(vps_mac(id).to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl(format!("set the MAC of {p_name}")))?;
         h.link()
             .set(
                 LinkUnspec::new_with_index(pv.header.index)
@@ -235,6 +246,20 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             .execute()
             .await
             .map_err(nl(format!("default route via {gateway}")))
+    })
+}
+
+/// The index of VPS `id`'s host veth.
+pub fn veth_index(id: u32) -> Result<u32> {
+    let host = host_veth(id);
+    with_netlink(None, move |h| async move {
+        link_by_name(&h, &host)
+            .await?
+            .map(|l| l.header.index)
+            .ok_or_else(|| LinkError::Netlink {
+                what: format!("find veth {host}"),
+                why: "it does not exist".into(),
+            })
     })
 }
 

@@ -1,6 +1,7 @@
 //! VPS networking: a host bridge with the gateway address, a veth pair per
 //! VPS with its peer as `eth0` inside the VPS, addresses and routes set
 //! through rtnetlink. IPv4 for now.
+mod host;
 mod link;
 mod nat;
 
@@ -8,7 +9,8 @@ use std::{net::Ipv4Addr, str::FromStr as _};
 
 use serde::{Deserialize, Serialize};
 
-pub use link::{LinkError, attach_vps, detach_vps, ensure_bridge};
+pub use host::host_networks;
+pub use link::{LinkError, attach_vps, detach_vps, ensure_bridge, veth_index};
 pub use nat::{NatError, set_nat};
 
 pub use crate::model::{AddrError, Subnet};
@@ -102,6 +104,13 @@ pub fn host_veth(id: u32) -> String {
     format!("vzh{id}")
 }
 
+/// The MAC address of VPS number `id`'s eth0: locally administered,
+/// unicast, unique per id.
+pub fn vps_mac(id: u32) -> [u8; 6] {
+    let b = id.to_be_bytes();
+    [0x02, 0x76, b[0], b[1], b[2], b[3]]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +179,13 @@ mod tests {
         }
         assert!(NetConfig::new("not a bridge name!", "10.0.0.0/8").is_err());
         assert_eq!(host_veth(65535), "vzh65535");
+    }
+
+    #[test]
+    fn vps_macs_are_local_unicast_and_distinct() {
+        let (a, b) = (vps_mac(1), vps_mac(256));
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered, not multicast");
+        assert_ne!(a, b);
+        assert_eq!(a, vps_mac(1));
     }
 }

@@ -5,7 +5,9 @@
 //! PID 1 has built the VPS's root, so PID 1 is reparented away from vzhost.
 //! PID 1 then waits on `GO_FD` until the daemon has the VPS's whole policy
 //! in force, and only then execs the VPS's init; if the daemon closes the
-//! pipe without a go, PID 1 exits and nothing of the VPS ever ran.
+//! pipe without a go, PID 1 exits and nothing of the VPS ever ran. PID 1's
+//! stdout and stderr are the console, drained by a keeper of its own
+//! ([`super::console`]) into a bounded ring of files.
 use std::{
     fs,
     io::{Read as _, Write as _},
@@ -20,6 +22,7 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::console::Console;
 use crate::{
     model::{IdMap, VpsDir},
     rootfs::mounts,
@@ -124,11 +127,7 @@ fn make_userns(idmap: &IdMap) -> Result<OwnedFd, LaunchError> {
 /// Start the VPS; returns the host pid of its PID 1.
 pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     let dir = VpsDir(plan.vps_dir.clone());
-    let console = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.console_log())
-        .map_err(io("open the console log"))?;
+    let console = Console::open(&dir).map_err(io("open the console log"))?;
     let userns = make_userns(&plan.idmap)?;
 
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
@@ -143,6 +142,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     mounts::mount_overlay(&dir, &plan.template, userns.as_fd())?;
 
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
+    let console = fs::File::from(console.keep().map_err(io("start the console keeper"))?);
     setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS user namespace"))?;
     super::become_vps_root().map_err(sys("become root of the VPS"))?;
     unshare(

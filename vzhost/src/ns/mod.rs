@@ -5,6 +5,7 @@
 //! in the multi-threaded daemon, so fork is safe and the VPS never depends
 //! on the daemon's process.
 pub mod attach;
+pub mod console;
 pub mod helper;
 pub mod launch;
 

@@ -1,10 +1,12 @@
 //! KSAL policies: YAML files an administrator drops into the policies
 //! directory. Every value is checked while it is parsed, so a bad file is
 //! refused with `file:line:column: reason` and never half-applied.
+mod network;
 mod sections;
 mod values;
 pub mod watch;
 
+pub use network::{FAMILIES, HostPort, SocketFamily, family_mask};
 pub use sections::*;
 pub use values::*;
 
@@ -124,6 +126,16 @@ impl Policy {
             });
         }
         p.check_sysctls_writable(file, text)?;
+        if !p.network.deny_host && !p.network.allow_host.is_empty() {
+            return Err(PolicyError {
+                file: file.to_owned(),
+                line: 1,
+                column: 1,
+                reason: "network.allow_host lists exceptions to network.deny_host, which is off: \
+                         set deny_host: true, or remove allow_host"
+                    .into(),
+            });
+        }
         Ok(p)
     }
 
@@ -175,6 +187,8 @@ impl Policy {
             Section::CapabilitiesDeny => !self.capabilities.deny.is_empty(),
             Section::DevicesAllow => self.devices.is_some(),
             Section::SysctlAllowWrite => self.sysctl.is_some(),
+            Section::NetworkDenyHost => self.network.deny_host,
+            Section::NetworkSocketFamilies => self.network.socket_families.is_some(),
         }
     }
 
@@ -186,7 +200,7 @@ impl Policy {
     pub fn lsm_hooks(&self) -> Vec<&'static str> {
         HOOKS
             .iter()
-            .filter(|h| h.is_lsm() && self.used_sections().any(|s| s.hook == h.hook))
+            .filter(|h| h.is_lsm() && self.used_sections().any(|s| s.hooks().any(|k| k == h.hook)))
             .map(|h| h.name)
             .collect()
     }

@@ -3,7 +3,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Capability, Cidr, DeviceRule, FsType, Size, SysctlName, VpsPath};
+use super::{
+    network::{HostPort, SocketFamily},
+    values::{Capability, Cidr, DeviceRule, FsType, Size, SysctlName, VpsPath},
+};
 
 /// Which VPSs a policy is for: any listed name, or all the labels given.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +123,21 @@ pub struct Network {
     /// Packet sockets (AF_PACKET).
     #[serde(default)]
     pub packet_sockets: Permit,
+    /// The host's own addresses (every address of the daemon's network
+    /// namespace, the gateway's too, their broadcast addresses, and
+    /// broadcast and multicast, which the host receives on the bridge):
+    /// the VPS may not open connections or send datagrams to them, but
+    /// for `allow_host`. Replies to connections the host opens pass.
+    #[serde(default)]
+    pub deny_host: bool,
+    /// What stays reachable on the host under `deny_host`: ports (TCP and
+    /// UDP) and `ping`.
+    #[serde(default)]
+    pub allow_host: Vec<HostPort>,
+    /// The socket families a VPS may open (an allowlist: `unix`, `inet`,
+    /// `inet6`, `netlink`...); absent: every family the kernel lets it.
+    #[serde(default)]
+    pub socket_families: Option<Vec<SocketFamily>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,38 @@ fn the_shipped_policies_parse() {
 }
 
 #[test]
+fn host_and_family_knobs_are_sections_with_their_own_names() {
+    let p = Policy::parse(
+        "n.yaml",
+        "network:\n  deny_host: true\n  allow_host: [53, ping]\n  socket_families: [unix, inet]\n",
+    )
+    .unwrap();
+    assert!(p.uses(Section::NetworkDenyHost) && p.uses(Section::NetworkSocketFamilies));
+    assert_eq!(p.network.allow_host, [HostPort::Port(53), HostPort::Ping]);
+    assert_eq!(p.guards(), guard::SOCKET_FAMILIES);
+    assert_eq!(
+        p.lsm_hooks(),
+        vec!["socket_create"],
+        "deny_host needs no LSM"
+    );
+    assert_eq!(
+        p.guard_rule_name(guard_rule::DENY_HOST).as_deref(),
+        Some("n:network.deny_host")
+    );
+    assert_eq!(
+        p.guard_rule_name(guard_rule::SOCKET_FAMILIES).as_deref(),
+        Some("n:network.socket_families")
+    );
+    let e = Policy::parse("n.yaml", "network:\n  allow_host: [22]\n").unwrap_err();
+    assert!(e.reason.contains("deny_host"), "{e}");
+    let e = Policy::parse("n.yaml", "network:\n  socket_families: [inet, wifi]\n").unwrap_err();
+    assert_eq!(e.line, 2, "{e}");
+    let d = Policy::parse("default.yaml", BUILTIN_DEFAULT).unwrap();
+    assert!(d.network.deny_host, "on by default");
+    assert!(d.network.allow_host.contains(&HostPort::Port(53)));
+}
+
+#[test]
 fn errors_name_file_line_column_and_field() {
     let text = "mode: enforce\nfiles:\n  deny:\n    - path: etc/shadow\n";
     let e = Policy::parse("p.yaml", text).unwrap_err();
@@ -83,7 +115,13 @@ fn guard_sections_become_bits_hooks_and_names() {
     assert_eq!(p.caps_denied(), (1 << 12) | (1 << 21));
     assert_eq!(
         p.lsm_hooks(),
-        vec!["sb_mount", "bpf", "socket_create", "capable"]
+        vec![
+            "sb_mount",
+            "bpf",
+            "socket_create",
+            "capable",
+            "sb_kern_mount"
+        ]
     );
     assert_eq!(
         p.guard_rule_name(guard_rule::BPF).as_deref(),
@@ -162,8 +200,20 @@ fn hooks_a_policy_needs_follow_its_sections() {
     .unwrap();
     assert_eq!(
         files.lsm_hooks(),
-        ["file_open", "sb_mount", "perf_event_open"],
-        "two mount sections need sb_mount once"
+        [
+            "file_open",
+            "sb_mount",
+            "perf_event_open",
+            "inode_setattr",
+            "inode_rename",
+            "inode_unlink",
+            "inode_link",
+            "inode_setxattr",
+            "inode_removexattr",
+            "sb_kern_mount",
+            "move_mount"
+        ],
+        "every path to a file's content or name; two mount sections need sb_mount once"
     );
     assert_eq!(
         files.guards(),

@@ -5,11 +5,24 @@
 //! upper and work directories live under `<vps>/disk`, so nothing else has
 //! to know which one is in use.
 use std::{
-    fs,
-    os::fd::AsRawFd as _,
+    ffi::CStr,
+    fs, io,
+    os::fd::{AsFd as _, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
     process::Command,
 };
+
+use nix::{
+    errno::Errno,
+    fcntl::{OFlag, openat},
+    sys::stat::{FileStat, Mode, fstat},
+};
+
+use super::{
+    usage,
+    walk::{self, Visit},
+};
+use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 #[error("disk limit on {path}: {what}: {why}")]
@@ -32,100 +45,65 @@ fn err(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> DiskEr
 
 pub use crate::model::DiskBackend;
 
-const PRJQUOTA: u32 = 2;
-const Q_GETINFO: u32 = 0x80_0005;
-const Q_GETQUOTA: u32 = 0x80_0007;
-const Q_SETQUOTA: u32 = 0x80_0008;
-const QIF_BLIMITS: u32 = 1;
-const QUOTA_BLOCK: u64 = 1024;
-const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
-const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
-const FS_XFLAG_PROJINHERIT: u32 = 0x200;
-
-fn qcmd(cmd: u32) -> u32 {
-    (cmd << 8) | PRJQUOTA
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct FsXattr {
-    xflags: u32,
-    extsize: u32,
-    nextents: u32,
-    projid: u32,
-    cowextsize: u32,
-    pad: [u8; 8],
-}
-
-fn quotactl(dir: &fs::File, cmd: u32, id: u32, addr: *mut libc::c_void) -> std::io::Result<()> {
-    // SAFETY: addr points to a buffer of the type `cmd` expects (or is
-    // ignored); dir is an open file on the filesystem in question.
-    let r = unsafe { libc::syscall(libc::SYS_quotactl_fd, dir.as_raw_fd(), qcmd(cmd), id, addr) };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+fn open_dir(dir: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(dir, walk::OPEN_DIR, Mode::empty()).map_err(|e| err(dir, "open")(e.into()))
 }
 
 /// Whether the filesystem holding `dir` enforces project quotas.
 pub fn has_project_quota(dir: &Path) -> bool {
-    let Ok(f) = fs::File::open(dir) else {
-        return false;
-    };
-    let mut info = [0u8; 64];
-    quotactl(&f, Q_GETINFO, 0, info.as_mut_ptr().cast()).is_ok()
+    open_dir(dir).is_ok_and(|fd| sys::project_quota_on(fd.as_fd()))
 }
 
 /// Put `dir` and everything under it into `project`, new files included.
+/// Only directories and regular files are opened for it (they hold the
+/// blocks): a FIFO, socket, device or symlink is never opened, and what is
+/// created later inherits the project anyway. The walk is the one of
+/// [`walk`]: bounded descriptors, nothing followed.
 fn set_project(dir: &Path, project: u32) -> Result<()> {
-    let f = fs::File::open(dir).map_err(err(dir, "open"))?;
-    let mut x = FsXattr::default();
-    // SAFETY: FsXattr matches struct fsxattr for these ioctls.
-    unsafe {
-        if libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x) < 0 {
-            return Err(err(dir, "read project attributes")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        x.projid = project;
-        if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-            x.xflags |= FS_XFLAG_PROJINHERIT;
-        }
-        if libc::ioctl(f.as_raw_fd(), FS_IOC_FSSETXATTR, &x) < 0 {
-            return Err(err(dir, "set the project id")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-    }
-    if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
-        for e in fs::read_dir(dir).map_err(err(dir, "list"))?.flatten() {
-            if !e.file_type().is_ok_and(|t| t.is_symlink()) {
-                set_project(&e.path(), project)?;
+    struct Project(u32);
+    impl Visit for Project {
+        fn entry(&mut self, dir: BorrowedFd<'_>, name: &CStr, st: &FileStat) -> io::Result<bool> {
+            let directory = walk::is_dir(st);
+            if !directory && !walk::is_file(st) {
+                return Ok(false);
             }
+            let flags = if directory {
+                walk::OPEN_DIR
+            } else {
+                walk::OPEN_DIR.difference(OFlag::O_DIRECTORY)
+            };
+            let fd = match openat(dir, name, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                // Changed since it was listed: what is new inherits.
+                Err(Errno::ENOENT | Errno::ELOOP | Errno::ENOTDIR | Errno::ENXIO) => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let now = fstat(&fd)?;
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino) {
+                return Ok(false);
+            }
+            sys::set_project(fd.as_fd(), self.0, directory)?;
+            Ok(directory)
         }
     }
-    Ok(())
+    let top = open_dir(dir)?;
+    sys::set_project(top.as_fd(), project, true).map_err(err(dir, "set the project id"))?;
+    walk::walk(top.as_fd(), &mut Project(project))
+        .map(drop)
+        .map_err(err(dir, "set the project id of what is in it"))
 }
 
 fn set_project_limit(dir: &Path, project: u32, bytes: u64) -> Result<()> {
-    let f = fs::File::open(dir).map_err(err(dir, "open"))?;
-    // SAFETY: dqblk is plain old data; zeroed is valid.
-    let mut q: libc::dqblk = unsafe { std::mem::zeroed() };
-    q.dqb_bhardlimit = bytes.div_ceil(QUOTA_BLOCK);
-    q.dqb_bsoftlimit = q.dqb_bhardlimit;
-    q.dqb_valid = QIF_BLIMITS;
-    quotactl(&f, Q_SETQUOTA, project, (&raw mut q).cast())
-        .map_err(err(dir, "set the project quota"))
+    let fd = open_dir(dir)?;
+    sys::set_project_limit(fd.as_fd(), project, bytes).map_err(err(dir, "set the project quota"))
 }
 
 /// Bytes used by `project` on the filesystem of `dir`.
 pub fn project_usage(dir: &Path, project: u32) -> Option<u64> {
-    let f = fs::File::open(dir).ok()?;
-    // SAFETY: as in set_project_limit.
-    let mut q: libc::dqblk = unsafe { std::mem::zeroed() };
-    quotactl(&f, Q_GETQUOTA, project, (&raw mut q).cast()).ok()?;
-    Some(q.dqb_curspace)
+    let fd = open_dir(dir).ok()?;
+    sys::project_usage(fd.as_fd(), project).ok()
 }
 
 /// Where a VPS keeps its disk: `disk` holds `upper` and `work`.
@@ -224,7 +202,8 @@ impl VpsDisk {
     }
 
     /// Bytes the VPS's layer uses, as its limit counts them; without a
-    /// limit, the blocks of the files in it.
+    /// limit, the blocks of the files in it, walked in the background (a
+    /// figure at most a few seconds old, see [`usage`]).
     pub fn usage(&self, backend: Option<DiskBackend>) -> Option<u64> {
         match backend {
             Some(DiskBackend::ProjectQuota { project }) => project_usage(&self.disk, project),
@@ -232,32 +211,14 @@ impl VpsDisk {
                 let s = nix::sys::statvfs::statvfs(&self.disk).ok()?;
                 Some((s.blocks() - s.blocks_free()) * s.fragment_size())
             }
-            None => Some(tree_bytes(&self.disk)),
+            None => usage::walked(&self.disk),
         }
     }
-}
 
-/// Allocated bytes of the files under `dir` on its filesystem, each
-/// hard-linked inode once (like `du -s`).
-pub fn tree_bytes(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    fn walk(dir: &Path, dev: u64, seen: &mut std::collections::HashSet<u64>) -> u64 {
-        let mut total = 0;
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.dev() != dev || (m.nlink() > 1 && !m.is_dir() && !seen.insert(m.ino())) {
-                continue;
-            }
-            total += m.blocks() * 512;
-            if m.is_dir() {
-                total += walk(&e.path(), dev, seen);
-            }
-        }
-        total
+    /// Forget the walked usage of a disk that is gone.
+    pub fn forget_usage(&self) {
+        usage::forget(&self.disk);
     }
-    fs::symlink_metadata(dir).map_or(0, |m| {
-        m.blocks() * 512 + walk(dir, m.dev(), &mut Default::default())
-    })
 }
 
 fn run(cmd: &mut Command, path: &Path, what: &'static str) -> Result<()> {

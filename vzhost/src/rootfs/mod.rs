@@ -2,6 +2,9 @@
 //! mounts that build a VPS's root from a template and its own upper layer.
 pub mod disk;
 pub mod mounts;
+pub mod safe;
+mod usage;
+pub mod walk;
 
 use std::{
     fs,
@@ -12,7 +15,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Name;
+use crate::model::TemplateName;
 
 pub const BUILTIN_BUSYBOX: &str = "busybox";
 const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -81,18 +84,23 @@ impl Templates {
         }
     }
 
+    /// Where the templates are.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
     /// The path of template `name`, creating the built-in busybox template
     /// on first use.
-    pub fn resolve(&self, name: &str) -> Result<PathBuf> {
-        let path = self.dir.join(name);
-        if path.is_dir() {
+    pub fn resolve(&self, name: &TemplateName) -> Result<PathBuf> {
+        let path = self.dir.join(name.as_str());
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             return Ok(path);
         }
-        if name == BUILTIN_BUSYBOX {
+        if name.as_str() == BUILTIN_BUSYBOX {
             self.install(name, build_busybox)?;
             return Ok(path);
         }
-        Err(TemplateError::Unknown(name.to_owned()))
+        Err(TemplateError::Unknown(name.to_string()))
     }
 
     pub fn list(&self) -> Vec<TemplateInfo> {
@@ -100,14 +108,14 @@ impl Templates {
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
-            .map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                TemplateInfo {
-                    builtin: name == BUILTIN_BUSYBOX,
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| {
+                let name = TemplateName::new(&e.file_name().to_string_lossy()).ok()?;
+                Some(TemplateInfo {
+                    builtin: name.as_str() == BUILTIN_BUSYBOX,
                     path: e.path(),
-                    name,
-                }
+                    name: name.into(),
+                })
             })
             .collect();
         if !out.iter().any(|t| t.name == BUILTIN_BUSYBOX) {
@@ -123,15 +131,15 @@ impl Templates {
 
     /// Import a template from a directory or a tarball.
     pub fn import(&self, name: &str, source: &Path) -> Result<PathBuf> {
-        Name::new(name).map_err(|_| TemplateError::BadName(name.to_owned()))?;
-        if self.dir.join(name).exists() || name == BUILTIN_BUSYBOX {
-            return Err(TemplateError::Exists(name.to_owned()));
+        let name = TemplateName::new(name).map_err(|_| TemplateError::BadName(name.to_owned()))?;
+        if self.dir.join(name.as_str()).exists() || name.as_str() == BUILTIN_BUSYBOX {
+            return Err(TemplateError::Exists(name.into()));
         }
         let meta = fs::metadata(source).map_err(|e| TemplateError::Source {
             path: source.display().to_string(),
             why: e.to_string(),
         })?;
-        self.install(name, |dest| {
+        self.install(&name, |dest| {
             let mut cmd = if meta.is_dir() {
                 let mut c = Command::new("cp");
                 c.arg("-a").arg(source.join(".")).arg(dest);
@@ -159,26 +167,45 @@ impl Templates {
             }
             Ok(())
         })?;
-        Ok(self.dir.join(name))
+        Ok(self.dir.join(name.as_str()))
     }
 
     /// Build a template in a staging directory and rename it into place.
-    fn install(&self, name: &str, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-        fs::create_dir_all(&self.dir).map_err(io("create", &self.dir))?;
+    /// The templates directory is root's alone: what a template holds
+    /// (setuid binaries, device nodes) is reachable by no other host user.
+    fn install(&self, name: &TemplateName, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        private_dir(&self.dir).map_err(io("create", &self.dir))?;
         let staging = self.dir.join(format!(".new-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&staging);
+        walk::remove_tree(&staging).map_err(io("remove", &staging))?;
         fs::create_dir(&staging).map_err(io("create", &staging))?;
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
             .map_err(io("chmod", &staging))?;
         let result = build(&staging).and_then(|()| {
-            let dest = self.dir.join(name);
+            let dest = self.dir.join(name.as_str());
             fs::rename(&staging, &dest).map_err(io("rename", &dest))
         });
         if result.is_err() {
-            let _ = fs::remove_dir_all(&staging);
+            let _ = walk::remove_tree(&staging);
         }
         result
     }
+}
+
+/// Make `dir` (and any missing parent) a directory only its owner, root,
+/// can enter; an existing one is set so. A symlink there is refused.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is not a directory",
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(dir)?,
+        Err(e) => return Err(e),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
 }
 
 const INITTAB: &str = "\
@@ -271,7 +298,8 @@ mod tests {
         }
         let tmp = tempfile::tempdir().unwrap();
         let t = Templates::new(tmp.path());
-        let p = t.resolve("busybox").unwrap();
+        let busybox = TemplateName::new("busybox").unwrap();
+        let p = t.resolve(&busybox).unwrap();
         assert!(p.join("bin/sh").is_symlink());
         assert!(p.join("sbin/init").is_symlink());
         assert!(
@@ -279,7 +307,7 @@ mod tests {
                 .unwrap()
                 .starts_with("root:x:0:0")
         );
-        assert_eq!(t.resolve("busybox").unwrap(), p);
+        assert_eq!(t.resolve(&busybox).unwrap(), p);
         assert!(t.list().iter().any(|i| i.name == "busybox" && i.builtin));
     }
 
@@ -287,7 +315,8 @@ mod tests {
     fn unknown_and_bad_imports_leave_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let t = Templates::new(tmp.path());
-        assert!(matches!(t.resolve("nope"), Err(TemplateError::Unknown(_))));
+        let nope = TemplateName::new("nope").unwrap();
+        assert!(matches!(t.resolve(&nope), Err(TemplateError::Unknown(_))));
         let src = tempfile::tempdir().unwrap();
         fs::write(src.path().join("readme"), "not a rootfs").unwrap();
         let err = t.import("empty", src.path()).unwrap_err().to_string();

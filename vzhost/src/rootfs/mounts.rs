@@ -4,6 +4,10 @@
 //! 2. as the VPS's PID 1 (inside its user, mount, PID and network
 //!    namespaces): /proc, read-only /sys, a minimal /dev, /dev/pts, /dev/shm,
 //!    /run, then pivot_root.
+//!
+//! Stage 1 leaves the launcher's cwd in the overlay, and stage 2 works from
+//! there with relative paths: PID 1 is the VPS's root, which cannot (and
+//! must not) look up a path through the host's private state directory.
 use std::{
     fs,
     os::{fd::AsFd as _, unix::fs::symlink},
@@ -61,54 +65,52 @@ pub fn mount_overlay(
         MsFlags::empty(),
         Some(options.as_str()),
     )
-    .map_err(nix_err("mount overlay", &dir.rootfs()))
+    .map_err(nix_err("mount overlay", &dir.rootfs()))?;
+    std::env::set_current_dir(dir.rootfs()).map_err(err("enter the overlay", &dir.rootfs()))
 }
 
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Stage 2, run as the VPS's PID 1: finish the root and pivot into it.
+/// Stage 2, run as the VPS's PID 1 with its cwd in the overlay at
+/// `rootfs` (named for messages only): finish the root and pivot into it.
 pub fn finish_root(rootfs: &Path) -> Result<()> {
     // The overlay came from the host's mount namespace, so here it is
-    // locked, and pivot_root refuses a locked root: bind it onto itself to
-    // get a mount of this namespace's own.
-    mount(
-        Some(rootfs),
-        rootfs,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(nix_err("bind the root onto itself", rootfs))?;
-    let at = |p: &str| rootfs.join(p);
+    // locked, and pivot_root refuses a locked root: a clone of this
+    // namespace's own goes on top of it, and PID 1 moves into the clone.
+    let here = Path::new(".");
+    let root = sys::open_tree_clone(here).map_err(err("clone the root", rootfs))?;
+    sys::move_mount_to(root.as_fd(), here).map_err(err("mount the root's clone", rootfs))?;
+    nix::unistd::fchdir(&root).map_err(nix_err("enter the root's clone", rootfs))?;
+    let at = Path::new;
     for d in ["proc", "sys", "dev", "run", "tmp"] {
-        fs::create_dir_all(at(d)).map_err(err("mkdir", &at(d)))?;
+        fs::create_dir_all(at(d)).map_err(err("mkdir", at(d)))?;
     }
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(
         Some("proc"),
-        &at("proc"),
+        at("proc"),
         Some("proc"),
         hardened,
         None::<&str>,
     )
-    .map_err(nix_err("mount proc", &at("proc")))?;
+    .map_err(nix_err("mount proc", at("proc")))?;
     mount(
         Some("sysfs"),
-        &at("sys"),
+        at("sys"),
         Some("sysfs"),
         hardened | MsFlags::MS_RDONLY,
         None::<&str>,
     )
-    .map_err(nix_err("mount sysfs read-only", &at("sys")))?;
+    .map_err(nix_err("mount sysfs read-only", at("sys")))?;
 
     mount(
         Some("tmpfs"),
-        &at("dev"),
+        at("dev"),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=755,size=65536k"),
     )
-    .map_err(nix_err("mount /dev", &at("dev")))?;
+    .map_err(nix_err("mount /dev", at("dev")))?;
     // Device nodes cannot be made in a user namespace: bind the host's.
     for dev in DEVICES.iter().chain(std::iter::once(&"console")) {
         let target = at("dev").join(dev);
@@ -132,20 +134,20 @@ pub fn finish_root(rootfs: &Path) -> Result<()> {
     }
     mount(
         Some("devpts"),
-        &at("dev/pts"),
+        at("dev/pts"),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )
-    .map_err(nix_err("mount devpts", &at("dev/pts")))?;
+    .map_err(nix_err("mount devpts", at("dev/pts")))?;
     mount(
         Some("tmpfs"),
-        &at("dev/shm"),
+        at("dev/shm"),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=1777,size=65536k"),
     )
-    .map_err(nix_err("mount /dev/shm", &at("dev/shm")))?;
+    .map_err(nix_err("mount /dev/shm", at("dev/shm")))?;
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -157,14 +159,13 @@ pub fn finish_root(rootfs: &Path) -> Result<()> {
     }
     mount(
         Some("tmpfs"),
-        &at("run"),
+        at("run"),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some("mode=755,size=65536k"),
     )
-    .map_err(nix_err("mount /run", &at("run")))?;
+    .map_err(nix_err("mount /run", at("run")))?;
 
-    std::env::set_current_dir(rootfs).map_err(err("chdir", rootfs))?;
     nix::unistd::pivot_root(".", ".").map_err(nix_err("pivot_root", rootfs))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(nix_err("detach the old root", rootfs))?;
     std::env::set_current_dir("/").map_err(err("chdir", Path::new("/")))?;

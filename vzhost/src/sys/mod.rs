@@ -6,6 +6,7 @@
 //! is tested without root. Every `unsafe` of a raw call lives in this room.
 mod bpf;
 mod cgroup;
+mod fs;
 mod mount;
 mod net;
 mod path;
@@ -19,12 +20,13 @@ use std::{ffi::CString, io, path::Path};
 
 pub use bpf::{bpf_prog_attach, bpf_prog_detach, bpf_prog_get_fd_by_id, bpf_prog_query};
 pub use cgroup::cgroup_kill;
-pub use mount::{idmap_readonly, move_mount_to, open_tree_clone};
+pub use fs::{project_quota_on, project_usage, set_project, set_project_limit};
+pub use mount::{clone_mount_in, idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
-pub use path::{openat2, stat_in_root_of};
+pub use path::{openat2, stat_in};
 pub use process::{
-    cloexec_from, is_same_process, kill, pidfd_open, pidfd_send_signal, pidfd_wait_exit,
-    process_start_time,
+    cloexec_from, close_all_but, is_same_process, kill, pidfd_open, pidfd_send_signal,
+    pidfd_wait_exit, process_start_time,
 };
 pub use pty::{
     pty_number, pty_peer, set_controlling_tty, set_window_size, unlock_pty, window_size,
@@ -55,6 +57,11 @@ pub enum Call {
     BpfProgDetach { attach_type: u32 },
     Kill { pid: u32, signal: i32 },
     CgroupKill { path: String },
+    QuotaInfo,
+    QuotaGet { project: u32 },
+    QuotaSet { project: u32, blocks: u64 },
+    SetProject { project: u32, directory: bool },
+    CloseFds { first: u32, last: u32 },
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),

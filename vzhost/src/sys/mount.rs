@@ -21,8 +21,8 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-/// A detached, recursive clone of the mount tree at `path`.
-pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
+/// open_tree(2) of `path` under `dir` with OPEN_TREE_CLONE and `flags`.
+fn open_tree(dir: BorrowedFd<'_>, path: &Path, flags: libc::c_uint) -> io::Result<OwnedFd> {
     let p = cstr(path)?;
     let fd = dispatch(
         || Call::OpenTree {
@@ -33,17 +33,39 @@ pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
             check(unsafe {
                 libc::syscall(
                     libc::SYS_open_tree,
-                    libc::AT_FDCWD,
+                    dir.as_raw_fd(),
                     p.as_ptr(),
-                    OPEN_TREE_CLONE
-                        | libc::O_CLOEXEC as libc::c_uint
-                        | libc::AT_RECURSIVE as libc::c_uint,
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | flags,
                 )
             })
         },
     )?;
     // SAFETY: open_tree returned a new fd that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// A detached, recursive clone of the mount tree at `path`.
+pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
+    // SAFETY: AT_FDCWD is a valid directory argument for every *at call.
+    let cwd = unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) };
+    open_tree(cwd, path, libc::AT_RECURSIVE as libc::c_uint)
+}
+
+/// A detached clone of the one mount at `root` (no mounts below it), made
+/// from inside the mount namespace `mnt_ns` it belongs to (the kernel
+/// clones only mounts of the caller's namespace). A thread of its own
+/// enters that namespace and is gone afterwards.
+pub fn clone_mount_in(mnt_ns: BorrowedFd<'_>, root: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sched::{CloneFlags, setns, unshare};
+    let clone = || -> io::Result<OwnedFd> {
+        // setns into a mount namespace needs a filesystem context of the
+        // thread's own.
+        unshare(CloneFlags::CLONE_FS)?;
+        setns(mnt_ns, CloneFlags::CLONE_NEWNS)?;
+        open_tree(root, Path::new(""), libc::AT_EMPTY_PATH as libc::c_uint)
+    };
+    std::thread::scope(|s| s.spawn(clone).join())
+        .unwrap_or_else(|_| Err(io::Error::other("the mount namespace thread panicked")))
 }
 
 /// Make the detached mount `tree` idmapped through `userns` and read-only.

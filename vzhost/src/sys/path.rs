@@ -55,14 +55,13 @@ pub fn openat2(
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// `stat` of `path` as process `pid` sees it: resolved inside its root
-/// (openat2 with RESOLVE_IN_ROOT), so a symlink in the VPS pointing to an
-/// absolute path stays in the VPS. Returns (st_dev, st_ino).
-pub fn stat_in_root_of(pid: u32, path: &str) -> io::Result<(u64, u64)> {
-    use std::os::{fd::AsFd as _, unix::fs::MetadataExt as _};
-    let root = std::fs::File::open(format!("/proc/{pid}/root"))?;
+/// `stat` of `path` inside the directory `root`, resolved as if `root`
+/// were `/` (openat2 with RESOLVE_IN_ROOT): a symlink in the VPS pointing
+/// to an absolute path, or `..`, stays in the VPS. Returns (st_dev, st_ino).
+pub fn stat_in(root: BorrowedFd<'_>, path: &str) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
     let fd = openat2(
-        root.as_fd(),
+        root,
         path.trim_start_matches('/'),
         libc::O_PATH,
         0,

@@ -97,19 +97,60 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     dispatch(
         || Call::CloseRange { first },
-        || {
-            // SAFETY: plain syscall with integer arguments.
-            check(unsafe {
-                libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC)
-            })
-        },
+        || close_range(first, u32::MAX, CLOSE_RANGE_CLOEXEC),
     )?;
     Ok(())
+}
+
+/// Close every descriptor of this process except `keep` (for a forked
+/// process that must hold nothing of its parent's but what it was given).
+pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep = keep.to_vec();
+    keep.sort_unstable();
+    let mut first: u32 = 0;
+    let close = |first: u32, last: u32| {
+        dispatch(
+            || Call::CloseFds { first, last },
+            || close_range(first, last, 0),
+        )
+    };
+    for fd in keep.into_iter().filter_map(|fd| u32::try_from(fd).ok()) {
+        if fd > first {
+            close(first, fd - 1)?;
+        }
+        first = first.max(fd + 1);
+    }
+    close(first, u32::MAX)?;
+    Ok(())
+}
+
+fn close_range(first: u32, last: u32, flags: libc::c_uint) -> io::Result<i64> {
+    // SAFETY: plain syscall with integer arguments; the caller owns the
+    // descriptors it closes or marks.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fake::{Fake, ok};
+
+    #[test]
+    fn every_descriptor_but_the_kept_ones_is_closed() {
+        let fake = Fake::install(|_| ok());
+        close_all_but(&[0, 1, 2, 7, 5]).unwrap();
+        assert_eq!(
+            fake.calls(),
+            [
+                Call::CloseFds { first: 3, last: 4 },
+                Call::CloseFds { first: 6, last: 6 },
+                Call::CloseFds {
+                    first: 8,
+                    last: u32::MAX
+                },
+            ]
+        );
+    }
 
     #[test]
     fn own_start_time_is_stable() {

@@ -1,23 +1,21 @@
 //! `vzhost create`: validate everything first, allocate an id, an id range
 //! and an address, and build the VPS's directory in staging so a failed
 //! create leaves nothing.
-use std::{
-    collections::BTreeMap,
-    fs,
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeMap, fs, os::unix::fs::PermissionsExt as _};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     error::Result,
     host::{Host, lock},
-    store::StoreError,
+    store::{StoreError, io},
 };
 use crate::{
-    model::{IdMap, Limits, Name, Spec, SpecError, VpsDir, validate_hostname},
-    rootfs::disk::VpsDisk,
+    model::{IdMap, Limits, Name, Spec, SpecError, TemplateName, VpsDir, validate_hostname},
+    rootfs::{
+        disk::VpsDisk,
+        safe::{Owner, SafeDir},
+    },
 };
 
 /// What `vzhost create` asks for.
@@ -46,16 +44,13 @@ const DEFAULT_STOP_TIMEOUT: u64 = 10;
 impl Host {
     pub fn create(&self, req: &CreateRequest) -> Result<Spec> {
         let name = Name::new(&req.name)?;
+        let template = TemplateName::new(req.template.as_deref().unwrap_or(DEFAULT_TEMPLATE))?;
         let hostname = req.hostname.clone().unwrap_or_else(|| name.to_string());
         validate_hostname(&hostname)?;
         req.limits.validate()?;
         if self.store.exists(&name) {
             return Err(StoreError::Exists(name.to_string()).into());
         }
-        let template = req
-            .template
-            .clone()
-            .unwrap_or_else(|| DEFAULT_TEMPLATE.into());
         self.templates.resolve(&template)?;
         if let Some(p) = &req.policy
             && self.policy(p).is_none()
@@ -172,27 +167,6 @@ fn validate_idmap(m: &IdMap) -> std::result::Result<(), SpecError> {
     Ok(())
 }
 
-pub(super) fn chown(path: &Path, id: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(id), Some(id))
-}
-
-pub(super) fn ensure_owned_dir(path: &Path, id: u32) -> std::io::Result<()> {
-    if !path.exists() {
-        fs::create_dir(path)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-        chown(path, id)?;
-    }
-    Ok(())
-}
-
-pub(super) fn write_owned(path: &Path, bytes: &[u8], mode: u32, id: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("vzhost-tmp");
-    fs::write(&tmp, bytes)?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-    chown(&tmp, id)?;
-    fs::rename(&tmp, path)
-}
-
 /// Project id of a VPS's disk quota.
 pub(super) fn project_id(vps_id: u32) -> u32 {
     0x10000 + vps_id
@@ -200,57 +174,57 @@ pub(super) fn project_id(vps_id: u32) -> u32 {
 
 /// The VPS's own layer: its disk (limited if asked), upper and work
 /// directories, and an upper that starts with its own root directory,
-/// hostname and hosts file, owned by its root.
+/// hostname, hosts and resolv.conf, owned by its root. The files go in
+/// through [`SafeDir`], as every host write into a layer does.
 fn make_layer(
     dir: &VpsDir,
     spec: &Spec,
     gateway: std::net::Ipv4Addr,
 ) -> std::result::Result<(), StoreError> {
-    let wrap = |what: &'static str, path: PathBuf| {
-        move |source| StoreError::Io {
-            action: what,
-            path: path.display().to_string(),
-            source,
-        }
-    };
     let disk = VpsDisk::of(dir);
     match (spec.disk, spec.limits.disk) {
-        (Some(backend), Some(bytes)) => {
-            disk.create(backend, bytes, spec.idmap.base).map_err(|e| {
-                wrap("make the disk", disk.disk.clone())(std::io::Error::other(e.to_string()))
-            })?
-        }
-        _ => fs::create_dir(&disk.disk).map_err(wrap("create", disk.disk.clone()))?,
+        (Some(backend), Some(bytes)) => disk
+            .create(backend, bytes, spec.idmap.base)
+            .map_err(|e| io("make the disk", &disk.disk)(std::io::Error::other(e.to_string())))?,
+        _ => fs::create_dir(&disk.disk).map_err(io("create", &disk.disk))?,
     }
     for d in [dir.upper(), dir.work()] {
-        fs::create_dir(&d).map_err(wrap("create", d.clone()))?;
+        fs::create_dir(&d).map_err(io("create", &d))?;
     }
     let base = spec.idmap.base;
     let upper = dir.upper();
-    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
-        .map_err(wrap("chmod", upper.clone()))?;
-    chown(&upper, base).map_err(wrap("chown", upper.clone()))?;
-    let etc = upper.join("etc");
-    ensure_owned_dir(&etc, base).map_err(wrap("create", etc.clone()))?;
+    // Fresh and the host's alone until it is given to the VPS's root.
+    std::os::unix::fs::lchown(&upper, Some(base), Some(base)).map_err(io("chown", &upper))?;
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o755)).map_err(io("chmod", &upper))?;
+    let owner = Owner {
+        uid: base,
+        gid: base,
+        mode: 0o644,
+    };
+    let etc = SafeDir::open(&upper, Some(spec.idmap))?.make_dir(
+        "etc",
+        Owner {
+            mode: 0o755,
+            ..owner
+        },
+    )?;
     let host = &spec.hostname;
-    write_owned(
-        &etc.join("hostname"),
-        format!("{host}\n").as_bytes(),
-        0o644,
-        base,
-    )
-    .map_err(wrap("write", etc.join("hostname")))?;
     let own = spec
         .ip
         .map_or_else(|| "127.0.1.1".to_owned(), |ip| ip.addr.to_string());
-    let hosts = format!("127.0.0.1 localhost\n::1 localhost\n{own} {host}\n");
-    write_owned(&etc.join("hosts"), hosts.as_bytes(), 0o644, base)
-        .map_err(wrap("write", etc.join("hosts")))?;
     // No resolver runs on the host by default; the gateway is where one
     // (or NAT to the administrator's) would answer.
-    let resolv = format!("nameserver {gateway}\n");
-    write_owned(&etc.join("resolv.conf"), resolv.as_bytes(), 0o644, base)
-        .map_err(wrap("write", etc.join("resolv.conf")))
+    for (file, text) in [
+        ("hostname", format!("{host}\n")),
+        (
+            "hosts",
+            format!("127.0.0.1 localhost\n::1 localhost\n{own} {host}\n"),
+        ),
+        ("resolv.conf", format!("nameserver {gateway}\n")),
+    ] {
+        etc.write(file, text.as_bytes(), owner)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

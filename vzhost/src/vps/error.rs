@@ -44,6 +44,16 @@ pub enum LifecycleError {
         what: String,
         source: std::io::Error,
     },
+    #[error("VPS {name}: {source}")]
+    Files {
+        name: String,
+        source: crate::rootfs::safe::SafeError,
+    },
+    #[error("VPS {name}: {source}")]
+    Shadow {
+        name: String,
+        source: super::passwd::ShadowError,
+    },
     #[error("VPS {name} has no user {user} in its /etc/passwd")]
     NoUser { name: String, user: String },
     #[error(transparent)]
@@ -69,6 +79,8 @@ impl LifecycleError {
             Self::Enforce(e) => e.kind(),
             Self::Range(e) => e.kind(),
             Self::Addr(e) => e.kind(),
+            Self::Files { source, .. } => source.kind(),
+            Self::Shadow { source, .. } => source.kind(),
             Self::Cgroup { .. } | Self::Launch { .. } | Self::Disk { .. } | Self::Net { .. } => {
                 ErrorKind::Kernel
             }

@@ -143,13 +143,13 @@ impl Host {
             return false;
         }
         for spec in self.store.list().unwrap_or_default() {
-            let Some(r) = self.live_runtime(&spec.name) else {
+            if self.live_runtime(&spec.name).is_none() {
                 continue;
-            };
+            }
             let applied = match self.cgroup(&spec.name).id() {
                 Ok(id) => self
                     .enforcement()
-                    .apply(&spec, id, Stage::Built, Some(r.init_pid))
+                    .apply(&spec, id, Stage::Built, None)
                     .map(drop),
                 Err(e) => {
                     tracing::error!(vps = %spec.name, "ENFORCEMENT: new policy not applied: {e}");

@@ -16,3 +16,4 @@ pub mod store;
 pub use create::CreateRequest;
 pub use error::{LifecycleError, Result};
 pub use host::Host;
+pub use passwd::{PASSWD_HELPER, ShadowError, passwd_helper};

@@ -37,7 +37,7 @@ impl Host {
                     name: spec.name.to_string(),
                     ip: spec.ip.map(|ip| ip.to_string()),
                     hostname: spec.hostname,
-                    template: spec.template,
+                    template: spec.template.into(),
                     limits: spec.limits,
                 }
             })

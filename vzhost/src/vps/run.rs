@@ -7,6 +7,7 @@ use super::{
     host::{Host, lock},
 };
 use crate::{
+    enforce::VpsRoot,
     model::{DiskBackend, Name, Runtime},
     rootfs::disk::VpsDisk,
     sys::{is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit},
@@ -76,11 +77,14 @@ impl Host {
             if let Some(runtime) = self.live_runtime(&spec.name) {
                 match cgroup.id() {
                     Ok(id) => {
-                        let readopted = self.enforcement().readopt(
-                            &spec,
-                            (cgroup.v2_path(), id),
-                            runtime.init_pid,
-                        );
+                        // No root was captured at this VPS's launch by this
+                        // daemon: take it from its init now (see capture).
+                        let root = VpsRoot::capture(runtime.init_pid)
+                            .inspect_err(|e| tracing::error!(vps = %spec.name, "ENFORCEMENT: cannot open its root; its file rules are not in force: {e}"))
+                            .ok();
+                        let readopted =
+                            self.enforcement()
+                                .readopt(&spec, (cgroup.v2_path(), id), root);
                         if let Err(e) = readopted {
                             tracing::error!(vps = %spec.name, "ENFORCEMENT: cannot guard it again: {e}");
                         }

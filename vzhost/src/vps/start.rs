@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     cgroup::manager::VpsCgroup,
-    enforce::Stage,
+    enforce::{Stage, VpsRoot},
     model::{Name, Runtime, Spec},
     ns::{helper, launch::LaunchPlan},
     sys::{pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time},
@@ -208,14 +208,24 @@ impl StartSteps for RealStart<'_> {
                 name: self.name(),
                 source,
             })?;
+        // Before its init runs: every frame it sends is checked from here.
+        let cgroup_id = self.cgroup.id().map_err(self.cgroup_err())?;
+        self.host.enforcement().attach_veth(self.spec, cgroup_id)?;
         tracing::debug!(took = ?started.elapsed(), "network attached");
         Ok(())
     }
 
     fn enforce(&mut self, cgroup_id: u64, pid: u32) -> Result<()> {
+        // Taken while PID 1 is held: the root the VPS was built with, out
+        // of reach of anything it later mounts or chroots into.
+        let root = VpsRoot::capture(pid).map_err(|source| LifecycleError::Io {
+            name: self.name(),
+            what: "open its root for the file rules".into(),
+            source,
+        })?;
         self.host
             .enforcement()
-            .apply(self.spec, cgroup_id, Stage::Built, Some(pid))?;
+            .apply(self.spec, cgroup_id, Stage::Built, Some(root))?;
         Ok(())
     }
 

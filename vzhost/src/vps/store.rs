@@ -10,7 +10,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Name, Runtime, Spec, VpsDir};
-use crate::rootfs::disk::VpsDisk;
+use crate::rootfs::{disk::VpsDisk, private_dir, walk::remove_tree};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +24,8 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Files(#[from] crate::rootfs::safe::SafeError),
     #[error("{path} is corrupt: {source}")]
     Corrupt {
         path: String,
@@ -38,6 +40,7 @@ impl StoreError {
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Exists(_) => ErrorKind::Conflict,
             Self::Io { .. } | Self::Corrupt { .. } => ErrorKind::Internal,
+            Self::Files(e) => e.kind(),
         }
     }
 }
@@ -79,13 +82,28 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Store {
+    /// Open the state root. It, `vps/`, `templates/` and every VPS's
+    /// directory are root's alone (0700), existing ones included: what a
+    /// VPS's layer or a template holds (setuid binaries, device nodes, the
+    /// VPS's data) is reachable by no other host user.
     pub fn open(root: &Path) -> Result<Self> {
         let vps = root.join("vps");
-        fs::create_dir_all(&vps).map_err(io("create", &vps))?;
+        for dir in [
+            root.to_owned(),
+            vps.clone(),
+            crate::rootfs::Templates::new(root).dir(),
+        ] {
+            private_dir(&dir).map_err(io("make private", &dir))?;
+        }
         let store = Self {
             root: root.to_owned(),
         };
         store.sweep_staging();
+        for e in fs::read_dir(&vps).map_err(io("read", &vps))?.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                private_dir(&e.path()).map_err(io("make private", &e.path()))?;
+            }
+        }
         Ok(store)
     }
 
@@ -103,7 +121,7 @@ impl Store {
                 tracing::warn!(path = %e.path().display(), "removing an incomplete VPS left by a crash");
                 // Its disk image may still be mounted: never delete into it.
                 if VpsDisk::of(&VpsDir(e.path())).unmount().is_ok() {
-                    let _ = fs::remove_dir_all(e.path());
+                    let _ = remove_tree(&e.path());
                 }
             }
         }
@@ -131,6 +149,7 @@ impl Store {
         )));
         let build = || -> Result<()> {
             fs::create_dir(&staging.0).map_err(io("create", &staging.0))?;
+            private_dir(&staging.0).map_err(io("make private", &staging.0))?;
             for d in [staging.lower(), staging.rootfs()] {
                 fs::create_dir(&d).map_err(io("create", &d))?;
             }
@@ -139,7 +158,7 @@ impl Store {
             fs::rename(&staging.0, &dest.0).map_err(io("rename", &dest.0))
         };
         if let Err(e) = build() {
-            let _ = fs::remove_dir_all(&staging.0);
+            let _ = remove_tree(&staging.0);
             return Err(e);
         }
         Ok(dest)
@@ -197,7 +216,8 @@ impl Store {
                 .join("vps")
                 .join(format!(".new-gone-{}-{}", name, std::process::id()));
         fs::rename(&dir.0, &doomed).map_err(io("rename", &dir.0))?;
-        fs::remove_dir_all(&doomed).map_err(io("remove", &doomed))
+        VpsDisk::of(&dir).forget_usage();
+        remove_tree(&doomed).map_err(io("remove", &doomed))
     }
 }
 
@@ -209,7 +229,7 @@ mod tests {
     fn spec(name: &str) -> Spec {
         Spec {
             name: Name::new(name).unwrap(),
-            template: "busybox".into(),
+            template: crate::model::TemplateName::new("busybox").unwrap(),
             hostname: name.into(),
             limits: Limits::default(),
             idmap: IdMap {
@@ -259,6 +279,23 @@ mod tests {
         let store = Store::open(tmp.path()).unwrap();
         assert!(store.list().unwrap().is_empty());
         assert!(!tmp.path().join("vps/.new-x-1").exists());
+    }
+
+    #[test]
+    fn state_directories_are_made_private_and_kept_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("vps/old")).unwrap();
+        for d in ["", "vps", "vps/old"] {
+            fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let store = Store::open(&root).unwrap();
+        store.create(&spec("new"), |_| Ok(())).unwrap();
+        for d in ["", "vps", "templates", "vps/old", "vps/new"] {
+            let mode = fs::metadata(root.join(d)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{d:?}");
+        }
     }
 
     #[test]

@@ -3,3 +3,5 @@ mod doctor;
 mod escape;
 mod file_open;
 mod shipped;
+mod sockets;
+mod swap;

@@ -94,7 +94,7 @@ pub(super) fn io_err(which: &'static str) -> impl FnOnce(io::Error) -> HelperErr
 
 /// A command re-executing vzhost as helper `which`, in a session of its
 /// own so no VPS process shares the daemon's terminal.
-fn command(exe: &Path, which: &'static str) -> Command {
+pub fn command(exe: &Path, which: &'static str) -> Command {
     let mut cmd = Command::new(exe);
     cmd.arg(which);
     // SAFETY: setsid is async-signal-safe and affects only the child.
