@@ -65,7 +65,19 @@ fn a_vps_reaches_no_host_address_but_the_allowed_ports() -> anyhow::Result<()> {
         stderr(&out).contains("not permitted")
     };
     let verdicts = [refused(GATEWAY), refused(OTHER)];
-    let dns = d.sh("a", &format!("echo to-53 | nc -w 2 {GATEWAY} 53"));
+    // The allowed port: retried while the host's listener may still be
+    // starting (a loaded machine), then given time to write what it got.
+    let allowed_log = logs.join("host-53.log");
+    let mut dns = d.sh("a", &format!("echo to-53 | nc -w 2 {GATEWAY} 53"));
+    for _ in 0..50 {
+        if std::fs::read_to_string(&allowed_log).is_ok_and(|t| t.contains("to-53")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if stderr(&dns).contains("refused") {
+            dns = d.sh("a", &format!("echo to-53 | nc -w 2 {GATEWAY} 53"));
+        }
+    }
     d.sh_ok("a", &format!("ping -c 1 -W 2 {GATEWAY}"));
     for mut s in servers {
         let _ = s.kill();

@@ -257,10 +257,11 @@ impl Enforcement {
             tracing::warn!(vps = %spec.name, policy = %policy.name, "DEGRADED: what it sends on its veth is not checked: {why}");
             return Ok(());
         }
-        let ifindex = crate::net::veth_index(net, spec.id).map_err(|source| EnforceError::Veth {
-            name: spec.name.to_string(),
-            source,
-        })?;
+        let ifindex =
+            crate::net::veth_index(net, spec.id).map_err(|source| EnforceError::Veth {
+                name: spec.name.to_string(),
+                source,
+            })?;
         let entry = ksal_common::VethEntry {
             cgroup_id,
             vps_id: spec.id,

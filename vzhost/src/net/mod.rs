@@ -203,15 +203,23 @@ mod tests {
         assert!(NetConfig::new("not a bridge name!", "10.0.0.0/8").is_err());
         let cfg = NetConfig::new("vzbr0", "10.213.0.0/16")
             .expect("valid")
-            .tagged(&crate::model::DaemonId::of_root(std::path::Path::new("/var/lib/vzhost")));
+            .tagged(&crate::model::DaemonId::of_root(std::path::Path::new(
+                "/var/lib/vzhost",
+            )));
         assert_eq!(cfg.tag.len(), TAG_LEN);
         let longest = cfg.host_veth(u32::MAX);
         assert!(longest.len() <= 15, "{longest}");
         assert!(cfg.peer_veth(u32::MAX).len() <= 15);
         let other = NetConfig::new("vzbr0", "10.213.0.0/16")
             .expect("valid")
-            .tagged(&crate::model::DaemonId::of_root(std::path::Path::new("/srv/vz")));
-        assert_ne!(cfg.host_veth(1), other.host_veth(1), "two daemons, two names");
+            .tagged(&crate::model::DaemonId::of_root(std::path::Path::new(
+                "/srv/vz",
+            )));
+        assert_ne!(
+            cfg.host_veth(1),
+            other.host_veth(1),
+            "two daemons, two names"
+        );
     }
 
     #[test]

@@ -82,9 +82,12 @@ impl Host {
                         let root = VpsRoot::capture(runtime.init_pid)
                             .inspect_err(|e| tracing::error!(vps = %spec.name, "ENFORCEMENT: cannot open its root; its file rules are not in force: {e}"))
                             .ok();
-                        let readopted =
-                            self.enforcement()
-                                .readopt(&spec, (cgroup.v2_path(), id), root, &self.net);
+                        let readopted = self.enforcement().readopt(
+                            &spec,
+                            (cgroup.v2_path(), id),
+                            root,
+                            &self.net,
+                        );
                         if let Err(e) = readopted {
                             tracing::error!(vps = %spec.name, "ENFORCEMENT: cannot guard it again: {e}");
                         }
