@@ -640,6 +640,14 @@ impl Daemon {
         vzhost::model::DaemonId::of_root(&root)
     }
 
+    /// The host-side veth of VPS number `id` of this daemon.
+    pub fn veth(&self, id: u32) -> String {
+        vzhost::net::NetConfig::new("vzbr0", "10.213.0.0/16")
+            .expect("valid")
+            .tagged(&self.identity())
+            .host_veth(id)
+    }
+
     /// The v2 cgroup of VPS `vps` (what the KSAL keys on).
     pub fn vps_cgroup(&self, vps: &str) -> PathBuf {
         self.cgroup

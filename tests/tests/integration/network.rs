@@ -70,13 +70,14 @@ fn stop_and_destroy_leave_no_veth_behind() -> anyhow::Result<()> {
         let out = d.host_run(&["/bin/busybox", "ip", "-o", "link"]).unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let (va, vb) = (format!(" {}@", d.veth(1)), format!(" {}@", d.veth(2)));
     let before = links(&d);
     assert!(
-        before.contains("vzh1") && before.contains("vzh2") && before.contains("vzbr0"),
+        before.contains(&va) && before.contains(&vb) && before.contains("vzbr0"),
         "{before}"
     );
     d.ok(&["stop", "a"]);
-    assert!(!links(&d).contains("vzh1"), "a's veth is gone after stop");
+    assert!(!links(&d).contains(&va), "a's veth is gone after stop");
     d.ok(&["start", "a"]);
     assert_eq!(
         ip_of(&d, "a"),
@@ -85,7 +86,7 @@ fn stop_and_destroy_leave_no_veth_behind() -> anyhow::Result<()> {
     );
     d.ok(&["destroy", "--force", "a"]);
     let after = links(&d);
-    assert!(!after.contains("vzh1") && after.contains("vzh2"), "{after}");
+    assert!(!after.contains(&va) && after.contains(&vb), "{after}");
     // The freed address can be given out again.
     d.ok(&["create", "c", "--ip", "10.213.0.10"]);
     Ok(())
