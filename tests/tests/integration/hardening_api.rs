@@ -118,7 +118,8 @@ fn exec_on_a_terminal_runs_on_a_pty_of_the_vps() -> anyhow::Result<()> {
             "--",
             "sh",
             "-c",
-            "tty; (trap '' HUP; exec sleep 30) & echo bg=$! > /tmp/bg; exit 5",
+            "tty; (trap '' HUP; : > /tmp/ready; sleep 30) & echo bg=$! > /tmp/bg; \
+             until [ -e /tmp/ready ]; do sleep 0.1; done; exit 5",
         ],
     )
     .stdin(slave()?)
@@ -142,6 +143,8 @@ fn exec_on_a_terminal_runs_on_a_pty_of_the_vps() -> anyhow::Result<()> {
     );
     let bg = d.sh_ok("a", "cat /tmp/bg");
     let bg = bg.trim_start_matches("bg=");
+    // Left behind (the hangup ignored), it holds the VPS's pty, nothing
+    // of the caller's.
     for target in fd_targets(&d, "a", bg, &[1, 2]) {
         assert!(
             target.starts_with("/dev/pts/"),

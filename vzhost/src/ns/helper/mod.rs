@@ -14,6 +14,9 @@
 //!   command and exits with its status. Its stdio are whatever the daemon
 //!   gave it (pipes of its own making, never a caller's descriptors).
 //!
+//! (`vzhost __passwd`, whose work belongs to the VPS room, is spawned with
+//! [`command`] and dispatched by `main` beside [`main_if_helper`].)
+//!
 //! This module holds both sides: the daemon's spawn functions (here), the
 //! helpers' entry points (`entry`, which `main` calls before any argument
 //! parsing) and the attach helper's report (`report`).
@@ -22,7 +25,7 @@ mod report;
 
 pub use entry::main_if_helper;
 use std::{
-    io::{self, Read as _, Write as _},
+    io::{self, Write as _},
     os::{
         fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
         unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -45,8 +48,6 @@ pub const ATTACH: &str = "__attach";
 pub const SOCKET_FD: RawFd = 3;
 /// How long the daemon waits for the attach helper to join the VPS.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
-/// What is kept of a command's stderr at most.
-const MAX_STDERR: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HelperError {
@@ -71,8 +72,6 @@ pub enum HelperError {
     Timeout(Duration),
     #[error("the attach helper ended without a word (see the daemon's log)")]
     Silent,
-    #[error("the command in the VPS did not finish within {0:?}; it was killed")]
-    TooSlow(Duration),
 }
 
 impl HelperError {
@@ -83,7 +82,6 @@ impl HelperError {
             Self::Spawn { .. } | Self::Io { .. } | Self::Timeout(_) | Self::Silent => {
                 ErrorKind::Internal
             }
-            Self::TooSlow(_) => ErrorKind::Conflict,
         }
     }
 }
@@ -147,7 +145,7 @@ fn socket_pair(which: &'static str, kind: SockType) -> Result<(OwnedFd, OwnedFd)
 }
 
 /// An exit status as a shell reports it: the code, or 128 + the signal.
-pub fn status_code(status: ExitStatus) -> i32 {
+fn status_code(status: ExitStatus) -> i32 {
     status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
@@ -234,53 +232,6 @@ pub fn attach(exe: &Path, plan: &AttachPlan, stdio: [Stdio; 3]) -> Result<Attach
             Err(e)
         }
     }
-}
-
-/// What a command run by [`run_in_vps`] left behind.
-pub struct Ran {
-    pub code: i32,
-    /// The start of what it wrote to stderr.
-    pub stderr: String,
-}
-
-/// Run `plan`'s command in its VPS with `input` on its stdin, its stdout
-/// discarded; kill it if it has not finished within `timeout`.
-pub fn run_in_vps(
-    exe: &Path,
-    plan: &AttachPlan,
-    input: &[u8],
-    timeout: Duration,
-) -> Result<Ran, HelperError> {
-    let mut attached = attach(exe, plan, [Stdio::piped(), Stdio::null(), Stdio::piped()])?;
-    let stdin = attached.child.stdin.take();
-    let stderr = attached.child.stderr.take();
-    let pidfd = crate::sys::pidfd_open(attached.child.id()).map_err(io_err(ATTACH))?;
-    // The input is small (a file of the VPS's /etc): it fits the pipe.
-    if let Some(mut stdin) = stdin {
-        let _ = stdin.write_all(input);
-    }
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    if !crate::sys::pidfd_wait_exit(pidfd.as_fd(), ms) {
-        attached.stop();
-        return Err(HelperError::TooSlow(timeout));
-    }
-    // What the command wrote is in the pipe by now; a process it left
-    // behind may hold the pipe open, so read without waiting for its end.
-    let mut text = Vec::new();
-    if let Some(stderr) = stderr {
-        let fd = OwnedFd::from(stderr);
-        let _ = nix::fcntl::fcntl(
-            &fd,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        );
-        let _ = std::fs::File::from(fd)
-            .take(MAX_STDERR)
-            .read_to_end(&mut text);
-    }
-    Ok(Ran {
-        code: attached.wait().map_err(io_err(ATTACH))?,
-        stderr: String::from_utf8_lossy(&text).trim().to_owned(),
-    })
 }
 
 #[cfg(test)]
