@@ -191,9 +191,11 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
                     .map(|kernel| {
                         let artifacts = &artifacts;
                         scope.spawn(move || {
+                            // About 75 tests, each with its own daemon whose
+                            // programs take the verifier ~15 s under TCG.
                             let run_args = vm::RunArgs::shell(
                                 kernel,
-                                1800,
+                                3600,
                                 format!(
                                     "rc=0; for t in /vm/tests/*; do \"$t\" --test-threads=1 --skip {NATIVE_ONLY_FILTER} || rc=1; done; exit $rc"
                                 ),
