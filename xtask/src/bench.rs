@@ -159,14 +159,28 @@ fn lxc(dir: &Path, args: &[&str]) -> Command {
 }
 
 /// The busybox template's directory, as the daemon made it.
+/// A copy of vzhost's busybox template for LXC: vzhost keeps its own
+/// state private (0700), so the peer gets the same files where it can
+/// reach them.
 fn template_dir(host: &Host) -> anyhow::Result<PathBuf> {
     let v: serde_json::Value =
         serde_json::from_str(&host.quiet(&["template", "list", "-o", "json"])?)?;
-    v.as_array()
+    let template = v
+        .as_array()
         .and_then(|a| a.iter().find(|t| t["name"] == "busybox"))
         .and_then(|t| t["path"].as_str())
         .map(PathBuf::from)
-        .context("no busybox template")
+        .context("no busybox template")?;
+    let copy = host.state.join("lxc-rootfs");
+    if !copy.exists() {
+        let copied = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&template)
+            .arg(&copy)
+            .status()?;
+        anyhow::ensure!(copied.success(), "cp -a of the busybox template failed");
+    }
+    Ok(copy)
 }
 
 fn start_latency(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
