@@ -13,6 +13,10 @@ use std::{
 use anyhow::Context as _;
 
 /// Whether this process runs inside the `cargo xtask vm` guest.
+/// A static program making the system calls busybox does not
+/// (`tests/probe/vzprobe.c`), to place in a template.
+pub const PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vzprobe"));
+
 pub fn in_vm() -> bool {
     std::env::var_os("VZHOST_IN_VM").is_some()
 }
@@ -599,6 +603,17 @@ impl Daemon {
     /// Import template `name`: a copy of the built-in busybox template
     /// whose `/sbin/init` is the shell script `init`.
     pub fn template_with_init(&self, name: &str, init: &str) -> anyhow::Result<()> {
+        self.template_with(name, init, &[])
+    }
+
+    /// [`Self::template_with_init`] plus executable `files` (path in the
+    /// template, contents), such as [`PROBE`].
+    pub fn template_with(
+        &self,
+        name: &str,
+        init: &str,
+        files: &[(&str, &[u8])],
+    ) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt as _;
         // The built-in template appears on first use.
         if !self.root().join("templates/busybox").exists() {
@@ -612,10 +627,15 @@ impl Daemon {
             .arg(&dir)
             .status()?;
         anyhow::ensure!(copied.success(), "cp -a of the busybox template failed");
-        let path = dir.join("sbin/init");
-        let _ = fs::remove_file(&path);
-        fs::write(&path, init)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        for (file, body) in [("sbin/init", init.as_bytes())]
+            .into_iter()
+            .chain(files.iter().copied())
+        {
+            let path = dir.join(file);
+            let _ = fs::remove_file(&path);
+            fs::write(&path, body)?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        }
         self.ok(&[
             "template",
             "import",

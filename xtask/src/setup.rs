@@ -22,6 +22,8 @@ pub const PACKAGES: &[&str] = &[
     "xfsprogs",
     "iproute2",
     "kmod",
+    // the static probe the tests run inside busybox VPSs
+    "libc6-dev",
     // optional NAT for VPSs
     "nftables",
     // The real Prometheus server (and promtool) the metrics tests scrape with.

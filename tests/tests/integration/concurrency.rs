@@ -40,8 +40,9 @@ fn a_slow_stop_holds_up_neither_list_nor_other_vpss() -> anyhow::Result<()> {
     let t = Instant::now();
     let list = d.list();
     let took = t.elapsed();
+    // Waiting for the stop would take the rest of its 10 s.
     assert!(
-        took < Duration::from_secs(1),
+        took < Duration::from_secs(5),
         "list waited {took:?} for another VPS's stop"
     );
     assert_eq!(list.len(), 2);

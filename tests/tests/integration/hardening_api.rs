@@ -289,11 +289,13 @@ fn fd_limit(pid: u32, new: Option<(u64, u64)>) -> (u64, u64) {
     (old.rlim_cur, old.rlim_max)
 }
 
-fn list_within_a_second(d: &Daemon) {
+/// `list` answers long before the flood (held 30 s) lets go: a stalled
+/// daemon would wait for it. Generous, since the VM is emulated.
+fn list_answers_during_the_flood(d: &Daemon) {
     let t = Instant::now();
     d.ok(&["list"]);
     assert!(
-        t.elapsed() < Duration::from_secs(1),
+        t.elapsed() < Duration::from_secs(10),
         "list took {:?}",
         t.elapsed()
     );
@@ -309,7 +311,7 @@ fn an_unprivileged_flood_of_the_metrics_endpoint_stalls_nothing() -> anyhow::Res
     // Hundreds of connections held open by user nobody.
     let mut held = flood(&d, 800, 30)?;
     std::thread::sleep(Duration::from_secs(1));
-    list_within_a_second(&d);
+    list_answers_during_the_flood(&d);
     let _ = held.kill();
     let _ = held.wait();
     std::thread::sleep(Duration::from_millis(500));
@@ -332,7 +334,7 @@ fn an_unprivileged_flood_of_the_metrics_endpoint_stalls_nothing() -> anyhow::Res
 
     // Both pass without harm: the endpoint and the API answer again.
     std::thread::sleep(Duration::from_millis(1500));
-    list_within_a_second(&d);
+    list_answers_during_the_flood(&d);
     let (code, head, body) = d.http_get("127.0.0.1:9464", "/metrics", "*/*")?;
     assert_eq!(code, 200, "{head}");
     assert!(body.contains("vzhost_vps_up{vps=\"a\"} 0"), "{body}");

@@ -222,6 +222,7 @@ fn exec_child(argv: &[CString], env: &[CString], tty: Option<&OwnedFd>) -> nix::
         }
         let _ = std::env::set_current_dir("/");
         sys::cloexec_from(3).map_err(io_to_nix)?;
+        sys::refuse_unhooked_mount_calls().map_err(io_to_nix)?;
         // SAFETY: the forked child is single-threaded; execvpe searches
         // the PATH of this process's environment.
         unsafe { std::env::set_var("PATH", &ENV[0][5..]) };

@@ -229,6 +229,8 @@ fn pid1(plan: &LaunchPlan, dir: &VpsDir, console: &fs::File, status: OwnedFd) ->
 fn exec_init(plan: &LaunchPlan) -> LaunchError {
     let run = || -> Result<std::convert::Infallible, LaunchError> {
         crate::sys::cloexec_from(3).map_err(io("mark fds close-on-exec"))?;
+        crate::sys::refuse_unhooked_mount_calls()
+            .map_err(io("install the VPS's syscall filter"))?;
         let argv: Vec<std::ffi::CString> = plan
             .init
             .iter()

@@ -12,6 +12,7 @@ mod net;
 mod path;
 mod process;
 mod pty;
+mod seccomp;
 
 #[cfg(test)]
 pub mod fake;
@@ -31,6 +32,7 @@ pub use process::{
 pub use pty::{
     pty_number, pty_peer, set_controlling_tty, set_window_size, unlock_pty, window_size,
 };
+pub use seccomp::refuse_unhooked_mount_calls;
 
 /// One system call as the seam sees it: what a test double records and
 /// answers. Only what tells one call from another is kept.
@@ -62,6 +64,7 @@ pub enum Call {
     QuotaSet { project: u32, blocks: u64 },
     SetProject { project: u32, directory: bool },
     CloseFds { first: u32, last: u32 },
+    SeccompFilter { instructions: usize },
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),
