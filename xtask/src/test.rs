@@ -18,6 +18,11 @@ pub const LSM_TEST_FILTER: &str = "lsm::";
 /// Tests that need a host tool the VM does not carry (the Prometheus
 /// server); what they check of vzhost itself also runs in the VM.
 const NATIVE_ONLY_FILTER: &str = "prometheus::";
+/// Tests whose outcome depends on each kernel's own hooks: they run on
+/// every kernel of the matrix. Every other test runs natively (hybrid
+/// cgroups) and in the VM (pure v2) on one kernel of the matrix, dealt
+/// out in turn, so the kernels share the VM work side by side.
+const EVERY_KERNEL: &[&str] = &["lsm::", "doctor::"];
 /// Printed by `vzhost_tests::skip` (shown with --show-output).
 const SKIP_MARKER: &str = "vzhost-skip: ";
 
@@ -119,16 +124,18 @@ fn cargo(args: &[&str]) -> Command {
 
 pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let mut stages = Stages(Vec::new());
+    stages.begin("cargo xtask setup");
     setup::ensure()?;
     let mut tally = Tally::default();
 
-    section("cargo fmt --check");
+    stages.begin("cargo fmt --check");
     tally.check(
         "cargo fmt --check",
         shell::run(&mut cargo(&["fmt", "--all", "--check"])).is_ok(),
     );
 
-    section("cargo clippy -D warnings");
+    stages.begin("cargo clippy -D warnings");
     let clippy = shell::run(&mut cargo(&[
         "clippy",
         "--all-targets",
@@ -155,7 +162,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     ]));
     tally.check("cargo clippy (ksal-ebpf)", ebpf_clippy.is_ok());
 
-    section("unit and native integration tests");
+    stages.begin("unit and native integration tests");
     // The integration tests drive the vzhost binary, which `cargo test`
     // alone does not build for another package's tests.
     let artifacts = vm::Artifacts::build()?;
@@ -183,23 +190,24 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         };
         // The kernels boot side by side: each guest is single-threaded
         // TCG, so two of them fit the host's cores.
-        section(&format!("VM tests on kernels {}", series.join(", ")));
-        let results: Vec<(String, anyhow::Result<vm::Outcome>, Vec<String>)> = std::thread::scope(
-            |scope| {
+        stages.begin(&format!("VM tests on kernels {}", series.join(", ")));
+        let shares = artifacts
+            .tests
+            .iter()
+            .map(|(name, path)| Ok((name.clone(), list_tests(path)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let results: Vec<(String, anyhow::Result<vm::Outcome>, Vec<String>)> =
+            std::thread::scope(|scope| {
                 let runs: Vec<_> = series
                     .iter()
-                    .map(|kernel| {
+                    .enumerate()
+                    .map(|(index, kernel)| {
                         let artifacts = &artifacts;
+                        let script = vm_script(&shares, index, series.len());
                         scope.spawn(move || {
-                            // About 75 tests, each with its own daemon whose
-                            // programs take the verifier ~15 s under TCG.
-                            let run_args = vm::RunArgs::shell(
-                                kernel,
-                                3600,
-                                format!(
-                                    "rc=0; for t in /vm/tests/*; do \"$t\" --test-threads=1 --skip {NATIVE_ONLY_FILTER} || rc=1; done; exit $rc"
-                                ),
-                            );
+                            // Some 45 tests, each with a daemon of its own:
+                            // 15-30 s apiece under TCG.
+                            let run_args = vm::RunArgs::shell(kernel, 3600, script);
                             let mut lines = Vec::new();
                             let result = vm::boot(&run_args, artifacts, &mut |l| {
                                 println!("[vm {kernel}] {l}");
@@ -212,8 +220,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
                 runs.into_iter()
                     .map(|r| r.join().expect("VM thread"))
                     .collect()
-            },
-        );
+            });
         for (kernel, result, lines) in results {
             match result {
                 Ok(outcome) => {
@@ -229,7 +236,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
 
     if !args.no_bench && !args.no_vm {
         // The benchmarks keep working: a quick smoke run, no timing asserted.
-        section("benchmarks, smoke run (cargo xtask bench --quick)");
+        stages.begin("benchmarks, smoke run (cargo xtask bench --quick)");
         let smoke = crate::bench::run(&crate::bench::BenchArgs { quick: true });
         if let Err(e) = &smoke {
             eprintln!("xtask: bench --quick failed: {e:#}");
@@ -238,8 +245,9 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     }
 
     eprintln!(
-        "\nxtask: full test run took {:.0}s",
-        started.elapsed().as_secs_f64()
+        "\nxtask: full test run took {:.0}s ({})",
+        started.elapsed().as_secs_f64(),
+        stages.summary()
     );
     for f in &tally.failures {
         eprintln!("FAILED: {f}");
@@ -263,8 +271,68 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn section(name: &str) {
-    eprintln!("\n==== {name} ====");
+/// The names of the tests in the test binary at `path`.
+fn list_tests(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let out = shell::output(Command::new(path).args(["--list", "--format", "terse"]))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The tests of kernel `index` of `count`: those of [`EVERY_KERNEL`], and
+/// every `count`-th of the others, never the native-only ones.
+fn vm_share(names: &[String], index: usize, count: usize) -> Vec<&str> {
+    let (every, dealt): (Vec<&String>, Vec<&String>) = names
+        .iter()
+        .filter(|n| !n.starts_with(NATIVE_ONLY_FILTER))
+        .partition(|n| EVERY_KERNEL.iter().any(|p| n.starts_with(p)));
+    let mine = dealt.into_iter().skip(index).step_by(count.max(1));
+    every.into_iter().chain(mine).map(String::as_str).collect()
+}
+
+/// The guest's script for kernel `index` of `count`: each test binary
+/// with its share, by exact name.
+fn vm_script(shares: &[(String, Vec<String>)], index: usize, count: usize) -> String {
+    let mut script = String::from("rc=0\n");
+    for (binary, names) in shares {
+        let mine = vm_share(names, index, count);
+        if !mine.is_empty() {
+            script.push_str(&format!(
+                "/vm/tests/{binary} --test-threads=1 --exact {} || rc=1\n",
+                mine.join(" ")
+            ));
+        }
+    }
+    script.push_str("exit $rc\n");
+    script
+}
+
+/// The stages of a run and when each began, for the closing summary.
+struct Stages(Vec<(String, Instant)>);
+
+impl Stages {
+    fn begin(&mut self, name: &str) {
+        eprintln!("\n==== {name} ====");
+        self.0.push((name.to_owned(), Instant::now()));
+    }
+
+    /// One line: each stage and the seconds it took.
+    fn summary(&self) -> String {
+        let ends = self
+            .0
+            .iter()
+            .skip(1)
+            .map(|(_, t)| *t)
+            .chain([Instant::now()]);
+        self.0
+            .iter()
+            .zip(ends)
+            .map(|((name, begun), end)| format!("{name}: {:.0}s", (end - *begun).as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +346,38 @@ mod tests {
         assert_eq!(parse_result_line(ok), Some((12, 0)));
         assert_eq!(parse_result_line(bad), Some((3, 2)));
         assert_eq!(parse_result_line("running 3 tests"), None);
+    }
+
+    #[test]
+    fn the_kernels_share_the_vm_tests() {
+        let names: Vec<String> = [
+            "lsm::a",
+            "lsm::b",
+            "doctor::c",
+            "net::d",
+            "net::e",
+            "net::f",
+            "prometheus::g",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            vm_share(&names, 0, 2),
+            ["lsm::a", "lsm::b", "doctor::c", "net::d", "net::f"]
+        );
+        assert_eq!(
+            vm_share(&names, 1, 2),
+            ["lsm::a", "lsm::b", "doctor::c", "net::e"]
+        );
+        assert_eq!(
+            vm_share(&names, 0, 1).len(),
+            6,
+            "one kernel runs all but native-only"
+        );
+        let script = vm_script(&[("integration".into(), names)], 1, 2);
+        assert!(script.contains(
+            "/vm/tests/integration --test-threads=1 --exact lsm::a lsm::b doctor::c net::e || rc=1"
+        ));
     }
 
     #[test]
