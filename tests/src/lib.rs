@@ -21,6 +21,25 @@ pub fn in_vm() -> bool {
     std::env::var_os("VZHOST_IN_VM").is_some()
 }
 
+/// The prepared Debian template (a root directory) the distribution tests
+/// import: `$VZHOST_DEBIAN_TEMPLATE`, which `cargo xtask test` sets to the
+/// image it builds once and caches; in the VM, the read-only second disk.
+/// Tests never run debootstrap themselves.
+pub fn debian_template() -> PathBuf {
+    let path = std::env::var_os("VZHOST_DEBIAN_TEMPLATE").map_or_else(
+        || PathBuf::from("/images/debian-bookworm"),
+        PathBuf::from,
+    );
+    assert!(
+        path.join("etc/debian_version").exists(),
+        "no prepared Debian template at {} (run the tests with `cargo xtask test`, \
+         which builds it, or set VZHOST_DEBIAN_TEMPLATE to one made by \
+         `vzhost template build debian`)",
+        path.display()
+    );
+    path
+}
+
 /// Record that `test` did not run here and why; `cargo xtask test` counts
 /// these lines as skipped, not passed. Never called inside the VM.
 pub fn skip(test: &str, why: &str) {
