@@ -1,0 +1,153 @@
+//! `cargo xtask bench [--quick]`: vzhost measured side by side with its
+//! peers in one invocation (LXC from Debian's packages, and bare `unshare`
+//! as the floor), interleaved where the benchmark allows, so ratios hold
+//! on a noisy machine. Writes `bench/REPORT.md` (`--quick`: a smoke run for
+//! CI, written under target/ instead).
+mod density;
+mod lxc;
+mod measure;
+mod reload;
+mod start;
+mod vm_section;
+
+use std::{
+    fs,
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use anyhow::bail;
+
+use crate::{setup, shell, vm};
+use measure::Report;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// A short smoke run (CI): few repetitions, small N.
+    #[arg(long)]
+    pub quick: bool,
+}
+
+pub(super) struct Plan {
+    pub(super) reps: usize,
+    pub(super) density: Vec<usize>,
+    pub(super) exec_samples: usize,
+    pub(super) reload_reps: usize,
+    pub(super) vm_ops: u64,
+    pub(super) vm_density: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                reps: 3,
+                density: vec![10],
+                exec_samples: 3,
+                reload_reps: 3,
+                vm_ops: 2_000,
+                vm_density: 5,
+            }
+        } else {
+            Self {
+                reps: 15,
+                density: vec![100, 500, 1000],
+                exec_samples: 20,
+                reload_reps: 10,
+                vm_ops: 100_000,
+                vm_density: 100,
+            }
+        }
+    }
+}
+
+fn machine_facts() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split(':')
+                    .nth(1)
+                    .map(|m| m.trim().to_owned())
+            })
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().map(str::to_owned))
+        .unwrap_or_default();
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let lxc = Command::new("lxc-execute")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "- CPU: {cpu}, {cores} cores; {mem}\n- Kernel: {} (hybrid cgroups, BPF LSM refused: the native runs use the cgroup hooks only)\n- LXC {lxc} (Debian)\n",
+        kernel.trim()
+    )
+}
+
+pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    setup::ensure()?;
+    if !shell::is_root() {
+        bail!("the benchmarks create cgroups and namespaces: run them as root");
+    }
+    let plan = Plan::new(args.quick);
+    let artifacts = vm::Artifacts::build()?;
+    let vzhost = if args.quick {
+        artifacts.vzhost.clone()
+    } else {
+        shell::run(
+            Command::new("cargo")
+                .args([
+                    "build",
+                    "--release",
+                    "--package",
+                    "vzhost",
+                    "--bin",
+                    "vzhost",
+                ])
+                .current_dir(shell::workspace_root()),
+        )?;
+        shell::workspace_root().join("target/release/vzhost")
+    };
+    let started = Instant::now();
+    let mut report = Report::default();
+    let pivots = lxc::lxc_pivots();
+    let measured = start::start_latency(&vzhost, &plan, &mut report)
+        .and_then(|()| density::density(&vzhost, &plan, &mut report));
+    // LXC leaves a pivot cgroup in every hierarchy it moved through.
+    lxc::remove_lxc_pivots(&pivots);
+    measured?;
+    vm_section::in_vm(&plan, &artifacts, &mut report)?;
+    reload::reload(&vzhost, &plan, &mut report)?;
+    let date = shell::output(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC"))?;
+    let mut md = format!(
+        "# vzhost benchmarks\n\nProduced by `cargo xtask bench{}` on {} in {:.0} s, vzhost {} build.\n\n{}\n",
+        if args.quick { " --quick" } else { "" },
+        date.trim(),
+        started.elapsed().as_secs_f64(),
+        if args.quick { "debug" } else { "release" },
+        machine_facts()
+    );
+    // Sections in their numbered order, whatever order they ran in.
+    report
+        .sections
+        .sort_by_key(|s| s.get(3..4).and_then(|n| n.parse::<u8>().ok()));
+    for s in &report.sections {
+        md += s;
+        md.push('\n');
+    }
+    let path = if args.quick {
+        shell::workspace_root().join("target/bench/REPORT-quick.md")
+    } else {
+        shell::workspace_root().join("bench/REPORT.md")
+    };
+    fs::create_dir_all(path.parent().expect("has a parent"))?;
+    fs::write(&path, md)?;
+    println!("report: {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
