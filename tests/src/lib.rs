@@ -6,7 +6,7 @@ use std::{
     io::Write as _,
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
@@ -145,7 +145,7 @@ pub fn run_in_cgroup(dir: &Path, argv: &[&str]) -> anyhow::Result<Output> {
 pub fn run_in_netns(ns: &fs::File, argv: &[&str]) -> anyhow::Result<Output> {
     let ns_fd = ns.as_raw_fd();
     let mut cmd = Command::new(argv[0]);
-    cmd.args(&argv[1..]).stdin(std::process::Stdio::null());
+    cmd.args(&argv[1..]).stdin(Stdio::null());
     // SAFETY: only setns(2) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -164,7 +164,7 @@ pub fn run_in_netns(ns: &fs::File, argv: &[&str]) -> anyhow::Result<Output> {
 pub fn new_netns() -> anyhow::Result<fs::File> {
     let mut child = Command::new("/bin/sh")
         .args(["-c", "read _"])
-        .stdin(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
         .spawn_in_new_netns()?;
     let ns = fs::File::open(format!("/proc/{}/ns/net", child.id()));
     drop(child.stdin.take());
@@ -364,7 +364,7 @@ impl Daemon {
             .arg(self.pins())
             .env("VZHOST_SOCKET", self.socket())
             .env("VZHOST_LOG", "info")
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         // SAFETY: only write(2) and setns(2) between fork and exec.
@@ -419,7 +419,7 @@ impl Daemon {
         let log = fs::File::create(log)?;
         let mut cmd = Command::new(argv[0]);
         cmd.args(&argv[1..])
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         // SAFETY: only setns(2) between fork and exec.
@@ -575,7 +575,7 @@ impl Daemon {
         Command::new(vzhost_bin())
             .args(args)
             .env("VZHOST_SOCKET", self.socket())
-            .stdin(std::process::Stdio::null())
+            .stdin(Stdio::null())
             .output()
             .context("run vzhost")
     }
@@ -660,6 +660,24 @@ impl Daemon {
             dir.to_str().context("UTF-8 path")?,
         ]);
         Ok(())
+    }
+
+    /// `vzhost passwd VPS USER` with `pw` given on stdin.
+    pub fn passwd(&self, vps: &str, user: &str, pw: &str) -> Output {
+        let mut c = Command::new(vzhost_bin())
+            .args(["passwd", vps, user])
+            .env("VZHOST_SOCKET", self.socket())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run vzhost passwd");
+        c.stdin
+            .take()
+            .expect("piped")
+            .write_all(format!("{pw}\n").as_bytes())
+            .expect("write the password");
+        c.wait_with_output().expect("vzhost passwd")
     }
 
     /// `vzhost list -o json` as values.

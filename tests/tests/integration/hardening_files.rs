@@ -6,17 +6,16 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write as _,
     os::unix::{
         fs::{MetadataExt as _, PermissionsExt as _},
         process::CommandExt as _,
     },
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    process::{Command, Output},
     time::{Duration, Instant},
 };
 
-use vzhost_tests::{Daemon, in_vm, stderr, vzhost_bin};
+use vzhost_tests::{Daemon, in_vm, stderr};
 
 use crate::disk::XfsMount;
 
@@ -75,22 +74,6 @@ impl HostBait {
     }
 }
 
-fn passwd(d: &Daemon, vps: &str, user: &str, pw: &str) -> Output {
-    let mut c = Command::new(vzhost_bin())
-        .args(["passwd", vps, user])
-        .env("VZHOST_SOCKET", d.socket())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{pw}\n").as_bytes())
-        .unwrap();
-    c.wait_with_output().unwrap()
-}
 
 /// The hash of `user` in the VPS's /etc/shadow checks against `pw`.
 fn hash_is(d: &Daemon, vps: &str, user: &str, pw: &str) -> bool {
@@ -128,7 +111,7 @@ fn passwd_on_a_stopped_vps_never_writes_through_what_it_planted() -> anyhow::Res
         ),
     );
     d.ok(&["stop", "a"]);
-    let out = passwd(&d, "a", "root", "first");
+    let out = d.passwd("a", "root", "first");
     assert!(out.status.success(), "{}", stderr(&out));
     d.ok(&["start", "a"]);
     assert!(hash_is(&d, "a", "root", "first"));
@@ -142,7 +125,7 @@ fn passwd_on_a_stopped_vps_never_writes_through_what_it_planted() -> anyhow::Res
     ] {
         d.sh_ok("a", &format!("{plant} && echo planted"));
         d.ok(&["stop", "a"]);
-        let out = passwd(&d, "a", "root", "second");
+        let out = d.passwd("a", "root", "second");
         assert!(!out.status.success(), "passwd went through {plant:?}");
         assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
         d.ok(&["start", "a"]);
@@ -176,7 +159,7 @@ fn passwd_on_a_running_vps_reads_no_host_file_and_runs_no_vps_binary() -> anyhow
     // A /bin/sh that never ends.
     d.sh_ok("a", "rm /bin/sh && printf '#!/bin/busybox sh\\nexec sleep 600\\n' > /bin/sh && chmod 755 /bin/sh && echo ok");
     let started = Instant::now();
-    let out = passwd(&d, "a", "root", "inside");
+    let out = d.passwd("a", "root", "inside");
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -199,7 +182,7 @@ fn passwd_on_a_running_vps_reads_no_host_file_and_runs_no_vps_binary() -> anyhow
             .status
             .success()
     );
-    let out = passwd(&d, "a", "root", "x");
+    let out = d.passwd("a", "root", "x");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
     let upper = d.root().join("vps/a/disk/upper");
@@ -222,7 +205,7 @@ fn passwd_on_a_running_vps_reads_no_host_file_and_runs_no_vps_binary() -> anyhow
             .success()
     );
     let started = Instant::now();
-    let out = passwd(&d, "a", "root", "x");
+    let out = d.passwd("a", "root", "x");
     assert!(!out.status.success());
     assert!(stderr(&out).contains("/etc/passwd"), "{}", stderr(&out));
     assert!(
@@ -235,7 +218,7 @@ fn passwd_on_a_running_vps_reads_no_host_file_and_runs_no_vps_binary() -> anyhow
             .status
             .success()
     );
-    let out = passwd(&d, "a", "nosuchuser", "x");
+    let out = d.passwd("a", "nosuchuser", "x");
     assert!(
         stderr(&out).contains("no user nosuchuser"),
         "{}",

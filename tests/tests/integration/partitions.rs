@@ -304,21 +304,7 @@ fn failed_start_leaves_the_vps_stopped_and_intact() -> anyhow::Result<()> {
 fn passwd_sets_a_hash_in_the_vps_only() -> anyhow::Result<()> {
     let d = Daemon::start("passwd")?;
     d.ok(&["create", "a"]);
-    let passwd = |user: &str, pw: &str| {
-        let mut c = Command::new(vzhost_bin())
-            .args(["passwd", "a", user])
-            .env("VZHOST_SOCKET", d.socket())
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{pw}\n").as_bytes())
-            .unwrap();
-        c.wait_with_output().unwrap()
-    };
+    let passwd = |user: &str, pw: &str| d.passwd("a", user, pw);
     let set = |pw: &str| {
         let out = passwd("root", pw);
         assert!(out.status.success(), "{}", stderr(&out));
