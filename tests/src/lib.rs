@@ -143,9 +143,14 @@ pub fn run_in_cgroup(dir: &Path, argv: &[&str]) -> anyhow::Result<Output> {
 
 /// Run `argv` in the network namespace `ns`.
 pub fn run_in_netns(ns: &fs::File, argv: &[&str]) -> anyhow::Result<Output> {
-    let ns_fd = ns.as_raw_fd();
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..]).stdin(Stdio::null());
+    output_in_netns(ns, cmd)
+}
+
+/// The output of `cmd`, run in the network namespace `ns`.
+pub fn output_in_netns(ns: &fs::File, mut cmd: Command) -> anyhow::Result<Output> {
+    let ns_fd = ns.as_raw_fd();
     // SAFETY: only setns(2) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
@@ -156,7 +161,7 @@ pub fn run_in_netns(ns: &fs::File, argv: &[&str]) -> anyhow::Result<Output> {
         });
     }
     cmd.output()
-        .with_context(|| format!("run {argv:?} in a test network namespace"))
+        .with_context(|| format!("run {cmd:?} in a test network namespace"))
 }
 
 /// A new network namespace, held open by the returned file (made by a

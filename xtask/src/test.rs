@@ -22,7 +22,7 @@ const NATIVE_ONLY_FILTER: &str = "prometheus::";
 /// every kernel of the matrix. Every other test runs natively (hybrid
 /// cgroups) and in the VM (pure v2) on one kernel of the matrix, dealt
 /// out in turn, so the kernels share the VM work side by side.
-const EVERY_KERNEL: &[&str] = &["lsm::", "doctor::"];
+const EVERY_KERNEL: &[&str] = &["lsm::", "doctor::", "debian::"];
 /// Printed by `vzhost_tests::skip` (shown with --show-output).
 const SKIP_MARKER: &str = "vzhost-skip: ";
 

@@ -74,7 +74,6 @@ impl HostBait {
     }
 }
 
-
 /// The hash of `user` in the VPS's /etc/shadow checks against `pw`.
 fn hash_is(d: &Daemon, vps: &str, user: &str, pw: &str) -> bool {
     let line = d.sh_ok(vps, &format!("busybox grep ^{user}: /etc/shadow"));

@@ -45,8 +45,14 @@ pub(crate) fn write_policy(d: &Daemon, file: &str, text: &str) {
     fs::rename(&tmp, d.policies().join(file)).unwrap();
 }
 
-/// Wait up to `limit` for `ok`; returns how long it took.
+/// Wait up to `limit` (five times that in the emulated VM) for `ok`;
+/// returns how long it took.
 pub(crate) fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
+    let limit = if vzhost_tests::in_vm() {
+        limit * 5
+    } else {
+        limit
+    };
     let start = Instant::now();
     while start.elapsed() < limit {
         if ok() {
