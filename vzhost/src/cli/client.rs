@@ -7,10 +7,11 @@ use std::{
 
 use vzhost::{
     daemon::{
-        api::{Call, Failure, Reply, Session},
+        api::{Call, Failure, Progress, Reply, Session},
         channel::{ApiError, Channel},
     },
     model::ErrorKind,
+    rootfs::TemplateInfo,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,22 @@ impl Client {
     pub fn call<C: Call>(&self, request: C) -> Result<C::Reply, ClientError> {
         let mut chan = self.send(request)?;
         read(&mut chan).map(|(reply, _)| reply)
+    }
+
+    /// Ask for a long job: each progress line to `line` as it comes, then
+    /// what was made.
+    pub fn follow<C: Call<Reply = Progress>>(
+        &self,
+        request: C,
+        mut line: impl FnMut(&str),
+    ) -> Result<TemplateInfo, ClientError> {
+        let mut chan = self.send(request)?;
+        loop {
+            match read::<Progress>(&mut chan)?.0 {
+                Progress::Line(l) => line(&l),
+                Progress::Done(info) => return Ok(info),
+            }
+        }
     }
 
     /// Start an exec or enter: the channel its exit will come on, and the
