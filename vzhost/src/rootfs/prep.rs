@@ -91,14 +91,16 @@ const FILES: &[(&str, u32, &str)] = &[
     ),
 ];
 
-/// Directories emptied (package lists and caches, manuals), with what
-/// stays in each: apt wants its `partial/` and `lock` there.
+/// Directories emptied (package lists and caches, manuals, message
+/// translations), with what stays in each: apt wants its `partial/` and
+/// `lock` there, glibc its `locale.alias`.
 const EMPTIED: &[(&str, &[&str])] = &[
     ("var/lib/apt/lists", &["partial", "lock"]),
     ("var/cache/apt", &["archives"]),
     ("var/cache/apt/archives", &["partial", "lock"]),
     ("usr/share/man", &[]),
     ("usr/share/info", &[]),
+    ("usr/share/locale", &["locale.alias"]),
 ];
 
 /// Files of the build removed: its logs and seeds.

@@ -14,6 +14,7 @@ fn debootstrapped() -> tempfile::TempDir {
         "usr/lib/systemd/system",
         "usr/share/doc/bash/examples",
         "usr/share/man/man1",
+        "usr/share/locale/de/LC_MESSAGES",
         "var/lib/apt/lists/partial",
         "var/cache/apt/archives/partial",
         "var/log/apt",
@@ -41,6 +42,8 @@ fn debootstrapped() -> tempfile::TempDir {
         ("usr/share/doc/bash/README", "read me"),
         ("usr/share/doc/bash/examples/x", "x"),
         ("usr/share/man/man1/bash.1.gz", "man"),
+        ("usr/share/locale/de/LC_MESSAGES/bash.mo", "mo"),
+        ("usr/share/locale/locale.alias", "alias"),
         (
             "var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease",
             "x",
@@ -150,6 +153,7 @@ fn caches_lists_logs_and_docs_go_but_copyrights_and_apt_dirs_stay() {
     assert_eq!(names(r, "var/cache/apt/archives"), ["partial"]);
     assert_eq!(names(r, "usr/share/doc/bash"), ["copyright"]);
     assert!(names(r, "usr/share/man").is_empty());
+    assert_eq!(names(r, "usr/share/locale"), ["locale.alias"]);
     assert!(!r.join("var/log/bootstrap.log").exists());
     assert!(!r.join("var/log/apt/history.log").exists());
     // Prepared twice is prepared once.
