@@ -334,6 +334,10 @@ const HOST_TOOLS: &[&str] = &[
     "/usr/sbin/mkfs.xfs",
     "/usr/sbin/nft",
     "/usr/bin/ip",
+    // Template import keeps xattrs and reports what it cannot keep: GNU
+    // cp and tar do, busybox's do not (they come first on the PATH).
+    "/usr/bin/cp",
+    "/usr/bin/tar",
 ];
 
 fn initramfs(

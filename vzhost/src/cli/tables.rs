@@ -105,7 +105,7 @@ pub fn stat(vpss: &[VpsStat]) -> String {
 pub fn templates(rows: &[TemplateInfo]) -> String {
     let line = |cols: [&str; 7]| {
         format!(
-            "{:<20} {:<12} {:<8} {:<8} {:>8}  {:<16}  {}\n",
+            "{:<20} {:<12} {:<8} {:<8} {:>10}  {:<16}  {}\n",
             cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6]
         )
     };
