@@ -206,7 +206,8 @@ pub enum TemplateCommand {
     Build {
         #[command(flatten)]
         build: BuildArgs,
-        /// The directory to make; it must not exist, or be empty.
+        /// The directory to make; it must not exist, or be empty. A failed
+        /// build removes it.
         #[arg(long)]
         dir: PathBuf,
     },

@@ -291,12 +291,12 @@ const PER_PACKAGE: &[&str] = &[
 /// except the hundreds it prints per package, of which only the first of
 /// each verb in a run is kept; warnings and errors always.
 #[derive(Debug, Default)]
-pub struct Stages {
+struct Stages {
     run: Vec<String>,
 }
 
 impl Stages {
-    pub fn feed<'a>(&mut self, line: &'a str) -> Option<&'a str> {
+    fn feed<'a>(&mut self, line: &'a str) -> Option<&'a str> {
         let Some(info) = line.strip_prefix("I: ") else {
             return (line.starts_with("W: ") || line.starts_with("E: ")).then_some(line);
         };
