@@ -159,6 +159,40 @@ mod tests {
     }
 
     #[test]
+    fn a_long_job_shows_each_stage_then_what_it_made_or_why_not() {
+        use vzhost::{daemon::api::TemplateCreate, rootfs::distro::DistroBuild};
+        let create = || TemplateCreate {
+            name: "deb".into(),
+            build: DistroBuild::debian(None, &[], None),
+        };
+        let (_dir, client, served) = daemon(
+            "{\"ok\":{\"line\":\"I: Retrieving InRelease\"}}\n\
+             {\"ok\":{\"line\":\"I: Base system installed successfully.\"}}\n\
+             {\"ok\":{\"done\":{\"name\":\"deb\",\"path\":\"/t/deb\",\"builtin\":false}}}\n",
+        );
+        let mut lines = Vec::new();
+        let made = client
+            .follow(create(), |l| lines.push(l.to_owned()))
+            .unwrap();
+        assert_eq!(
+            lines,
+            [
+                "I: Retrieving InRelease",
+                "I: Base system installed successfully."
+            ]
+        );
+        assert_eq!((made.name.as_str(), made.meta), ("deb", None));
+        assert_eq!(served.join().unwrap().op(), "template_create");
+
+        let (_dir, client, _served) = daemon(
+            "{\"ok\":{\"line\":\"I: Retrieving InRelease\"}}\n\
+             {\"error\":{\"kind\":\"internal\",\"message\":\"debootstrap of bookworm failed\"}}\n",
+        );
+        let err = client.follow(create(), |_| {}).unwrap_err();
+        assert_eq!(err.to_string(), "debootstrap of bookworm failed");
+    }
+
+    #[test]
     fn no_daemon_is_a_general_failure_that_says_what_to_check() {
         let client = Client::new(Path::new("/nonexistent/vzhost.sock"));
         let err = client.call(Start { name: "web".into() }).unwrap_err();
