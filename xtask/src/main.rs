@@ -3,6 +3,7 @@ mod bench;
 mod cpio;
 mod demo;
 mod host;
+mod images;
 mod kernels;
 mod setup;
 mod shell;
@@ -33,6 +34,9 @@ enum Command {
     Demo,
     /// Benchmarks against LXC and unshare; writes bench/REPORT.md.
     Bench(bench::BenchArgs),
+    /// Build the cached Debian test image if it is missing or stale
+    /// (`cargo xtask test` does this itself).
+    Images,
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Test(args) => test::run(&args),
         Command::Demo => demo::run(),
         Command::Bench(args) => bench::run(&args),
+        Command::Images => images::run(),
     };
     match result {
         Ok(code) => code,

@@ -30,6 +30,8 @@ pub const PACKAGES: &[&str] = &[
     "prometheus",
     // The peer the benchmarks measure vzhost against.
     "lxc",
+    // Debian templates (`vzhost template create debian`) and the test image.
+    "debootstrap",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -166,17 +166,27 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     // The integration tests drive the vzhost binary, which `cargo test`
     // alone does not build for another package's tests.
     let artifacts = vm::Artifacts::build()?;
-    let (out, ok) = capture(
-        cargo(&[
-            "test",
-            "--no-fail-fast",
-            "--",
-            "--show-output",
-            "--skip",
-            LSM_TEST_FILTER,
-        ])
-        .env("VZHOST_BIN", &artifacts.vzhost),
-    )?;
+    // The prepared Debian template the distribution tests import: built
+    // once and cached, then a disk of the VM too.
+    let mut native = cargo(&[
+        "test",
+        "--no-fail-fast",
+        "--",
+        "--show-output",
+        "--skip",
+        LSM_TEST_FILTER,
+    ]);
+    native.env("VZHOST_BIN", &artifacts.vzhost);
+    match crate::images::ensure_debian(&artifacts.vzhost) {
+        Ok(image) => {
+            native.env("VZHOST_DEBIAN_TEMPLATE", &image.dir);
+        }
+        Err(e) => {
+            eprintln!("xtask: no Debian test image: {e:#}");
+            tally.check("Debian test image", false);
+        }
+    }
+    let (out, ok) = capture(&mut native)?;
     tally.libtest("native", &out, ok);
 
     if !args.no_vm {

@@ -197,12 +197,20 @@ fn run_qemu(
     .arg("-initrd")
     .arg(initrd)
     .arg("-drive")
-    .arg(format!("file={},if=virtio,format=raw", disk.display()))
-    .arg("-append")
-    .arg("console=ttyS0 rdinit=/init panic=-1 quiet loglevel=1")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    .arg(format!("file={},if=virtio,format=raw", disk.display()));
+    // The cached Debian test image, read-only, when it is built (`cargo
+    // xtask test` builds it): on a disk, not in the guest's RAM.
+    if let Some(image) = crate::images::Paths::built_ext4() {
+        qemu.arg("-drive").arg(format!(
+            "file={},if=virtio,format=raw,readonly=on",
+            image.display()
+        ));
+    }
+    qemu.arg("-append")
+        .arg("console=ttyS0 rdinit=/init panic=-1 quiet loglevel=1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = qemu
         .spawn()
         .context("cannot start qemu-system-x86_64; run `cargo xtask setup`")?;
@@ -306,6 +314,11 @@ hostname vzhost-vm
 if [ -b /dev/vda ]; then
   mkdir -p /scratch && mount -t ext4 /dev/vda /scratch && export TMPDIR=/scratch
 fi
+# The Debian test image, when attached (xtask/src/images.rs).
+if [ -b /dev/vdb ]; then
+  mkdir -p /images/debian-bookworm
+  mount -t ext4 -o ro,noload /dev/vdb /images/debian-bookworm || echo "vm-init: mount of the image failed"
+fi
 echo "@@VZHOST-VM-BEGIN@@"
 cd /
 sh /vm/cmd < /dev/null
@@ -321,6 +334,10 @@ const HOST_TOOLS: &[&str] = &[
     "/usr/sbin/mkfs.xfs",
     "/usr/sbin/nft",
     "/usr/bin/ip",
+    // Template import keeps xattrs and reports what it cannot keep: GNU
+    // cp and tar do, busybox's do not (they come first on the PATH).
+    "/usr/bin/cp",
+    "/usr/bin/tar",
 ];
 
 fn initramfs(

@@ -7,6 +7,7 @@ mod bench;
 mod concurrency;
 mod daemons;
 mod disk;
+mod distro;
 mod doctor;
 mod egress;
 mod hardening;

@@ -190,10 +190,57 @@ pub enum PolicyCommand {
 
 #[derive(Subcommand)]
 pub enum TemplateCommand {
+    /// Templates with their distribution, release, init, size and hash.
     List,
     /// Import a template from a directory or a tarball.
-    Import {
-        name: String,
-        path: PathBuf,
+    Import { name: String, path: PathBuf },
+    /// Build a template from a distribution's archive (debootstrap),
+    /// prepared for VPS use; NAME defaults to DISTRO-RELEASE.
+    Create {
+        #[command(flatten)]
+        build: BuildArgs,
+        name: Option<String>,
     },
+    /// Build and prepare a root directory at --dir, without a daemon
+    /// (what `create` makes, for images and caches).
+    Build {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// The directory to make; it must not exist, or be empty. A failed
+        /// build removes it.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum DistroArg {
+    Debian,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    pub distro: DistroArg,
+    /// The release, e.g. bookworm.
+    #[arg(long, default_value = vzhost::rootfs::distro::DEFAULT_RELEASE)]
+    pub release: String,
+    /// Extra packages, comma-separated (systemd-sysv, openssh-server,
+    /// iproute2, ifupdown and procps are always installed).
+    #[arg(long, value_delimiter = ',')]
+    pub packages: Vec<String>,
+    /// The archive to build from (default: debootstrap's own).
+    #[arg(long)]
+    pub mirror: Option<String>,
+}
+
+impl BuildArgs {
+    pub fn build(&self) -> vzhost::rootfs::distro::DistroBuild {
+        match self.distro {
+            DistroArg::Debian => vzhost::rootfs::distro::DistroBuild::debian(
+                Some(&self.release),
+                &self.packages,
+                self.mirror.as_deref(),
+            ),
+        }
+    }
 }

@@ -7,10 +7,11 @@ use std::{
 
 use vzhost::{
     daemon::{
-        api::{Call, Failure, Reply, Session},
+        api::{Call, Failure, Progress, Reply, Session},
         channel::{ApiError, Channel},
     },
     model::ErrorKind,
+    rootfs::TemplateInfo,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,22 @@ impl Client {
     pub fn call<C: Call>(&self, request: C) -> Result<C::Reply, ClientError> {
         let mut chan = self.send(request)?;
         read(&mut chan).map(|(reply, _)| reply)
+    }
+
+    /// Ask for a long job: each progress line to `line` as it comes, then
+    /// what was made.
+    pub fn follow<C: Call<Reply = Progress>>(
+        &self,
+        request: C,
+        mut line: impl FnMut(&str),
+    ) -> Result<TemplateInfo, ClientError> {
+        let mut chan = self.send(request)?;
+        loop {
+            match read::<Progress>(&mut chan)?.0 {
+                Progress::Line(l) => line(&l),
+                Progress::Done(info) => return Ok(info),
+            }
+        }
     }
 
     /// Start an exec or enter: the channel its exit will come on, and the
@@ -139,6 +156,40 @@ mod tests {
         let err = client.call(Start { name: "web".into() }).unwrap_err();
         assert!(matches!(err, ClientError::Api(ApiError::Json(_))), "{err}");
         assert_eq!(err.kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn a_long_job_shows_each_stage_then_what_it_made_or_why_not() {
+        use vzhost::{daemon::api::TemplateCreate, rootfs::distro::DistroBuild};
+        let create = || TemplateCreate {
+            name: "deb".into(),
+            build: DistroBuild::debian(None, &[], None),
+        };
+        let (_dir, client, served) = daemon(
+            "{\"ok\":{\"line\":\"I: Retrieving InRelease\"}}\n\
+             {\"ok\":{\"line\":\"I: Base system installed successfully.\"}}\n\
+             {\"ok\":{\"done\":{\"name\":\"deb\",\"path\":\"/t/deb\",\"builtin\":false}}}\n",
+        );
+        let mut lines = Vec::new();
+        let made = client
+            .follow(create(), |l| lines.push(l.to_owned()))
+            .unwrap();
+        assert_eq!(
+            lines,
+            [
+                "I: Retrieving InRelease",
+                "I: Base system installed successfully."
+            ]
+        );
+        assert_eq!((made.name.as_str(), made.meta), ("deb", None));
+        assert_eq!(served.join().unwrap().op(), "template_create");
+
+        let (_dir, client, _served) = daemon(
+            "{\"ok\":{\"line\":\"I: Retrieving InRelease\"}}\n\
+             {\"error\":{\"kind\":\"internal\",\"message\":\"debootstrap of bookworm failed\"}}\n",
+        );
+        let err = client.follow(create(), |_| {}).unwrap_err();
+        assert_eq!(err.to_string(), "debootstrap of bookworm failed");
     }
 
     #[test]

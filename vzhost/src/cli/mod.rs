@@ -71,6 +71,10 @@ fn failure_code(e: &anyhow::Error) -> u8 {
     e.downcast_ref::<ClientError>()
         .map(ClientError::kind)
         .or_else(|| e.downcast_ref::<SpecError>().map(SpecError::kind))
+        .or_else(|| {
+            e.downcast_ref::<vzhost::rootfs::TemplateError>()
+                .map(vzhost::rootfs::TemplateError::kind)
+        })
         .map_or(1, exit_code)
 }
 

@@ -100,12 +100,73 @@ pub fn stat(vpss: &[VpsStat]) -> String {
     out
 }
 
+/// NAME DISTRIBUTION RELEASE INIT SIZE CREATED HASH; a dash where a
+/// template has no metadata (the built-in one before its first use).
 pub fn templates(rows: &[TemplateInfo]) -> String {
-    let mut out = format!("{:<20} {}\n", "NAME", "PATH");
+    let line = |cols: [&str; 7]| {
+        format!(
+            "{:<20} {:<12} {:<8} {:<8} {:>10}  {:<16}  {}\n",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6]
+        )
+    };
+    let mut out = line([
+        "NAME",
+        "DISTRIBUTION",
+        "RELEASE",
+        "INIT",
+        "SIZE",
+        "CREATED",
+        "HASH",
+    ]);
     for t in rows {
-        out += &format!("{:<20} {}\n", t.name, t.path.display());
+        out += &match &t.meta {
+            Some(m) => line([
+                &t.name,
+                &m.distribution,
+                &m.release,
+                m.init.as_str(),
+                &size(m.size),
+                &utc(m.created),
+                // Enough of the digest to tell templates apart.
+                m.hash.get(..19).unwrap_or(&m.hash),
+            ]),
+            None => line([&t.name, "-", "-", "-", "-", "-", "-"]),
+        };
     }
     out
+}
+
+/// Bytes in the largest binary unit that keeps a whole number part.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DD HH:MM` UTC (Hinnant's
+/// civil-from-days).
+fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (hh, mm) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
 }
 
 pub fn doctor(checks: &[Check]) -> String {
@@ -226,6 +287,63 @@ mod tests {
         );
         let disk = lines.iter().find(|l| l.contains("diskspace")).unwrap();
         assert_eq!(columns(disk), ["diskspace", "4096", "-", "-", "-"]);
+    }
+
+    #[test]
+    fn templates_show_their_metadata_or_dashes() {
+        use vzhost::rootfs::meta::{Init, TemplateMeta};
+        let debian = TemplateInfo {
+            name: "debian-bookworm".into(),
+            path: "/var/lib/vzhost/templates/debian-bookworm".into(),
+            builtin: false,
+            meta: Some(TemplateMeta {
+                distribution: "debian".into(),
+                release: "12".into(),
+                codename: Some("bookworm".into()),
+                init: Init::Systemd,
+                hash: format!("sha256:{}", "ab".repeat(32)),
+                size: 124_780_544,
+                created: 1_796_006_700,
+            }),
+        };
+        let busybox = TemplateInfo {
+            name: "busybox".into(),
+            path: "/x".into(),
+            builtin: true,
+            meta: None,
+        };
+        let t = templates(&[busybox, debian]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            columns(lines[0]),
+            [
+                "NAME",
+                "DISTRIBUTION",
+                "RELEASE",
+                "INIT",
+                "SIZE",
+                "CREATED",
+                "HASH"
+            ]
+        );
+        assert_eq!(columns(lines[1]), ["busybox", "-", "-", "-", "-", "-", "-"]);
+        assert_eq!(
+            columns(lines[2]),
+            [
+                "debian-bookworm",
+                "debian",
+                "12",
+                "systemd",
+                "119.0",
+                "MiB",
+                "2026-11-30",
+                "02:45",
+                "sha256:abababababab"
+            ]
+        );
+        assert_eq!(size(512), "512 B");
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::{
     metrics::VpsStat,
     model::{ErrorKind, Limits, Runtime, Spec, VpsStatus},
     policy::{Policy, watch::FileStatus},
-    rootfs::TemplateInfo,
+    rootfs::{TemplateInfo, distro::DistroBuild},
     vps::CreateRequest,
 };
 
@@ -39,6 +39,7 @@ pub enum Request {
     Set(Set),
     TemplateList(TemplateList),
     TemplateImport(TemplateImport),
+    TemplateCreate(TemplateCreate),
     Passwd(Passwd),
 }
 
@@ -83,6 +84,7 @@ calls! {
     Set(Set) = "set" => Spec,
     TemplateList(TemplateList) = "template_list" => Vec<TemplateInfo>,
     TemplateImport(TemplateImport) = "template_import" => TemplateInfo,
+    TemplateCreate(TemplateCreate) = "template_create" => Progress,
     Passwd(Passwd) = "passwd" => (),
 }
 
@@ -105,7 +107,8 @@ impl Request {
             | Self::PolicyList(_)
             | Self::PolicyShow(_)
             | Self::TemplateList(_)
-            | Self::TemplateImport(_) => None,
+            | Self::TemplateImport(_)
+            | Self::TemplateCreate(_) => None,
         }
     }
 }
@@ -196,6 +199,25 @@ pub struct TemplateList {}
 pub struct TemplateImport {
     pub name: String,
     pub path: String,
+}
+
+/// Build template `name` from a distribution's archive; answered by
+/// [`Progress`] lines as the build goes, the last one `Done`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateCreate {
+    pub name: String,
+    #[serde(flatten)]
+    pub build: DistroBuild,
+}
+
+/// The messages answering a long job, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Progress {
+    /// A stage reached.
+    Line(String),
+    /// Finished: what was made.
+    Done(TemplateInfo),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -302,6 +324,14 @@ mod tests {
         assert_eq!(create["op"], "create");
         assert_eq!(create["limits"]["memory"], 1u64 << 30);
         assert_eq!(wire(TemplateList {}), json!({"op": "template_list"}));
+        assert_eq!(
+            wire(TemplateCreate {
+                name: "deb".into(),
+                build: DistroBuild::debian(None, &["curl".into()], None),
+            }),
+            json!({"op": "template_create", "name": "deb", "distro": "debian",
+                   "release": "bookworm", "packages": ["curl"], "mirror": null})
+        );
     }
 
     #[test]

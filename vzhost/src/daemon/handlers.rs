@@ -139,15 +139,25 @@ impl Handlers {
     }
 
     pub fn template_import(&self, r: &api::TemplateImport) -> Result<TemplateInfo> {
-        let path = self
+        Ok(self
             .host()
             .templates()
-            .import(&r.name, Path::new(&r.path))?;
-        Ok(TemplateInfo {
-            name: r.name.clone(),
-            path,
-            builtin: false,
-        })
+            .import(&r.name, Path::new(&r.path))?)
+    }
+
+    /// Build a template, telling the caller on `chan` each stage reached.
+    pub fn template_create(
+        &self,
+        chan: &mut Channel,
+        r: &api::TemplateCreate,
+    ) -> Result<TemplateInfo> {
+        Ok(self
+            .host()
+            .templates()
+            .create(&r.name, &r.build, &mut |line| {
+                // A caller who hung up still gets the template built.
+                let _ = chan.send(&api::Reply::Ok(api::Progress::Line(line.to_owned())), &[]);
+            })?)
     }
 
     pub fn reload_policies(&self) {

@@ -128,6 +128,10 @@ fn dispatch(chan: &mut Channel, h: &Handlers, request: Request) -> Option<ErrorK
         Request::Events(r) => answer::<api::Events>(chan, Ok(h.events(&r))),
         Request::TemplateList(_) => answer::<api::TemplateList>(chan, Ok(h.template_list())),
         Request::TemplateImport(r) => answer::<api::TemplateImport>(chan, h.template_import(&r)),
+        Request::TemplateCreate(r) => {
+            let result = h.template_create(chan, &r);
+            answer::<api::TemplateCreate>(chan, result.map(api::Progress::Done))
+        }
         Request::Exec(r) => {
             let result = h.exec(chan, r);
             answer::<api::Exec>(chan, result)

@@ -1,7 +1,10 @@
 //! Root filesystems: templates (the shared read-only lower layer) and the
 //! mounts that build a VPS's root from a template and its own upper layer.
 pub mod disk;
+pub mod distro;
+pub mod meta;
 pub mod mounts;
+pub mod prep;
 pub mod safe;
 mod usage;
 pub mod walk;
@@ -11,11 +14,15 @@ use std::{
     os::unix::fs::{PermissionsExt as _, symlink},
     path::{Path, PathBuf},
     process::Command,
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::TemplateName;
+use distro::{DistroBuild, DistroError};
+use meta::{MetaError, TemplateMeta};
+use prep::PrepError;
 
 pub const BUILTIN_BUSYBOX: &str = "busybox";
 const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -40,6 +47,12 @@ pub enum TemplateError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Distro(#[from] DistroError),
+    #[error("prepare {name} for VPS use: {source}")]
+    Prep { name: String, source: PrepError },
+    #[error(transparent)]
+    Meta(#[from] MetaError),
 }
 
 impl TemplateError {
@@ -49,7 +62,9 @@ impl TemplateError {
             Self::Unknown(_) => ErrorKind::NotFound,
             Self::BadName(_) | Self::Source { .. } => ErrorKind::Invalid,
             Self::Exists(_) => ErrorKind::Conflict,
-            Self::NoBusybox(_) | Self::Io { .. } => ErrorKind::Internal,
+            Self::NoBusybox(_) | Self::Io { .. } | Self::Meta(_) => ErrorKind::Internal,
+            Self::Distro(e) => e.kind(),
+            Self::Prep { source, .. } => source.kind(),
         }
     }
 }
@@ -65,12 +80,22 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Templ
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TemplateInfo {
     pub name: String,
     pub path: PathBuf,
     pub builtin: bool,
+    /// None for the built-in template before its first use, and for
+    /// templates installed before vzhost kept metadata.
+    #[serde(default)]
+    pub meta: Option<TemplateMeta>,
 }
+
+/// Tells apart the staging directories of builds running side by side.
+static STAGING: AtomicU64 = AtomicU64::new(0);
+/// Where debootstrap mounts kernel filesystems in the tree it builds; a
+/// failed build may leave them there.
+const BUILD_MOUNTS: &[&str] = &["proc", "sys", "dev/pts", "dev/shm", "dev"];
 
 /// The template directory of a vzhost root.
 pub struct Templates {
@@ -87,6 +112,36 @@ impl Templates {
     /// Where the templates are.
     pub fn dir(&self) -> PathBuf {
         self.dir.clone()
+    }
+
+    /// Where template `name`'s metadata is kept, beside it.
+    fn meta_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.meta.json"))
+    }
+
+    /// What `vzhost template list` shows of template `name`.
+    pub fn info(&self, name: &TemplateName) -> TemplateInfo {
+        let meta = meta::load(&self.meta_path(name.as_str())).unwrap_or_else(|err| {
+            tracing::warn!(template = %name, %err, "unreadable template metadata");
+            None
+        });
+        TemplateInfo {
+            name: name.to_string(),
+            path: self.dir.join(name.as_str()),
+            builtin: name.as_str() == BUILTIN_BUSYBOX,
+            meta,
+        }
+    }
+
+    /// Remove staging directories a crash left behind (never into a
+    /// filesystem still mounted there).
+    pub fn sweep_staging(&self) {
+        for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().starts_with(".new-") {
+                tracing::warn!(path = %e.path().display(), "removing an incomplete template left by a crash");
+                let _ = discard_build(&e.path());
+            }
+        }
     }
 
     /// The path of template `name`, creating the built-in busybox template
@@ -111,11 +166,7 @@ impl Templates {
             .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
             .filter_map(|e| {
                 let name = TemplateName::new(&e.file_name().to_string_lossy()).ok()?;
-                Some(TemplateInfo {
-                    builtin: name.as_str() == BUILTIN_BUSYBOX,
-                    path: e.path(),
-                    name: name.into(),
-                })
+                Some(self.info(&name))
             })
             .collect();
         if !out.iter().any(|t| t.name == BUILTIN_BUSYBOX) {
@@ -123,40 +174,68 @@ impl Templates {
                 name: BUILTIN_BUSYBOX.into(),
                 path: self.dir.join(BUILTIN_BUSYBOX),
                 builtin: true,
+                meta: None,
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
 
-    /// Import a template from a directory or a tarball.
-    pub fn import(&self, name: &str, source: &Path) -> Result<PathBuf> {
+    /// A name for a new template: valid, and not taken.
+    fn new_name(&self, name: &str) -> Result<TemplateName> {
         let name = TemplateName::new(name).map_err(|_| TemplateError::BadName(name.to_owned()))?;
         if self.dir.join(name.as_str()).exists() || name.as_str() == BUILTIN_BUSYBOX {
             return Err(TemplateError::Exists(name.into()));
         }
+        Ok(name)
+    }
+
+    /// Import a template from a directory or a tarball, keeping owners,
+    /// modes (setuid included), device nodes, hard links and extended
+    /// attributes as they are there; what cannot be kept (xattrs on a
+    /// filesystem without them) fails the import, naming the file.
+    pub fn import(&self, name: &str, source: &Path) -> Result<TemplateInfo> {
+        let name = self.new_name(name)?;
         let meta = fs::metadata(source).map_err(|e| TemplateError::Source {
             path: source.display().to_string(),
             why: e.to_string(),
         })?;
         self.install(&name, |dest| {
             let mut cmd = if meta.is_dir() {
+                // Not `-a`: it ignores xattrs it could not copy.
                 let mut c = Command::new("cp");
-                c.arg("-a").arg(source.join(".")).arg(dest);
+                c.args([
+                    "-dR",
+                    "--preserve=mode,ownership,timestamps,links,xattr",
+                    "--no-target-directory",
+                ])
+                .arg(source.join("."))
+                .arg(dest);
                 c
             } else {
                 let mut c = Command::new("tar");
-                c.args(["--numeric-owner", "-xpf"])
-                    .arg(source)
-                    .arg("-C")
-                    .arg(dest);
+                c.args([
+                    "--numeric-owner",
+                    "--same-owner",
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "-xpf",
+                ])
+                .arg(source)
+                .arg("-C")
+                .arg(dest);
                 c
             };
             let out = cmd.output().map_err(io("run cp/tar for", source))?;
             if !out.status.success() {
                 return Err(TemplateError::Source {
                     path: source.display().to_string(),
-                    why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    why: format!(
+                        "{}; a template keeps owners, modes, device nodes and xattrs, \
+                         so the templates directory {} must be on a filesystem that holds them",
+                        String::from_utf8_lossy(&out.stderr).trim(),
+                        self.dir.display()
+                    ),
                 });
             }
             if !dest.join("bin/sh").exists() && !dest.join("sbin/init").exists() {
@@ -167,27 +246,84 @@ impl Templates {
             }
             Ok(())
         })?;
-        Ok(self.dir.join(name.as_str()))
+        Ok(self.info(&name))
     }
 
-    /// Build a template in a staging directory and rename it into place.
-    /// The templates directory is root's alone: what a template holds
-    /// (setuid binaries, device nodes) is reachable by no other host user.
+    /// Build template `name` from a distribution's archive and prepare it
+    /// for VPS use; `progress` hears each stage. A failure leaves nothing.
+    pub fn create(
+        &self,
+        name: &str,
+        build: &DistroBuild,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<TemplateInfo> {
+        build.check()?;
+        let name = self.new_name(name)?;
+        self.install(&name, |dest| build_tree(build, dest, progress))?;
+        Ok(self.info(&name))
+    }
+
+    /// Build a template in a staging directory, note what it is, and
+    /// rename it into place. The templates directory is root's alone:
+    /// what a template holds (setuid binaries, device nodes) is reachable
+    /// by no other host user.
     fn install(&self, name: &TemplateName, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
         private_dir(&self.dir).map_err(io("create", &self.dir))?;
-        let staging = self.dir.join(format!(".new-{name}-{}", std::process::id()));
+        let staging = self.dir.join(format!(
+            ".new-{name}-{}-{}",
+            std::process::id(),
+            STAGING.fetch_add(1, Ordering::Relaxed)
+        ));
         walk::remove_tree(&staging).map_err(io("remove", &staging))?;
         fs::create_dir(&staging).map_err(io("create", &staging))?;
         fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
             .map_err(io("chmod", &staging))?;
         let result = build(&staging).and_then(|()| {
+            let meta = meta::detect(&staging, unix_now())?;
             let dest = self.dir.join(name.as_str());
-            fs::rename(&staging, &dest).map_err(io("rename", &dest))
+            fs::rename(&staging, &dest).map_err(io("rename", &dest))?;
+            Ok(meta::save(&self.meta_path(name.as_str()), &meta)?)
         });
         if result.is_err() {
-            let _ = walk::remove_tree(&staging);
+            let _ = discard_build(&staging);
         }
         result
+    }
+}
+
+/// Build `build` into directory `dest` (existing, empty) and prepare it
+/// for VPS use; `progress` hears each stage.
+pub fn build_tree(build: &DistroBuild, dest: &Path, progress: &mut dyn FnMut(&str)) -> Result<()> {
+    build.build(dest, progress)?;
+    progress("I: Preparing the tree for VPS use");
+    prep::prepare(dest).map_err(|source| TemplateError::Prep {
+        name: dest.display().to_string(),
+        source,
+    })
+}
+
+/// Throw away a tree whose build failed: what debootstrap left mounted in
+/// it is detached first, so nothing outside it is removed.
+pub fn discard_build(tree: &Path) -> std::io::Result<()> {
+    unmount_build(tree);
+    walk::remove_tree(tree)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Detach what a failed debootstrap may have left mounted in `tree`, so
+/// its removal does not stop at a mount point. Never through a symlink.
+fn unmount_build(tree: &Path) {
+    use nix::mount::{MntFlags, umount2};
+    for rel in BUILD_MOUNTS {
+        let _ = umount2(
+            &tree.join(rel),
+            MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW,
+        );
     }
 }
 
@@ -287,63 +423,5 @@ fn build_busybox(dest: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn busybox_template_is_built_once_and_listed() {
-        if !Path::new(HOST_BUSYBOX).exists() {
-            eprintln!("skipped: no {HOST_BUSYBOX}");
-            return;
-        }
-        let tmp = tempfile::tempdir().unwrap();
-        let t = Templates::new(tmp.path());
-        let busybox = TemplateName::new("busybox").unwrap();
-        let p = t.resolve(&busybox).unwrap();
-        assert!(p.join("bin/sh").is_symlink());
-        assert!(p.join("sbin/init").is_symlink());
-        assert!(
-            fs::read_to_string(p.join("etc/passwd"))
-                .unwrap()
-                .starts_with("root:x:0:0")
-        );
-        assert_eq!(t.resolve(&busybox).unwrap(), p);
-        assert!(t.list().iter().any(|i| i.name == "busybox" && i.builtin));
-    }
-
-    #[test]
-    fn unknown_and_bad_imports_leave_nothing() {
-        let tmp = tempfile::tempdir().unwrap();
-        let t = Templates::new(tmp.path());
-        let nope = TemplateName::new("nope").unwrap();
-        assert!(matches!(t.resolve(&nope), Err(TemplateError::Unknown(_))));
-        let src = tempfile::tempdir().unwrap();
-        fs::write(src.path().join("readme"), "not a rootfs").unwrap();
-        let err = t.import("empty", src.path()).unwrap_err().to_string();
-        assert!(err.contains("not a root filesystem"), "{err}");
-        assert!(!tmp.path().join("templates/empty").exists());
-        assert!(matches!(
-            t.import("Bad", src.path()),
-            Err(TemplateError::BadName(_))
-        ));
-        assert_eq!(
-            fs::read_dir(tmp.path().join("templates")).unwrap().count(),
-            0
-        );
-    }
-
-    #[test]
-    fn imports_a_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let t = Templates::new(tmp.path());
-        let src = tempfile::tempdir().unwrap();
-        fs::create_dir_all(src.path().join("bin")).unwrap();
-        fs::write(src.path().join("bin/sh"), "#!fake").unwrap();
-        let p = t.import("mini", src.path()).unwrap();
-        assert!(p.join("bin/sh").exists());
-        assert!(matches!(
-            t.import("mini", src.path()),
-            Err(TemplateError::Exists(_))
-        ));
-    }
-}
+#[path = "mod_tests.rs"]
+mod tests;

@@ -99,6 +99,7 @@ impl Store {
             root: root.to_owned(),
         };
         store.sweep_staging();
+        crate::rootfs::Templates::new(root).sweep_staging();
         for e in fs::read_dir(&vps).map_err(io("read", &vps))?.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 private_dir(&e.path()).map_err(io("make private", &e.path()))?;
