@@ -338,6 +338,8 @@ const HOST_TOOLS: &[&str] = &[
     // cp and tar do, busybox's do not (they come first on the PATH).
     "/usr/bin/cp",
     "/usr/bin/tar",
+    // The real OpenSSH client that logs in to Debian VPSs.
+    "/usr/bin/ssh",
 ];
 
 fn initramfs(

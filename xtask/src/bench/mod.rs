@@ -3,6 +3,7 @@
 //! as the floor), interleaved where the benchmark allows, so ratios hold
 //! on a noisy machine. Writes `bench/REPORT.md` (`--quick`: a smoke run for
 //! CI, written under target/ instead).
+mod debian;
 mod density;
 mod lxc;
 mod measure;
@@ -35,6 +36,8 @@ pub(super) struct Plan {
     pub(super) reload_reps: usize,
     pub(super) vm_ops: u64,
     pub(super) vm_density: usize,
+    /// Debian VPSs with systemd and sshd to start, one after another.
+    pub(super) debian: usize,
 }
 
 impl Plan {
@@ -47,6 +50,7 @@ impl Plan {
                 reload_reps: 3,
                 vm_ops: 2_000,
                 vm_density: 5,
+                debian: 2,
             }
         } else {
             Self {
@@ -56,6 +60,7 @@ impl Plan {
                 reload_reps: 10,
                 vm_ops: 100_000,
                 vm_density: 100,
+                debian: 200,
             }
         }
     }
@@ -124,6 +129,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     measured?;
     vm_section::in_vm(&plan, &artifacts, &mut report)?;
     reload::reload(&vzhost, &plan, &mut report)?;
+    let image = crate::images::ensure_debian(&vzhost)?;
+    debian::debian(&vzhost, &image.dir, &plan, &mut report)?;
     let date = shell::output(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC"))?;
     let mut md = format!(
         "# vzhost benchmarks\n\nProduced by `cargo xtask bench{}` on {} in {:.0} s, vzhost {} build.\n\n{}\n",
