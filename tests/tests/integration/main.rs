@@ -22,3 +22,4 @@ mod partitions;
 mod pinning;
 mod policy;
 mod prometheus;
+mod systemd;

@@ -212,7 +212,9 @@ impl Hierarchy {
 
     /// The cgroups of VPS `name` (not created yet).
     pub fn vps(&self, name: &str) -> VpsCgroup {
-        let v2 = self.v2_parent.join(v2_name(&self.daemon, name));
+        let leaf = v2_name(&self.daemon, name);
+        let v2 = self.v2_parent.join(&leaf);
+        let v2_rel = format!("{}/{leaf}", self.v2_parent_path.trim_end_matches('/'));
         let controllers = self
             .placements
             .iter()
@@ -224,7 +226,11 @@ impl Hierarchy {
                 (p.controller, p.version, dir)
             })
             .collect();
-        VpsCgroup { v2, controllers }
+        VpsCgroup {
+            v2,
+            v2_rel,
+            controllers,
+        }
     }
 
     /// Remove this daemon's (empty) v1 parent directories.
@@ -239,6 +245,8 @@ impl Hierarchy {
 #[derive(Debug, Clone)]
 pub struct VpsCgroup {
     v2: PathBuf,
+    /// The v2 path from the v2 root, as /proc/PID/cgroup shows it.
+    v2_rel: String,
     controllers: Vec<(&'static str, Version, PathBuf)>,
 }
 
@@ -251,6 +259,25 @@ pub struct Usage {
 impl VpsCgroup {
     pub fn v2_path(&self) -> &Path {
         &self.v2
+    }
+
+    pub fn v2_rel(&self) -> &str {
+        &self.v2_rel
+    }
+
+    /// Hand the v2 cgroup over to the VPS's root (see [`super::delegate`]).
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<()> {
+        super::delegate::delegate(&self.v2, uid, gid).map_err(io_err("delegate", &self.v2))
+    }
+
+    /// The `cgroup.procs` files of the v1 cgroups (hybrid hosts), which a
+    /// host-side join writes beside joining a leaf of the v2 cgroup.
+    pub fn v1_procs_files(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .iter()
+            .filter(|d| **d != self.v2)
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
     }
 
     pub fn id(&self) -> Result<u64> {

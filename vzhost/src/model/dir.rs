@@ -65,4 +65,28 @@ pub struct Runtime {
     pub init_start: u64,
     /// Unix time when the VPS started.
     pub started_at: u64,
+    /// Which init it runs (older runtimes: a plain one).
+    #[serde(default)]
+    pub init: InitKind,
+}
+
+/// The kind of init a VPS runs, which decides how it is asked to stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitKind {
+    /// systemd: SIGTERM makes it re-execute itself; SIGRTMIN+3 halts it.
+    Systemd,
+    /// busybox init, sysvinit, vzhost's own: SIGTERM.
+    #[default]
+    Plain,
+}
+
+impl InitKind {
+    /// The signal that asks this init to shut the VPS down.
+    pub fn stop_signal(self) -> i32 {
+        match self {
+            Self::Systemd => libc::SIGRTMIN() + 3,
+            Self::Plain => libc::SIGTERM,
+        }
+    }
 }

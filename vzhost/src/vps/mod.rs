@@ -5,6 +5,7 @@ mod destroy;
 pub mod error;
 mod exec;
 pub mod host;
+mod init;
 mod passwd;
 pub mod ranges;
 mod report;

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     cgroup::manager::VpsCgroup,
     enforce::{Stage, VpsRoot},
-    model::{Name, Runtime, Spec},
+    model::{InitKind, Name, Runtime, Spec},
     ns::{helper, launch::LaunchPlan},
     sys::{pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time},
 };
@@ -94,6 +94,7 @@ impl Host {
             cgroup: self.cgroup(&name),
             spec: &spec,
             template,
+            init: InitKind::default(),
         })?;
         tracing::info!(init_pid = runtime.init_pid, took = ?started.elapsed(), "started");
         Ok(runtime)
@@ -152,6 +153,8 @@ struct RealStart<'a> {
     spec: &'a Spec,
     cgroup: VpsCgroup,
     template: PathBuf,
+    /// What the VPS's /sbin/init is, seen in its built root.
+    init: InitKind,
 }
 
 impl RealStart<'_> {
@@ -170,6 +173,10 @@ impl StartSteps for RealStart<'_> {
         self.cgroup.create().map_err(self.cgroup_err())?;
         self.cgroup
             .apply(&self.spec.limits)
+            .map_err(self.cgroup_err())?;
+        let root = self.spec.idmap.base;
+        self.cgroup
+            .delegate(root, root)
             .map_err(self.cgroup_err())?;
         self.cgroup.id().map_err(self.cgroup_err())
     }
@@ -225,6 +232,7 @@ impl StartSteps for RealStart<'_> {
             what: "open its root for the file rules".into(),
             source,
         })?;
+        self.init = super::init::kind_in(&root);
         self.host
             .enforcement()
             .apply(self.spec, cgroup_id, Stage::Built, Some(root))?;
@@ -248,6 +256,7 @@ impl StartSteps for RealStart<'_> {
             init_start: process_start_time(init.pid)
                 .ok_or_else(|| LifecycleError::InitExited(self.name()))?,
             started_at: now(),
+            init: self.init,
         };
         self.host
             .store
@@ -324,6 +333,7 @@ mod tests {
                 init_pid: 42,
                 init_start: 1,
                 started_at: 1,
+                init: InitKind::Plain,
             })
         }
         fn kill(&mut self, pid: u32) {
