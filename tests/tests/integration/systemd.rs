@@ -39,6 +39,27 @@ fn console(d: &Daemon, vps: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Children of the daemon that ended and were never reaped.
+fn zombies(d: &Daemon) -> Vec<String> {
+    let pid = d.pid().expect("the daemon runs");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            children
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|c| std::fs::read_to_string(format!("/proc/{c}/stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('Z'))
+        })
+        .collect()
+}
+
 fn init_pid(d: &Daemon, vps: &str) -> Option<u64> {
     d.status(vps).and_then(|s| s["init_pid"].as_u64())
 }
@@ -144,6 +165,15 @@ fn poweroff_inside_leaves_it_stopped_and_clean_and_reboot_brings_it_back() -> an
         d.status("deb").is_some_and(|s| s["status"] == "stopped") && !cgroup.exists()
     });
     assert!(stopped, "{:?}\n{}", d.status("deb"), d.log());
+    assert_eq!(d.status("deb").unwrap()["last_exit"]["how"], "poweroff");
+    let veth = d.veth(1);
+    let link = d.host_run(&["ip", "link", "show", &veth])?;
+    assert!(!link.status.success(), "{veth} is left behind");
+    assert!(
+        wait_for(Duration::from_secs(5), || zombies(&d).is_empty()),
+        "the daemon left zombies: {:?}",
+        zombies(&d)
+    );
     d.ok(&["start", "deb"]);
     assert_eq!(d.sh_ok("deb", "cat /proc/1/comm"), "systemd");
     assert_eq!(

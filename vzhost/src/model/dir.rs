@@ -81,6 +81,24 @@ pub enum InitKind {
     Plain,
 }
 
+/// How a VPS's init ended when nobody asked it to (`poweroff` or
+/// `reboot` inside, or a crash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "how", content = "detail")]
+pub enum InitExit {
+    /// reboot(2) with RESTART in its PID namespace: it is started again.
+    Reboot,
+    /// reboot(2) with POWER_OFF or HALT: it stays stopped.
+    Poweroff,
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Killed(i32),
+    /// Not seen by this daemon (started by an earlier one): taken as a
+    /// poweroff.
+    Unknown,
+}
+
 impl InitKind {
     /// The signal that asks this init to shut the VPS down.
     pub fn stop_signal(self) -> i32 {

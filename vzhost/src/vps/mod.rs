@@ -13,6 +13,7 @@ mod run;
 mod set;
 pub mod start;
 pub mod store;
+mod watch;
 
 pub use create::CreateRequest;
 pub use error::{LifecycleError, Result};

@@ -102,6 +102,7 @@ impl Host {
                         tracing::error!(vps = %spec.name, %e, "ENFORCEMENT: its cgroup is gone")
                     }
                 }
+                self.watch(&spec.name, &runtime);
                 tracing::info!(vps = %spec.name, "adopted running VPS");
                 adopted.push(spec.name.to_string());
             } else if self.store.runtime(&spec.name).is_some() {

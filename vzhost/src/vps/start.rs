@@ -81,6 +81,12 @@ impl Host {
         let name = Name::new(name)?;
         let vps_lock = self.vps_lock(&name);
         let _serial = lock(&vps_lock);
+        self.start_locked(&name)
+    }
+
+    /// Start a VPS whose lock the caller holds, and watch its init.
+    pub(super) fn start_locked(&self, name: &Name) -> Result<Runtime> {
+        let name = name.clone();
         let spec = self.store.load(&name)?;
         if self.live_runtime(&name).is_some() {
             return Err(LifecycleError::Running(name.to_string()));
@@ -89,6 +95,11 @@ impl Host {
         let _enter = span.enter();
         let template = self.templates.resolve(&spec.template)?;
         let started = std::time::Instant::now();
+        match super::init::ensure_machine_id(&self.store.dir(&name).upper(), spec.idmap) {
+            Ok(true) => tracing::info!("gave it a machine-id of its own"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot give it a machine-id of its own: {e}"),
+        }
         let runtime = run_steps(&mut RealStart {
             host: self,
             cgroup: self.cgroup(&name),
@@ -97,6 +108,7 @@ impl Host {
             init: InitKind::default(),
         })?;
         tracing::info!(init_pid = runtime.init_pid, took = ?started.elapsed(), "started");
+        self.watch(&name, &runtime);
         Ok(runtime)
     }
 
@@ -145,6 +157,8 @@ pub(super) fn kill_init(pid: u32) {
     if let Ok(fd) = pidfd_open(pid) {
         let _ = pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
         pidfd_wait_exit(fd.as_fd(), 5_000);
+        // The daemon is its subreaper: no zombie stays behind.
+        super::watch::reap(&fd);
     }
 }
 
