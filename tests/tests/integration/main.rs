@@ -6,6 +6,7 @@ mod accounting;
 mod bench;
 mod concurrency;
 mod daemons;
+mod delegation;
 mod disk;
 mod doctor;
 mod egress;

@@ -34,10 +34,22 @@ pub const DELEGATED: &[&str] = &[
     "memory.reclaim",
 ];
 
+/// How deep and how large the tree a VPS makes below its cgroup may grow
+/// (systemd nests some six levels and makes a cgroup per unit): enough for
+/// any service manager, and bounded for the host's walks over it.
+const TREE_LIMITS: &[(&str, &str)] = &[
+    ("cgroup.max.depth", "32"),
+    ("cgroup.max.descendants", "4096"),
+];
+
 /// Give cgroup directory `dir` and its [`DELEGATED`] files to `uid`:`gid`
-/// (the host ids of the VPS's root). Called before anything of the VPS
-/// runs, on a directory the host just made: nothing in it is the VPS's.
+/// (the host ids of the VPS's root), with its tree bounded. Called before
+/// anything of the VPS runs, on a directory the host just made: nothing
+/// in it is the VPS's.
 pub fn delegate(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    for (file, limit) in TREE_LIMITS {
+        std::fs::write(dir.join(file), limit)?;
+    }
     let own = |p: &Path| std::os::unix::fs::lchown(p, Some(uid), Some(gid));
     for file in DELEGATED {
         match own(&dir.join(file)) {
@@ -132,6 +144,9 @@ mod tests {
             let changed = std::fs::metadata(dir.path().join(f)).unwrap().ctime_nsec() != b;
             assert_eq!(changed, DELEGATED.contains(f), "{f}");
         }
+        let read = |f| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert_eq!(read("cgroup.max.depth"), "32");
+        assert_eq!(read("cgroup.max.descendants"), "4096");
     }
 
     #[test]
@@ -156,12 +171,13 @@ mod tests {
         // Unprivileged: the plain files stand in for cgroup.procs.
         std::fs::write(dir.path().join("init.scope/cgroup.procs"), "").unwrap();
         join_beneath(dir.path(), "init.scope").unwrap();
-        let [Call::Openat2 { path, resolve }] = fake.calls().try_into().unwrap() else {
-            panic!("one openat2");
+        let calls = fake.calls();
+        let [Call::Openat2 { path, resolve }] = calls.as_slice() else {
+            panic!("one openat2: {calls:?}");
         };
         assert_eq!(path, "init.scope/cgroup.procs");
         assert_eq!(
-            resolve & (libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS),
+            *resolve & (libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS),
             libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS
         );
         assert_eq!(
