@@ -13,6 +13,7 @@ mod egress;
 mod hardening;
 mod hardening_api;
 mod hardening_files;
+mod init_exit;
 mod limits;
 mod lsm;
 mod metrics;
