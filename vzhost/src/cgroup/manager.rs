@@ -72,6 +72,13 @@ fn write(path: &Path, value: &str) -> Result<()> {
 /// enabled for its children (v2 forbids processes in such a cgroup).
 pub const DAEMON_LEAF: &str = "vzhost-daemon";
 
+/// A leaf of each VPS's v2 cgroup, made and owned by the host, for the
+/// host-side helpers that count as the VPS's (its console keeper): out of
+/// the VPS's own cgroup, where v2 would keep its service manager from
+/// enabling controllers for its children, and out of the names such a
+/// manager gives its units.
+pub const HOST_LEAF: &str = "vzhost-host";
+
 /// Controllers vzhost sets limits with.
 pub const CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
 
@@ -295,13 +302,21 @@ impl VpsCgroup {
         dirs
     }
 
+    /// Create the cgroups, and in the v2 one the host's leaf for the
+    /// VPS's helpers (see [`HOST_LEAF`]).
     pub fn create(&self) -> Result<()> {
-        for d in self.dirs() {
+        let leaf = self.v2.join(HOST_LEAF);
+        for d in self.dirs().into_iter().chain([leaf.as_path()]) {
             if !d.exists() {
                 fs::create_dir(d).map_err(io_err("create", d))?;
             }
         }
         Ok(())
+    }
+
+    /// The `cgroup.procs` of the host's leaf in the v2 cgroup.
+    pub fn host_leaf_procs(&self) -> PathBuf {
+        self.v2.join(HOST_LEAF).join("cgroup.procs")
     }
 
     /// The `cgroup.procs` files a process writes "0" to in order to join.

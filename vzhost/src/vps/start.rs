@@ -210,6 +210,7 @@ impl StartSteps for RealStart<'_> {
             idmap: self.spec.idmap,
             hostname: self.spec.hostname.clone(),
             cgroup_procs: self.cgroup.procs_files(),
+            host_leaf_procs: self.cgroup.host_leaf_procs(),
             init: INIT.iter().map(|s| (*s).to_owned()).collect(),
         };
         let launched = std::time::Instant::now();
