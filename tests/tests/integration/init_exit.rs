@@ -43,6 +43,7 @@ fn reboot_inside_starts_it_again_and_poweroff_leaves_it_stopped() -> anyhow::Res
     }
     let neighbour = init_pid(&d, "b");
     let first = init_pid(&d, "a").expect("runs");
+    let mac = d.sh_ok("a", "cat /sys/class/net/eth0/address");
     let _ = d.sh("a", "reboot");
     let back = wait_for(Duration::from_secs(30), || {
         init_pid(&d, "a").is_some_and(|p| p != first)
@@ -51,6 +52,8 @@ fn reboot_inside_starts_it_again_and_poweroff_leaves_it_stopped() -> anyhow::Res
     assert_eq!(d.status("a").unwrap()["last_exit"]["how"], "reboot");
     assert_eq!(d.sh_ok("a", "echo up"), "up");
     assert_eq!(init_pid(&d, "b"), neighbour, "the neighbour kept running");
+    // The same MAC address after the reboot: no stale neighbour entries.
+    assert_eq!(d.sh_ok("a", "cat /sys/class/net/eth0/address"), mac);
 
     let _ = d.sh("a", "poweroff");
     stopped_and_clean(&d, "a", 1, "poweroff");

@@ -103,6 +103,11 @@ fn debian_boots_systemd_and_exec_works_while_it_runs() -> anyhow::Result<()> {
         "0::/init.scope"
     );
     assert_eq!(d.sh_ok("deb", "hostname"), "deb");
+    let stat: serde_json::Value = serde_json::from_str(&d.ok(&["stat", "deb", "-o", "json"]))?;
+    println!(
+        "a booted Debian VPS holds {} bytes of memory and {} processes",
+        stat[0]["accounting"]["memory"]["held"], stat[0]["accounting"]["processes"]["held"]
+    );
     Ok(())
 }
 
