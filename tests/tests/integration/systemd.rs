@@ -142,10 +142,12 @@ fn poweroff_inside_leaves_it_stopped_and_clean_and_reboot_brings_it_back() -> an
 
     // reboot: a new init, running again.
     let first = init_pid(&d, "deb").expect("runs");
+    let asked = Instant::now();
     let _ = d.sh("deb", "systemctl reboot");
     let back = wait_for(Duration::from_secs(30), || {
         init_pid(&d, "deb").is_some_and(|p| p != first)
     });
+    println!("a reboot inside took {:?} to a new init", asked.elapsed());
     assert!(
         back,
         "not back after reboot: {:?}\n{}",
