@@ -122,7 +122,10 @@ fn stop_of_a_systemd_vps_is_clean_and_quick() -> anyhow::Result<()> {
     d.ok(&["stop", "deb"]);
     let took = started.elapsed();
     println!("stop of a booted systemd VPS took {took:?}");
-    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    // Under the VM's emulation everything is some ten times slower; there
+    // the clean halt (no SIGKILL after the timeout) is what counts.
+    let limit = Duration::from_secs(if vzhost_tests::in_vm() { 30 } else { 5 });
+    assert!(took < limit, "stop took {took:?}");
     assert!(!d.log().contains("killing"), "{}", d.log());
     assert!(!cgroup.exists());
     // And it starts again.
