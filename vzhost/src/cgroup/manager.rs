@@ -72,6 +72,13 @@ fn write(path: &Path, value: &str) -> Result<()> {
 /// enabled for its children (v2 forbids processes in such a cgroup).
 pub const DAEMON_LEAF: &str = "vzhost-daemon";
 
+/// A leaf of each VPS's v2 cgroup, made and owned by the host, for the
+/// host-side helpers that count as the VPS's (its console keeper): out of
+/// the VPS's own cgroup, where v2 would keep its service manager from
+/// enabling controllers for its children, and out of the names such a
+/// manager gives its units.
+pub const HOST_LEAF: &str = "vzhost-host";
+
 /// Controllers vzhost sets limits with.
 pub const CONTROLLERS: &[&str] = &["memory", "cpu", "pids"];
 
@@ -212,7 +219,9 @@ impl Hierarchy {
 
     /// The cgroups of VPS `name` (not created yet).
     pub fn vps(&self, name: &str) -> VpsCgroup {
-        let v2 = self.v2_parent.join(v2_name(&self.daemon, name));
+        let leaf = v2_name(&self.daemon, name);
+        let v2 = self.v2_parent.join(&leaf);
+        let v2_rel = format!("{}/{leaf}", self.v2_parent_path.trim_end_matches('/'));
         let controllers = self
             .placements
             .iter()
@@ -224,7 +233,11 @@ impl Hierarchy {
                 (p.controller, p.version, dir)
             })
             .collect();
-        VpsCgroup { v2, controllers }
+        VpsCgroup {
+            v2,
+            v2_rel,
+            controllers,
+        }
     }
 
     /// Remove this daemon's (empty) v1 parent directories.
@@ -239,6 +252,8 @@ impl Hierarchy {
 #[derive(Debug, Clone)]
 pub struct VpsCgroup {
     v2: PathBuf,
+    /// The v2 path from the v2 root, as /proc/PID/cgroup shows it.
+    v2_rel: String,
     controllers: Vec<(&'static str, Version, PathBuf)>,
 }
 
@@ -251,6 +266,25 @@ pub struct Usage {
 impl VpsCgroup {
     pub fn v2_path(&self) -> &Path {
         &self.v2
+    }
+
+    pub fn v2_rel(&self) -> &str {
+        &self.v2_rel
+    }
+
+    /// Hand the v2 cgroup over to the VPS's root (see [`super::delegate`]).
+    pub fn delegate(&self, uid: u32, gid: u32) -> Result<()> {
+        super::delegate::delegate(&self.v2, uid, gid).map_err(io_err("delegate", &self.v2))
+    }
+
+    /// The `cgroup.procs` files of the v1 cgroups (hybrid hosts), which a
+    /// host-side join writes beside joining a leaf of the v2 cgroup.
+    pub fn v1_procs_files(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .iter()
+            .filter(|d| **d != self.v2)
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
     }
 
     pub fn id(&self) -> Result<u64> {
@@ -268,13 +302,21 @@ impl VpsCgroup {
         dirs
     }
 
+    /// Create the cgroups, and in the v2 one the host's leaf for the
+    /// VPS's helpers (see [`HOST_LEAF`]).
     pub fn create(&self) -> Result<()> {
-        for d in self.dirs() {
+        let leaf = self.v2.join(HOST_LEAF);
+        for d in self.dirs().into_iter().chain([leaf.as_path()]) {
             if !d.exists() {
                 fs::create_dir(d).map_err(io_err("create", d))?;
             }
         }
         Ok(())
+    }
+
+    /// The `cgroup.procs` of the host's leaf in the v2 cgroup.
+    pub fn host_leaf_procs(&self) -> PathBuf {
+        self.v2.join(HOST_LEAF).join("cgroup.procs")
     }
 
     /// The `cgroup.procs` files a process writes "0" to in order to join.

@@ -212,6 +212,7 @@ mod tests {
             network: None,
             policy: None,
             degraded: false,
+            last_exit: None,
         };
         let t = vps(&[
             row("web", Status::Running, Some("10.213.0.2/16")),

@@ -68,6 +68,11 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     crate::net::ensure_bridge(&net)?;
     crate::net::set_nat(&net, cfg.nat)?;
     tracing::info!(nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
+    // VPS inits, left behind by their launchers, become the daemon's
+    // children: their wait status tells a reboot from a poweroff.
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("cannot become a child subreaper ({e}); a reboot inside a VPS stops it");
+    }
     let host = Host::new(
         store,
         cgroups,
@@ -80,6 +85,10 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     tracing::info!(count = adopted.len(), "adopted running VPSs");
     let listener = server::bind(&cfg.socket)?;
     let handlers = Handlers::new(host);
+    {
+        let h = handlers.clone();
+        thread("init-watch", move || h.watch_inits())?;
+    }
     if let Some(reader) = events {
         let log = handlers.event_log();
         thread("ksal-events", move || log.collect(reader))?;

@@ -80,6 +80,11 @@ impl Handlers {
         }
     }
 
+    /// Watch every VPS's init for an exit of its own; never returns.
+    pub fn watch_inits(&self) {
+        self.host.clone().watch_inits();
+    }
+
     pub fn event_log(&self) -> Arc<EventLog> {
         self.events.clone()
     }

@@ -65,4 +65,46 @@ pub struct Runtime {
     pub init_start: u64,
     /// Unix time when the VPS started.
     pub started_at: u64,
+    /// Which init it runs (older runtimes: a plain one).
+    #[serde(default)]
+    pub init: InitKind,
+}
+
+/// The kind of init a VPS runs, which decides how it is asked to stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitKind {
+    /// systemd: SIGTERM makes it re-execute itself; SIGRTMIN+3 halts it.
+    Systemd,
+    /// busybox init, sysvinit, vzhost's own: SIGTERM.
+    #[default]
+    Plain,
+}
+
+/// How a VPS's init ended when nobody asked it to (`poweroff` or
+/// `reboot` inside, or a crash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "how", content = "detail")]
+pub enum InitExit {
+    /// reboot(2) with RESTART in its PID namespace: it is started again.
+    Reboot,
+    /// reboot(2) with POWER_OFF or HALT: it stays stopped.
+    Poweroff,
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Killed(i32),
+    /// Not seen by this daemon (started by an earlier one): taken as a
+    /// poweroff.
+    Unknown,
+}
+
+impl InitKind {
+    /// The signal that asks this init to shut the VPS down.
+    pub fn stop_signal(self) -> i32 {
+        match self {
+            Self::Systemd => libc::SIGRTMIN() + 3,
+            Self::Plain => libc::SIGTERM,
+        }
+    }
 }

@@ -12,7 +12,7 @@ mod template;
 pub mod text;
 
 pub use addr::{AddrError, Subnet};
-pub use dir::{DiskBackend, Runtime, VpsDir};
+pub use dir::{DiskBackend, InitExit, InitKind, Runtime, VpsDir};
 pub use identity::DaemonId;
 pub use kind::ErrorKind;
 pub use report::{NetStats, Status, Verdict, VpsStatus};

@@ -23,6 +23,9 @@ pub struct VpsStatus {
     /// Its policy's LSM rules are not enforced: this kernel cannot run the
     /// LSM hooks and the policy allows a degraded start.
     pub degraded: bool,
+    /// How its init last ended by itself (since this daemon started).
+    #[serde(default)]
+    pub last_exit: Option<super::InitExit>,
 }
 
 /// A VPS's traffic counters.

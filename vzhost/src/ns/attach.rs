@@ -19,13 +19,19 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{model::ErrorKind, sys};
+use crate::{cgroup::delegate, model::ErrorKind, sys};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachPlan {
     pub init_pid: u32,
     pub init_start: u64,
-    pub cgroup_procs: Vec<PathBuf>,
+    /// The VPS's v2 cgroup directory and its path from the v2 root: the
+    /// helper joins the cgroup of the VPS's PID 1 beneath it, a leaf even
+    /// once the VPS's own service manager has enabled controllers there.
+    pub cgroup: PathBuf,
+    pub cgroup_path: String,
+    /// The `cgroup.procs` of its v1 cgroups (hybrid hosts).
+    pub v1_procs: Vec<PathBuf>,
     pub argv: Vec<String>,
     /// Run the command on a pty allocated inside the VPS, its controlling
     /// terminal; without, on the stdio the helper was given.
@@ -147,10 +153,11 @@ pub fn join(plan: &AttachPlan) -> Result<Joined, AttachError> {
     .map(|(n, f)| open(n).map(|fd| (n, f, fd)))
     .collect::<Result<Vec<_>, _>>()?;
 
-    super::join_cgroups(&plan.cgroup_procs).map_err(|source| AttachError::Sys {
+    super::join_cgroups(&plan.v1_procs).map_err(|source| AttachError::Sys {
         step: "join the VPS cgroups".into(),
         source,
     })?;
+    join_leaf(plan)?;
     for (name, flag, fd) in &others {
         setns(fd, *flag).map_err(sys_err(format!("enter the VPS's {name} namespace")))?;
     }
@@ -172,6 +179,30 @@ pub fn join(plan: &AttachPlan) -> Result<Joined, AttachError> {
             source: std::io::Error::from_raw_os_error(libc::EINVAL),
         })?;
     Ok(Joined { argv, master, peer })
+}
+
+/// Join the v2 cgroup of the VPS's PID 1 (a leaf: v2 keeps no process in
+/// a cgroup whose controllers are enabled for children).
+fn join_leaf(plan: &AttachPlan) -> Result<(), AttachError> {
+    let step = || "join the cgroup of the VPS's init".to_owned();
+    let membership =
+        fs::read_to_string(format!("/proc/{}/cgroup", plan.init_pid)).map_err(|source| {
+            AttachError::Sys {
+                step: step(),
+                source,
+            }
+        })?;
+    let rel = delegate::below(&plan.cgroup_path, &membership).ok_or_else(|| AttachError::Sys {
+        step: step(),
+        source: std::io::Error::other(format!(
+            "its init is not in the VPS's cgroup {}",
+            plan.cgroup_path
+        )),
+    })?;
+    delegate::join_beneath(&plan.cgroup, &rel).map_err(|source| AttachError::Sys {
+        step: format!("join cgroup {}/{rel}", plan.cgroup_path),
+        source,
+    })
 }
 
 impl Joined {
@@ -308,7 +339,9 @@ mod tests {
         let plan = AttachPlan {
             init_pid: std::process::id(),
             init_start: 0,
-            cgroup_procs: vec![],
+            cgroup: PathBuf::new(),
+            cgroup_path: String::new(),
+            v1_procs: vec![],
             argv: vec!["true".into()],
             tty: false,
         };

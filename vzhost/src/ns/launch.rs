@@ -36,6 +36,9 @@ pub struct LaunchPlan {
     pub idmap: IdMap,
     pub hostname: String,
     pub cgroup_procs: Vec<PathBuf>,
+    /// The host's leaf in the VPS's v2 cgroup, where the console keeper
+    /// goes (see `cgroup::manager::HOST_LEAF`).
+    pub host_leaf_procs: PathBuf,
     /// The init command line, run inside the VPS.
     pub init: Vec<String>,
 }
@@ -142,7 +145,9 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     mounts::mount_overlay(&dir, &plan.template, userns.as_fd())?;
 
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
+    super::join_cgroups(&[&plan.host_leaf_procs]).map_err(io("join the VPS's host leaf"))?;
     let console = fs::File::from(console.keep().map_err(io("start the console keeper"))?);
+    super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS user namespace"))?;
     super::become_vps_root().map_err(sys("become root of the VPS"))?;
     unshare(

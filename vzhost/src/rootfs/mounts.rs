@@ -2,7 +2,8 @@
 //! 1. as host root in a private mount namespace: the template, idmapped into
 //!    the VPS's user namespace, as overlay lower layer under the VPS's upper;
 //! 2. as the VPS's PID 1 (inside its user, mount, PID and network
-//!    namespaces): /proc, read-only /sys, a minimal /dev, /dev/pts, /dev/shm,
+//!    namespaces): /proc, read-only /sys with the VPS's cgroup2 at
+//!    /sys/fs/cgroup, a minimal /dev, /dev/pts, /dev/shm,
 //!    /run, then pivot_root.
 //!
 //! Stage 1 leaves the launcher's cwd in the overlay, and stage 2 works from
@@ -102,6 +103,17 @@ pub fn finish_root(rootfs: &Path) -> Result<()> {
         None::<&str>,
     )
     .map_err(nix_err("mount sysfs read-only", at("sys")))?;
+    // The VPS's own cgroup as the root of a cgroup2 mount (its cgroup
+    // namespace was made after it joined): what systemd runs its tree in.
+    // Read-write; the host's ownership of the limit files keeps them.
+    mount(
+        Some("cgroup2"),
+        at("sys/fs/cgroup"),
+        Some("cgroup2"),
+        hardened,
+        None::<&str>,
+    )
+    .map_err(nix_err("mount cgroup2", at("sys/fs/cgroup")))?;
 
     mount(
         Some("tmpfs"),

@@ -91,6 +91,43 @@ pub fn is_same_process(pid: u32, start: u64) -> bool {
     process_start_time(pid) == Some(start)
 }
 
+/// Whether a child whose /proc/PID/stat reads `stat` is a zombie this
+/// process adopted rather than started: the children it starts are session
+/// leaders (helpers) or in its own session `own_sid` (tools), and whoever
+/// started them waits for them.
+fn adopted_zombie(stat: &str, pid: u32, own_sid: u32) -> bool {
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return false;
+    };
+    let mut fields = rest.split(' ');
+    let state = fields.next();
+    // ppid and pgrp, then the session.
+    let session = fields.nth(2).and_then(|s| s.parse::<u32>().ok());
+    state == Some("Z") && session.is_some_and(|s| s != pid && s != own_sid)
+}
+
+/// Reap the zombies this process adopted as a child subreaper (a VPS's
+/// console keeper, once its launcher is gone), leaving alone the children
+/// it started itself.
+pub fn reap_orphans() {
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+    let own_sid = nix::unistd::getsid(None).map_or(0, |s| s.as_raw() as u32);
+    let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+        {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if adopted_zombie(&stat, pid, own_sid) {
+                let pid = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG);
+            }
+        }
+    }
+}
+
 /// Mark every fd from `first` up close-on-exec, so nothing the host had
 /// open leaks into a VPS.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
@@ -150,6 +187,18 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn only_adopted_zombies_are_reaped() {
+        let stat = |state, sid| format!("40 (vz hk) {state} 1 30 {sid} 0 -1");
+        // A console keeper: in its dead launcher's session.
+        assert!(adopted_zombie(&stat("Z", 30), 40, 7));
+        // Alive, a helper leading its own session, a tool in ours.
+        assert!(!adopted_zombie(&stat("S", 30), 40, 7));
+        assert!(!adopted_zombie(&stat("Z", 40), 40, 7));
+        assert!(!adopted_zombie(&stat("Z", 7), 40, 7));
+        assert!(!adopted_zombie("", 40, 7));
     }
 
     #[test]

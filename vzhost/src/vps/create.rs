@@ -224,6 +224,7 @@ fn make_layer(
     ] {
         etc.write(file, text.as_bytes(), owner)?;
     }
+    super::init::write_machine_id(&etc, base)?;
     Ok(())
 }
 

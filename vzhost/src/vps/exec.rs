@@ -13,10 +13,13 @@ impl Host {
         let runtime = self
             .live_runtime(&name)
             .ok_or_else(|| LifecycleError::NotRunning(name.to_string()))?;
+        let cgroup = self.cgroup(&name);
         Ok(AttachPlan {
             init_pid: runtime.init_pid,
             init_start: runtime.init_start,
-            cgroup_procs: self.cgroup(&name).procs_files(),
+            cgroup: cgroup.v2_path().to_owned(),
+            cgroup_path: cgroup.v2_rel().to_owned(),
+            v1_procs: cgroup.v1_procs_files(),
             argv,
             tty,
         })

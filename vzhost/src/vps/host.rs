@@ -18,7 +18,7 @@ use super::{ranges::RangeRegistry, store::Store};
 use crate::{
     cgroup::manager::{Hierarchy, VpsCgroup},
     enforce::{EventNames, Stage},
-    model::{Name, Runtime},
+    model::{InitExit, Name, Runtime},
     net::NetConfig,
     policy::{Policy, watch::FileStatus},
     rootfs::Templates,
@@ -57,6 +57,10 @@ pub struct Host {
     /// Highest process count seen per VPS id in its current run (keyed by
     /// start time), for kernels without pids.peak.
     pub(super) process_peaks: Mutex<HashMap<u32, (u64, u64)>>,
+    /// Inits watched for an exit of their own (see `watch`).
+    pub(super) watcher: super::watch::Watcher,
+    /// How each VPS's init last ended by itself.
+    pub(super) last_exits: Mutex<HashMap<Name, InitExit>>,
 }
 
 impl Host {
@@ -79,6 +83,8 @@ impl Host {
             vps_locks: Mutex::default(),
             allocation: Mutex::default(),
             process_peaks: Mutex::default(),
+            watcher: super::watch::Watcher::new(),
+            last_exits: Mutex::default(),
         }
     }
 

@@ -5,6 +5,7 @@ mod destroy;
 pub mod error;
 mod exec;
 pub mod host;
+mod init;
 mod passwd;
 pub mod ranges;
 mod report;
@@ -12,6 +13,7 @@ mod run;
 mod set;
 pub mod start;
 pub mod store;
+mod watch;
 
 pub use create::CreateRequest;
 pub use error::{LifecycleError, Result};

@@ -34,6 +34,7 @@ impl Host {
                     } else {
                         0
                     },
+                    last_exit: self.last_exit(&spec.name),
                     name: spec.name.to_string(),
                     ip: spec.ip.map(|ip| ip.to_string()),
                     hostname: spec.hostname,

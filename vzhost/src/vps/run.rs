@@ -32,10 +32,15 @@ impl Host {
         if let Ok(pidfd) = pidfd_open(runtime.init_pid) {
             // Re-check after opening: the pidfd now pins this very process.
             if is_same_process(runtime.init_pid, runtime.init_start) {
-                let _ = pidfd_send_signal(pidfd.as_fd(), libc::SIGTERM);
+                let signal = runtime.init.stop_signal();
+                let _ = pidfd_send_signal(pidfd.as_fd(), signal);
                 let ms = (spec.stop_timeout * 1000).min(i32::MAX as u64) as i32;
                 if !pidfd_wait_exit(pidfd.as_fd(), ms) {
-                    tracing::warn!(timeout = spec.stop_timeout, "init ignored SIGTERM; killing");
+                    tracing::warn!(
+                        timeout = spec.stop_timeout,
+                        signal,
+                        "init did not stop; killing"
+                    );
                     let _ = pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
                     pidfd_wait_exit(pidfd.as_fd(), 10_000);
                 }
@@ -97,6 +102,7 @@ impl Host {
                         tracing::error!(vps = %spec.name, %e, "ENFORCEMENT: its cgroup is gone")
                     }
                 }
+                self.watch(&spec.name, &runtime);
                 tracing::info!(vps = %spec.name, "adopted running VPS");
                 adopted.push(spec.name.to_string());
             } else if self.store.runtime(&spec.name).is_some() {

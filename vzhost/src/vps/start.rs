@@ -16,7 +16,7 @@ use super::{
 use crate::{
     cgroup::manager::VpsCgroup,
     enforce::{Stage, VpsRoot},
-    model::{Name, Runtime, Spec},
+    model::{InitKind, Name, Runtime, Spec},
     ns::{helper, launch::LaunchPlan},
     sys::{pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time},
 };
@@ -81,6 +81,12 @@ impl Host {
         let name = Name::new(name)?;
         let vps_lock = self.vps_lock(&name);
         let _serial = lock(&vps_lock);
+        self.start_locked(&name)
+    }
+
+    /// Start a VPS whose lock the caller holds, and watch its init.
+    pub(super) fn start_locked(&self, name: &Name) -> Result<Runtime> {
+        let name = name.clone();
         let spec = self.store.load(&name)?;
         if self.live_runtime(&name).is_some() {
             return Err(LifecycleError::Running(name.to_string()));
@@ -89,13 +95,20 @@ impl Host {
         let _enter = span.enter();
         let template = self.templates.resolve(&spec.template)?;
         let started = std::time::Instant::now();
+        match super::init::ensure_machine_id(&self.store.dir(&name).upper(), spec.idmap) {
+            Ok(true) => tracing::info!("gave it a machine-id of its own"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("cannot give it a machine-id of its own: {e}"),
+        }
         let runtime = run_steps(&mut RealStart {
             host: self,
             cgroup: self.cgroup(&name),
             spec: &spec,
             template,
+            init: InitKind::default(),
         })?;
         tracing::info!(init_pid = runtime.init_pid, took = ?started.elapsed(), "started");
+        self.watch(&name, &runtime);
         Ok(runtime)
     }
 
@@ -144,6 +157,8 @@ pub(super) fn kill_init(pid: u32) {
     if let Ok(fd) = pidfd_open(pid) {
         let _ = pidfd_send_signal(fd.as_fd(), libc::SIGKILL);
         pidfd_wait_exit(fd.as_fd(), 5_000);
+        // The daemon is its subreaper: no zombie stays behind.
+        super::watch::reap(&fd);
     }
 }
 
@@ -152,6 +167,8 @@ struct RealStart<'a> {
     spec: &'a Spec,
     cgroup: VpsCgroup,
     template: PathBuf,
+    /// What the VPS's /sbin/init is, seen in its built root.
+    init: InitKind,
 }
 
 impl RealStart<'_> {
@@ -171,6 +188,10 @@ impl StartSteps for RealStart<'_> {
         self.cgroup
             .apply(&self.spec.limits)
             .map_err(self.cgroup_err())?;
+        let root = self.spec.idmap.base;
+        self.cgroup
+            .delegate(root, root)
+            .map_err(self.cgroup_err())?;
         self.cgroup.id().map_err(self.cgroup_err())
     }
 
@@ -189,6 +210,7 @@ impl StartSteps for RealStart<'_> {
             idmap: self.spec.idmap,
             hostname: self.spec.hostname.clone(),
             cgroup_procs: self.cgroup.procs_files(),
+            host_leaf_procs: self.cgroup.host_leaf_procs(),
             init: INIT.iter().map(|s| (*s).to_owned()).collect(),
         };
         let launched = std::time::Instant::now();
@@ -225,6 +247,7 @@ impl StartSteps for RealStart<'_> {
             what: "open its root for the file rules".into(),
             source,
         })?;
+        self.init = super::init::kind_in(&root);
         self.host
             .enforcement()
             .apply(self.spec, cgroup_id, Stage::Built, Some(root))?;
@@ -248,6 +271,7 @@ impl StartSteps for RealStart<'_> {
             init_start: process_start_time(init.pid)
                 .ok_or_else(|| LifecycleError::InitExited(self.name()))?,
             started_at: now(),
+            init: self.init,
         };
         self.host
             .store
@@ -324,6 +348,7 @@ mod tests {
                 init_pid: 42,
                 init_start: 1,
                 started_at: 1,
+                init: InitKind::Plain,
             })
         }
         fn kill(&mut self, pid: u32) {

@@ -309,6 +309,7 @@ mod tests {
             init_pid: 5,
             init_start: 6,
             started_at: 7,
+            init: crate::model::InitKind::Systemd,
         };
         store.set_runtime(&s.name, Some(&r)).unwrap();
         assert_eq!(store.runtime(&s.name), Some(r));
