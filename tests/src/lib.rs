@@ -26,10 +26,8 @@ pub fn in_vm() -> bool {
 /// image it builds once and caches; in the VM, the read-only second disk.
 /// Tests never run debootstrap themselves.
 pub fn debian_template() -> PathBuf {
-    let path = std::env::var_os("VZHOST_DEBIAN_TEMPLATE").map_or_else(
-        || PathBuf::from("/images/debian-bookworm"),
-        PathBuf::from,
-    );
+    let path = std::env::var_os("VZHOST_DEBIAN_TEMPLATE")
+        .map_or_else(|| PathBuf::from("/images/debian-bookworm"), PathBuf::from);
     assert!(
         path.join("etc/debian_version").exists(),
         "no prepared Debian template at {} (run the tests with `cargo xtask test`, \
