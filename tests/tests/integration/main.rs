@@ -5,6 +5,7 @@
 mod accounting;
 mod bench;
 mod concurrency;
+mod console;
 mod daemons;
 mod disk;
 mod doctor;

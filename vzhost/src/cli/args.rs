@@ -133,6 +133,15 @@ pub enum Command {
     },
     /// An interactive shell in a VPS, on a pty.
     Enter { name: String },
+    /// Attach to a running VPS's console (its /dev/console, where its init
+    /// writes and a getty may wait); detach with Ctrl-]. With --log, print
+    /// what the console recorded instead (running or stopped).
+    Console {
+        name: String,
+        /// Print the recorded console output, control characters escaped.
+        #[arg(long)]
+        log: bool,
+    },
     /// Change limits of a VPS, live, and keep them.
     Set {
         name: String,

@@ -6,9 +6,10 @@
 //! - `client`: typed calls to the daemon
 //! - `tables`: how data prints without `-o json`
 //! - a file per command group: `vps` (the verbs), `session` (exec, enter),
-//!   `policy`, `events`, `template`, `stat`, `doctor`
+//!   `console`, `policy`, `events`, `template`, `stat`, `doctor`
 mod args;
 mod client;
+mod console;
 mod doctor;
 mod events;
 mod policy;
@@ -120,6 +121,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Stat { name } => stat::run(&client, out, name.clone()),
         Command::Exec { name, cmd } => session::exec(&client, name, cmd),
         Command::Enter { name } => session::enter(&client, name),
+        Command::Console { name, log } => console::run(&client, name, *log),
         Command::Template { command } => template::run(&client, out, command),
     }
 }

@@ -40,6 +40,8 @@ pub enum Request {
     TemplateList(TemplateList),
     TemplateImport(TemplateImport),
     Passwd(Passwd),
+    Console(Console),
+    ConsoleLog(ConsoleLog),
 }
 
 /// Each request's type and reply, and its place in [`Request`].
@@ -84,6 +86,8 @@ calls! {
     TemplateList(TemplateList) = "template_list" => Vec<TemplateInfo>,
     TemplateImport(TemplateImport) = "template_import" => TemplateInfo,
     Passwd(Passwd) = "passwd" => (),
+    Console(Console) = "console" => Session,
+    ConsoleLog(ConsoleLog) = "console_log" => String,
 }
 
 impl Request {
@@ -98,7 +102,9 @@ impl Request {
             | Self::Exec(Exec { name, .. })
             | Self::Enter(Enter { name })
             | Self::Set(Set { name, .. })
-            | Self::Passwd(Passwd { name, .. }) => Some(name),
+            | Self::Passwd(Passwd { name, .. })
+            | Self::Console(Console { name })
+            | Self::ConsoleLog(ConsoleLog { name }) => Some(name),
             Self::Events(Events { name, .. }) | Self::Stat(Stat { name }) => name.as_deref(),
             Self::Ping(_)
             | Self::List(_)
@@ -205,6 +211,21 @@ pub struct Passwd {
     pub password: String,
 }
 
+/// Attach to the console of running VPS `name`; answered by a
+/// [`Session`] whose `Started` carries a connection to the VPS's console
+/// keeper. It lasts until the caller goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Console {
+    pub name: String,
+}
+
+/// What the console of VPS `name` recorded, oldest first, as the VPS wrote
+/// it (invalid UTF-8 replaced; control characters kept: escape them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsoleLog {
+    pub name: String,
+}
+
 /// A reply: the request's answer, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -231,13 +252,14 @@ pub struct Failure {
     pub message: String,
 }
 
-/// The messages answering an exec or an enter, in order.
+/// The messages answering an exec, an enter or a console, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Session {
     /// The command runs; with this message come the caller's ends of its
     /// stdio: three pipes (to its stdin, from its stdout, from its stderr),
-    /// or the master of the pty it runs on.
+    /// or the master of the pty it runs on (or the console keeper's
+    /// socket).
     Started,
     /// The command is gone; its status as a shell reports it.
     Exited { exit_code: i32 },

@@ -126,7 +126,7 @@ impl Relay {
             if let Some(i) = master_at
                 && !revents[i].is_empty()
             {
-                self.from_vps(&mut buf);
+                self.take_output(&mut buf);
                 if revents[i].contains(PollFlags::POLLOUT) {
                     self.flush_to_vps();
                 }
@@ -143,14 +143,14 @@ impl Relay {
                 if revents[i]
                     .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
                 {
-                    self.from_client(&mut buf);
+                    self.take_typed(&mut buf);
                 }
             }
         }
     }
 
     /// Take what the VPS wrote: into the log, and to the client.
-    fn from_vps(&mut self, buf: &mut [u8]) {
+    fn take_output(&mut self, buf: &mut [u8]) {
         match nix::unistd::read(&self.master, buf) {
             Ok(n) if n > 0 => {
                 // A full disk drops console output; it never stops the VPS.
@@ -191,7 +191,7 @@ impl Relay {
     }
 
     /// Take what the client typed (what does not fit is dropped).
-    fn from_client(&mut self, buf: &mut [u8]) {
+    fn take_typed(&mut self, buf: &mut [u8]) {
         let Some(client) = &mut self.client else {
             return;
         };
