@@ -147,6 +147,10 @@ pub enum Command {
         name: String,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Add the OpenSSH public keys in FILE to root's authorized_keys
+        /// in the VPS (running or stopped).
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Option<PathBuf>,
     },
     /// Templates: the shared read-only root filesystems.
     Template {
@@ -182,6 +186,10 @@ pub struct CreateArgs {
     /// First host id of the VPS's user range (default: the next free range).
     #[arg(long)]
     pub uid_base: Option<u32>,
+    /// Install the OpenSSH public keys in FILE as root's authorized_keys
+    /// in the VPS.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
     /// Size of the VPS's user range.
     #[arg(long, default_value_t = vzhost::model::IDMAP_SIZE, requires = "uid_base")]
     pub uid_count: u32,

@@ -114,7 +114,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Restart { name } => vps::restart(&client, out, name),
         Command::Destroy { name, force } => vps::destroy(&client, out, name, *force),
         Command::List => vps::list(&client, out),
-        Command::Set { name, limits } => vps::set(&client, out, name, limits),
+        Command::Set {
+            name,
+            limits,
+            ssh_key,
+        } => vps::set(&client, out, name, limits, ssh_key.as_deref()),
         Command::Passwd { name, user } => vps::passwd(&client, out, name, user),
         Command::Policy { command } => policy::run(&client, out, command),
         Command::Events { name, follow } => events::run(&client, out, name.as_deref(), *follow),

@@ -192,6 +192,10 @@ pub struct Enter {
 pub struct Set {
     pub name: String,
     pub limits: Limits,
+    /// OpenSSH public keys (a key file's text) to add to its root's
+    /// authorized_keys.
+    #[serde(default)]
+    pub ssh_keys: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

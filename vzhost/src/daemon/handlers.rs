@@ -123,7 +123,11 @@ impl Handlers {
     }
 
     pub fn set(&self, r: &api::Set) -> Result<Spec> {
-        Ok(self.host().set(&r.name, &r.limits)?)
+        let h = self.host();
+        if let Some(text) = &r.ssh_keys {
+            h.add_ssh_keys(&r.name, text)?;
+        }
+        Ok(h.set(&r.name, &r.limits)?)
     }
 
     pub fn passwd(&self, r: &api::Passwd) -> Result<()> {

@@ -11,6 +11,7 @@ pub mod ranges;
 mod report;
 mod run;
 mod set;
+pub mod ssh_keys;
 pub mod start;
 pub mod store;
 

@@ -141,8 +141,7 @@ mod tests {
     use super::*;
 
     /// A real ed25519 public key (ssh-keygen output).
-    const ED25519: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIECspNHQDtZHOX/Us4I2IaWF/kqxpUneA3a/tu/G1tv5 admin@host";
+    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIECspNHQDtZHOX/Us4I2IaWF/kqxpUneA3a/tu/G1tv5 admin@host";
 
     #[test]
     fn public_keys_are_taken_with_their_comments_and_others_refused() {
@@ -186,10 +185,7 @@ mod tests {
         let keys = vec![ED25519.to_owned()];
         assert_eq!(merged_keys("", &keys), format!("{ED25519}\n"));
         let other = "ssh-rsa AAAA other";
-        assert_eq!(
-            merged_keys(other, &keys),
-            format!("{other}\n{ED25519}\n")
-        );
+        assert_eq!(merged_keys(other, &keys), format!("{other}\n{ED25519}\n"));
         let once = merged_keys("", &keys);
         assert_eq!(merged_keys(&once, &keys), once);
     }
