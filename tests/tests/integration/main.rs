@@ -6,6 +6,7 @@ mod accounting;
 mod bench;
 mod concurrency;
 mod console;
+mod credentials;
 mod daemons;
 mod disk;
 mod doctor;
