@@ -133,7 +133,7 @@ fn make_userns(idmap: &IdMap) -> Result<OwnedFd, LaunchError> {
 /// Start the VPS; returns the host pid of its PID 1.
 pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     let dir = VpsDir(plan.vps_dir.clone());
-    let console = Console::open(&dir).map_err(io("open the console log"))?;
+    let console = Console::open(&dir).map_err(io("open the console (its log files and socket)"))?;
     let userns = make_userns(&plan.idmap)?;
 
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
