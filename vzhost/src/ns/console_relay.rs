@@ -35,7 +35,7 @@ pub const ATTACHED: u8 = b'+';
 /// ... or another client is, and this one is turned away.
 pub const BUSY: u8 = b'-';
 
-const CHUNK: usize = 16 << 10;
+const CHUNK: usize = 64 << 10;
 /// Output held for a slow client, at most.
 const TO_CLIENT_CAP: usize = 64 << 10;
 /// Typed input held for a VPS that does not read it, at most.
@@ -149,20 +149,33 @@ impl Relay {
         }
     }
 
-    /// Take what the VPS wrote: into the log, and to the client.
+    /// Take what the VPS wrote (all it has now, up to a buffer): into the
+    /// log, and to the client. A pty hands over at most 4 KiB a read, so
+    /// reading on until it has no more saves a poll and a log write each.
     fn take_output(&mut self, buf: &mut [u8]) {
-        match nix::unistd::read(&self.master, buf) {
-            Ok(n) if n > 0 => {
-                // A full disk drops console output; it never stops the VPS.
-                let _ = self.ring.write_output(&buf[..n]);
-                if self.client.is_some() {
-                    let room = TO_CLIENT_CAP - self.to_client.len();
-                    self.to_client.extend_from_slice(&buf[..n.min(room)]);
+        let mut got = 0;
+        while got < buf.len() {
+            match nix::unistd::read(&self.master, &mut buf[got..]) {
+                Ok(n) if n > 0 => got += n,
+                Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => break,
+                // EIO: nobody in the VPS has the console open just now.
+                _ => {
+                    if got == 0 {
+                        self.idle_until = Some(Instant::now() + RETRY);
+                    }
+                    break;
                 }
             }
-            Err(Errno::EAGAIN | Errno::EINTR) => {}
-            // EIO: nobody in the VPS has the console open just now.
-            _ => self.idle_until = Some(Instant::now() + RETRY),
+        }
+        if got == 0 {
+            return;
+        }
+        // A full disk drops console output; it never stops the VPS.
+        let _ = self.ring.write_output(&buf[..got]);
+        if self.client.is_some() {
+            let room = TO_CLIENT_CAP - self.to_client.len();
+            self.to_client.extend_from_slice(&buf[..got.min(room)]);
         }
     }
 
