@@ -137,8 +137,9 @@ fn the_console_is_a_pty_of_the_vps_kept_in_its_log_and_attachable() -> anyhow::R
 
     let (mut client, term) = attach(&d, "a")?;
     read_until(&term, "Ctrl-]");
-    nix::unistd::write(&term, b"\recho $((6*7))-from-console\r")?;
-    read_until(&term, "42-from-console");
+    // A terminal of the usual size, whose size is known.
+    nix::unistd::write(&term, b"\recho $((6*7))-from-console $(stty size)\r")?;
+    read_until(&term, "42-from-console 24 80");
     // A second attach is refused while this one lasts.
     let busy = vz(&d, &["console", "a"]).stdin(Stdio::null()).output()?;
     assert_eq!(busy.status.code(), Some(4), "{}", stderr(&busy));

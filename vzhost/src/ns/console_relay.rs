@@ -78,6 +78,9 @@ impl Relay {
         {
             return 1;
         }
+        // A serial console's size is unknown (0x0), which some programs
+        // take badly: say what a terminal has by default.
+        let _ = crate::sys::set_window_size(self.master.as_fd(), (24, 80));
         let mut buf = vec![0u8; CHUNK];
         loop {
             if self.idle_until.is_some_and(|t| Instant::now() >= t) {
