@@ -235,6 +235,11 @@ impl Ring {
 
     /// Keep `bytes` of the terminal's output, its CR LF as LF.
     pub(super) fn write_output(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // No CR to look at (a flood of it, most likely): as it is, without
+        // a byte-by-byte pass.
+        if !self.cr && !bytes.contains(&b'\r') {
+            return self.write(bytes);
+        }
         let mut text = Vec::with_capacity(bytes.len() + 1);
         for &b in bytes {
             if std::mem::take(&mut self.cr) && b != b'\n' {
