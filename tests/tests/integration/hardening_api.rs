@@ -174,11 +174,12 @@ fn enter_never_opens_what_a_vps_puts_at_its_ptmx() -> anyhow::Result<()> {
     let target = s.file("host-secret", "host content\n")?;
     let before = fs::metadata(&target)?;
     // VPS root swaps its pty multiplexer for a symlink to a host path (a
-    // path the daemon, as host root, would resolve on the host).
+    // path the daemon, as host root, would resolve on the host). Lazily:
+    // the console, a pty of this devpts, keeps it busy.
     d.sh_ok(
         "a",
         &format!(
-            "umount /dev/pts && ln -s {} /dev/pts/ptmx && test -L /dev/pts/ptmx",
+            "umount -l /dev/pts && ln -s {} /dev/pts/ptmx && test -L /dev/pts/ptmx",
             target.display()
         ),
     );

@@ -5,6 +5,8 @@
 mod accounting;
 mod bench;
 mod concurrency;
+mod console;
+mod credentials;
 mod daemons;
 mod delegation;
 mod disk;

@@ -133,11 +133,24 @@ pub enum Command {
     },
     /// An interactive shell in a VPS, on a pty.
     Enter { name: String },
+    /// Attach to a running VPS's console (its /dev/console, where its init
+    /// writes and a getty may wait); detach with Ctrl-]. With --log, print
+    /// what the console recorded instead (running or stopped).
+    Console {
+        name: String,
+        /// Print the recorded console output, control characters escaped.
+        #[arg(long)]
+        log: bool,
+    },
     /// Change limits of a VPS, live, and keep them.
     Set {
         name: String,
         #[command(flatten)]
         limits: LimitArgs,
+        /// Add the OpenSSH public keys in FILE to root's authorized_keys
+        /// in the VPS (running or stopped).
+        #[arg(long, value_name = "FILE")]
+        ssh_key: Option<PathBuf>,
     },
     /// Templates: the shared read-only root filesystems.
     Template {
@@ -173,6 +186,10 @@ pub struct CreateArgs {
     /// First host id of the VPS's user range (default: the next free range).
     #[arg(long)]
     pub uid_base: Option<u32>,
+    /// Install the OpenSSH public keys in FILE as root's authorized_keys
+    /// in the VPS.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: Option<PathBuf>,
     /// Size of the VPS's user range.
     #[arg(long, default_value_t = vzhost::model::IDMAP_SIZE, requires = "uid_base")]
     pub uid_count: u32,

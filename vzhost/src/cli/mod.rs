@@ -6,9 +6,10 @@
 //! - `client`: typed calls to the daemon
 //! - `tables`: how data prints without `-o json`
 //! - a file per command group: `vps` (the verbs), `session` (exec, enter),
-//!   `policy`, `events`, `template`, `stat`, `doctor`
+//!   `console`, `policy`, `events`, `template`, `stat`, `doctor`
 mod args;
 mod client;
+mod console;
 mod doctor;
 mod events;
 mod policy;
@@ -117,13 +118,18 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Restart { name } => vps::restart(&client, out, name),
         Command::Destroy { name, force } => vps::destroy(&client, out, name, *force),
         Command::List => vps::list(&client, out),
-        Command::Set { name, limits } => vps::set(&client, out, name, limits),
+        Command::Set {
+            name,
+            limits,
+            ssh_key,
+        } => vps::set(&client, out, name, limits, ssh_key.as_deref()),
         Command::Passwd { name, user } => vps::passwd(&client, out, name, user),
         Command::Policy { command } => policy::run(&client, out, command),
         Command::Events { name, follow } => events::run(&client, out, name.as_deref(), *follow),
         Command::Stat { name } => stat::run(&client, out, name.clone()),
         Command::Exec { name, cmd } => session::exec(&client, name, cmd),
         Command::Enter { name } => session::enter(&client, name),
+        Command::Console { name, log } => console::run(&client, name, *log),
         Command::Template { command } => template::run(&client, out, command),
     }
 }

@@ -38,8 +38,9 @@ pub fn exec(client: &Client, name: &str, argv: &[String]) -> anyhow::Result<Exit
         let io = Io {
             input: Some((std_fd(0), stdin)),
             outputs: vec![(stdout, std_fd(1)), (stderr, std_fd(2))],
+            detach: None,
         };
-        Ok(code(io.relay(chan)?))
+        io.relay(chan)?.exit_code()
     }
 }
 
@@ -62,11 +63,12 @@ fn on_pty(chan: Channel, fds: Vec<OwnedFd>) -> anyhow::Result<ExitCode> {
     let io = Io {
         input: Some((std_fd(0), master.try_clone()?)),
         outputs: vec![(master, std_fd(1))],
+        detach: None,
     };
-    Ok(code(io.relay(chan)?))
+    io.relay(chan)?.exit_code()
 }
 
-fn std_fd(fd: i32) -> BorrowedFd<'static> {
+pub(super) fn std_fd(fd: i32) -> BorrowedFd<'static> {
     // SAFETY: the standard descriptors stay open for the life of the process.
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
@@ -76,9 +78,36 @@ fn code(exit_code: i32) -> ExitCode {
 }
 
 /// What to copy: our input to the command, the command's outputs to ours.
-struct Io<'a> {
-    input: Option<(BorrowedFd<'a>, OwnedFd)>,
-    outputs: Vec<(OwnedFd, BorrowedFd<'a>)>,
+pub(super) struct Io<'a> {
+    pub(super) input: Option<(BorrowedFd<'a>, OwnedFd)>,
+    pub(super) outputs: Vec<(OwnedFd, BorrowedFd<'a>)>,
+    /// A key that ends the relay when typed (the console's detach key);
+    /// with one, the relay also ends when the outputs do (the console
+    /// went away), as there is no command whose exit to wait for.
+    pub(super) detach: Option<u8>,
+}
+
+/// How a relay ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The daemon reported the command's exit, with its status.
+    Exited(i32),
+    /// The detach key was typed.
+    Detached,
+    /// The outputs ended (with a detach key only).
+    Closed,
+}
+
+impl Ended {
+    /// The exit status of a command's session as ours.
+    fn exit_code(self) -> anyhow::Result<ExitCode> {
+        match self {
+            Self::Exited(c) => Ok(code(c)),
+            Self::Detached | Self::Closed => {
+                Err(ClientError::Protocol("a command's session ended without its exit").into())
+            }
+        }
+    }
 }
 
 const CHUNK: usize = 16 * 1024;
@@ -116,8 +145,9 @@ fn write_all(to: BorrowedFd<'_>, mut bytes: &[u8]) -> bool {
 
 impl Io<'_> {
     /// Relay until the daemon reports the exit, then pass on what the
-    /// command wrote before it exited; returns its exit status.
-    fn relay(mut self, mut chan: Channel) -> Result<i32, ClientError> {
+    /// command wrote before it exited; returns its exit status. (Or until
+    /// the detach key or the end of the outputs, with a detach key.)
+    pub(super) fn relay(mut self, mut chan: Channel) -> Result<Ended, ClientError> {
         for (from, _) in &self.outputs {
             nonblocking(from.as_fd());
         }
@@ -159,8 +189,10 @@ impl Io<'_> {
             if ready[0] {
                 break;
             }
-            if input_at.is_some_and(|i| ready[i]) {
-                self.pump_input(&mut pending, &mut input_open, &mut buf);
+            if input_at.is_some_and(|i| ready[i])
+                && self.pump_input(&mut pending, &mut input_open, &mut buf)
+            {
+                return Ok(Ended::Detached);
             }
             let mut i = outputs_at;
             self.outputs.retain(|(from, to)| {
@@ -168,6 +200,9 @@ impl Io<'_> {
                 i += 1;
                 keep
             });
+            if self.detach.is_some() && self.outputs.is_empty() {
+                return Ok(Ended::Closed);
+            }
         }
         // The command is gone: what it wrote is in the pipes; what a
         // process it left behind writes later goes nowhere.
@@ -178,20 +213,31 @@ impl Io<'_> {
         }
         drop(self);
         match read::<Session>(&mut chan)? {
-            (Session::Exited { exit_code }, _) => Ok(exit_code),
+            (Session::Exited { exit_code }, _) => Ok(Ended::Exited(exit_code)),
             (Session::Started, _) => Err(ClientError::Protocol("started twice")),
         }
     }
 
     /// Move our input along: read more, or write what is pending. At the
     /// end of our input the command's is closed, so it sees the end too.
-    fn pump_input(&mut self, pending: &mut Vec<u8>, input_open: &mut bool, buf: &mut [u8]) {
+    /// True when the detach key was read (what came before it is dropped
+    /// if it cannot go at once).
+    fn pump_input(&mut self, pending: &mut Vec<u8>, input_open: &mut bool, buf: &mut [u8]) -> bool {
         let Some((ours, theirs)) = &self.input else {
-            return;
+            return false;
         };
         if pending.is_empty() {
             match nix::unistd::read(*ours, buf) {
-                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                Ok(n) if n > 0 => {
+                    let key = self
+                        .detach
+                        .and_then(|k| buf[..n].iter().position(|&b| b == k));
+                    if let Some(at) = key {
+                        let _ = nix::unistd::write(theirs.as_fd(), &buf[..at]);
+                        return true;
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                }
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 _ => *input_open = false,
             }
@@ -211,15 +257,16 @@ impl Io<'_> {
         if pending.is_empty() && !*input_open {
             self.input = None;
         }
+        false
     }
 }
 
 /// Puts our terminal in raw mode, so keys reach the VPS's pty as typed;
 /// restores it when dropped.
-struct RawMode(Option<termios::Termios>);
+pub(super) struct RawMode(Option<termios::Termios>);
 
 impl RawMode {
-    fn enter() -> Self {
+    pub(super) fn enter() -> Self {
         let stdin = std::io::stdin();
         if !stdin.is_terminal() {
             return Self(None);
@@ -268,6 +315,20 @@ mod tests {
 
     /// Relay on a thread, between test pipes; returns its result handle.
     fn start() -> (Ends, std::thread::JoinHandle<Result<i32, ClientError>>) {
+        let (ends, relay) = start_with(None);
+        let relay = std::thread::spawn(move || {
+            relay.join().unwrap().map(|ended| match ended {
+                Ended::Exited(code) => code,
+                other => panic!("{other:?}"),
+            })
+        });
+        (ends, relay)
+    }
+
+    /// [`start`] with a detach key.
+    fn start_with(
+        detach: Option<u8>,
+    ) -> (Ends, std::thread::JoinHandle<Result<Ended, ClientError>>) {
         let pipe = || nix::unistd::pipe().unwrap();
         let (stdin_r, stdin_w) = pipe();
         let (cmd_in, to_cmd) = pipe();
@@ -288,6 +349,7 @@ mod tests {
             let io = Io {
                 input: Some((i, to_cmd)),
                 outputs: vec![(from_out, o), (from_err, e)],
+                detach,
             };
             let r = io.relay(Channel::new(ours));
             drop((stdin_r, out_w, err_w));
@@ -369,5 +431,24 @@ mod tests {
         let (e, relay) = start();
         drop(e.daemon);
         assert!(relay.join().unwrap().is_err());
+    }
+
+    #[test]
+    fn the_detach_key_ends_the_relay_and_what_came_before_it_goes_through() {
+        let (e, relay) = start_with(Some(0x1d));
+        nix::unistd::write(&e.stdin_w, b"ls\x1dnever\n").unwrap();
+        assert_eq!(relay.join().unwrap().unwrap(), Ended::Detached);
+        drop(e.stdin_w);
+        assert_eq!(text(e.cmd_in), "ls", "the key and what follows stay here");
+    }
+
+    #[test]
+    fn with_a_detach_key_the_end_of_the_output_ends_the_relay() {
+        let (e, relay) = start_with(Some(0x1d));
+        nix::unistd::write(&e.cmd_out, b"bye\n").unwrap();
+        drop((e.cmd_out, e.cmd_err));
+        assert_eq!(relay.join().unwrap().unwrap(), Ended::Closed);
+        assert_eq!(text(e.out_r), "bye\n");
+        drop(e.daemon);
     }
 }

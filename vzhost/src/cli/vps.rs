@@ -1,12 +1,18 @@
 //! The VPS verbs: create, start, stop, restart, destroy, list, set, passwd.
-use std::{collections::BTreeMap, io::IsTerminal as _, os::fd::AsFd as _, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal as _, Read as _},
+    os::fd::AsFd as _,
+    path::Path,
+    process::ExitCode,
+};
 
 use anyhow::bail;
 use nix::sys::termios;
 use vzhost::{
     daemon::api::{Destroy, List, Passwd, Restart, Set, Start, Stop},
     model::{IdMap, SpecError},
-    vps::CreateRequest,
+    vps::{CreateRequest, ssh_keys},
 };
 
 use super::{
@@ -42,6 +48,7 @@ pub fn create(client: &Client, out: Output, a: &CreateArgs) -> anyhow::Result<Ex
             base,
             count: a.uid_count,
         }),
+        ssh_keys: ssh_keys(a.ssh_key.as_deref())?,
     })?;
     print(out, &spec, |s| format!("created {}", s.name))
 }
@@ -79,10 +86,12 @@ pub fn set(
     out: Output,
     name: &str,
     limits: &LimitArgs,
+    ssh_key: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let spec = client.call(Set {
         name: name.into(),
         limits: limits.parse()?,
+        ssh_keys: ssh_keys(ssh_key)?,
     })?;
     print(out, &spec, |_| String::new())
 }
@@ -95,6 +104,28 @@ pub fn passwd(client: &Client, out: Output, name: &str, user: &str) -> anyhow::R
         password,
     })?;
     print(out, &(), |()| String::new())
+}
+
+/// The text of key file `path`, checked here so errors name the file (the
+/// daemon checks it again).
+fn ssh_keys(path: Option<&Path>) -> anyhow::Result<Option<String>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let refuse = |why: String| SpecError::Field {
+        field: "--ssh-key",
+        value: path.display().to_string(),
+        why,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(ssh_keys::MAX_KEY_FILE as u64 + 1)
+                .read_to_string(&mut text)
+        })
+        .map_err(|e| refuse(e.to_string()))?;
+    ssh_keys::parse_keys(&text).map_err(|e| refuse(e.to_string()))?;
+    Ok(Some(text))
 }
 
 /// The new password: from stdin when it is not a terminal, else prompted twice.

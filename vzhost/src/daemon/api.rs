@@ -41,6 +41,8 @@ pub enum Request {
     TemplateImport(TemplateImport),
     TemplateCreate(TemplateCreate),
     Passwd(Passwd),
+    Console(Console),
+    ConsoleLog(ConsoleLog),
 }
 
 /// Each request's type and reply, and its place in [`Request`].
@@ -86,6 +88,8 @@ calls! {
     TemplateImport(TemplateImport) = "template_import" => TemplateInfo,
     TemplateCreate(TemplateCreate) = "template_create" => Progress,
     Passwd(Passwd) = "passwd" => (),
+    Console(Console) = "console" => Session,
+    ConsoleLog(ConsoleLog) = "console_log" => String,
 }
 
 impl Request {
@@ -100,7 +104,9 @@ impl Request {
             | Self::Exec(Exec { name, .. })
             | Self::Enter(Enter { name })
             | Self::Set(Set { name, .. })
-            | Self::Passwd(Passwd { name, .. }) => Some(name),
+            | Self::Passwd(Passwd { name, .. })
+            | Self::Console(Console { name })
+            | Self::ConsoleLog(ConsoleLog { name }) => Some(name),
             Self::Events(Events { name, .. }) | Self::Stat(Stat { name }) => name.as_deref(),
             Self::Ping(_)
             | Self::List(_)
@@ -189,6 +195,10 @@ pub struct Enter {
 pub struct Set {
     pub name: String,
     pub limits: Limits,
+    /// OpenSSH public keys (a key file's text) to add to its root's
+    /// authorized_keys.
+    #[serde(default)]
+    pub ssh_keys: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -227,6 +237,21 @@ pub struct Passwd {
     pub password: String,
 }
 
+/// Attach to the console of running VPS `name`; answered by a
+/// [`Session`] whose `Started` carries a connection to the VPS's console
+/// keeper. It lasts until the caller goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Console {
+    pub name: String,
+}
+
+/// What the console of VPS `name` recorded, oldest first, as the VPS wrote
+/// it (invalid UTF-8 replaced; control characters kept: escape them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsoleLog {
+    pub name: String,
+}
+
 /// A reply: the request's answer, or why there is none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -253,13 +278,14 @@ pub struct Failure {
     pub message: String,
 }
 
-/// The messages answering an exec or an enter, in order.
+/// The messages answering an exec, an enter or a console, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Session {
     /// The command runs; with this message come the caller's ends of its
     /// stdio: three pipes (to its stdin, from its stdout, from its stderr),
-    /// or the master of the pty it runs on.
+    /// or the master of the pty it runs on (or the console keeper's
+    /// socket).
     Started,
     /// The command is gone; its status as a shell reports it.
     Exited { exit_code: i32 },

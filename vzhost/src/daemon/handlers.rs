@@ -37,6 +37,15 @@ pub enum HandlerError {
     NoPolicy(String),
     #[error("exec needs a command: vzhost exec NAME -- CMD...")]
     NoCommand,
+    #[error(
+        "the console of VPS {name} does not answer ({source}); restart the VPS to get its console back"
+    )]
+    Console {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("the console of VPS {0} is attached in another session; detach there first (Ctrl-])")]
+    ConsoleBusy(String),
     #[error("cannot set up the session's {what}: {source}")]
     Session {
         what: &'static str,
@@ -53,6 +62,7 @@ impl HandlerError {
             Self::Request(e) => e.kind(),
             Self::NoPolicy(_) => ErrorKind::NotFound,
             Self::NoCommand => ErrorKind::Invalid,
+            Self::Console { .. } | Self::ConsoleBusy(_) => ErrorKind::Conflict,
             Self::Session { .. } => ErrorKind::Internal,
         }
     }
@@ -118,7 +128,11 @@ impl Handlers {
     }
 
     pub fn set(&self, r: &api::Set) -> Result<Spec> {
-        Ok(self.host().set(&r.name, &r.limits)?)
+        let h = self.host();
+        if let Some(text) = &r.ssh_keys {
+            h.add_ssh_keys(&r.name, text)?;
+        }
+        Ok(h.set(&r.name, &r.limits)?)
     }
 
     pub fn passwd(&self, r: &api::Passwd) -> Result<()> {
@@ -239,6 +253,18 @@ impl Handlers {
         let argv = vec!["/bin/sh".into(), "-l".into()];
         let (plan, exe) = self.attach_plan(&r.name, argv, true)?;
         session::run(chan, &exe, &plan)
+    }
+
+    /// The console of a running VPS, for the caller on `chan`.
+    pub fn console(&self, chan: &mut Channel, name: &str) -> Result<Session> {
+        let socket = self.host().console_socket(name)?;
+        session::console(chan, name, &socket)
+    }
+
+    /// What the console of a VPS recorded.
+    pub fn console_log(&self, name: &str) -> Result<String> {
+        let bytes = self.host().console_log(name)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     fn attach_plan(

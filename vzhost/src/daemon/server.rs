@@ -122,6 +122,7 @@ fn dispatch(chan: &mut Channel, h: &Handlers, request: Request) -> Option<ErrorK
         Request::List(_) => answer::<api::List>(chan, h.list()),
         Request::Set(r) => answer::<api::Set>(chan, h.set(&r)),
         Request::Passwd(r) => answer::<api::Passwd>(chan, h.passwd(&r)),
+        Request::ConsoleLog(r) => answer::<api::ConsoleLog>(chan, h.console_log(&r.name)),
         Request::Stat(r) => answer::<api::Stat>(chan, h.stat(r.name.as_deref())),
         Request::PolicyList(_) => answer::<api::PolicyList>(chan, Ok(h.policy_list())),
         Request::PolicyShow(r) => answer::<api::PolicyShow>(chan, h.policy_show(&r.name)),
@@ -139,6 +140,10 @@ fn dispatch(chan: &mut Channel, h: &Handlers, request: Request) -> Option<ErrorK
         Request::Enter(r) => {
             let result = h.enter(chan, &r);
             answer::<api::Enter>(chan, result)
+        }
+        Request::Console(r) => {
+            let result = h.console(chan, &r.name);
+            answer::<api::Console>(chan, result)
         }
     }
 }

@@ -3,14 +3,25 @@
 //! helper allocates inside the VPS, and the caller gets the other ends
 //! (over SCM_RIGHTS) to relay its stdio through. A VPS process left behind
 //! when the command exits holds only those pipes or that pty, which go
-//! dead when the caller is done.
+//! dead when the caller is done. A console session hands over a
+//! connection to the VPS's console keeper the same way.
 use std::{
-    os::fd::{AsRawFd, OwnedFd, RawFd},
+    io::Read as _,
+    os::{
+        fd::{AsFd as _, AsRawFd, OwnedFd, RawFd},
+        unix::net::UnixStream,
+    },
     path::Path,
     process::Stdio,
+    time::Duration,
 };
 
-use nix::{fcntl::OFlag, unistd::pipe2};
+use nix::{
+    errno::Errno,
+    fcntl::OFlag,
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    unistd::pipe2,
+};
 
 use super::{
     api::{Reply, Session},
@@ -19,8 +30,12 @@ use super::{
 };
 use crate::ns::{
     attach::AttachPlan,
+    console::{ATTACHED, BUSY},
     helper::{self, Attached, HelperError},
 };
+
+/// How long a console keeper may take to greet.
+const KEEPER_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd)> {
     pipe2(OFlag::O_CLOEXEC).map_err(|e| HandlerError::Session {
@@ -54,15 +69,60 @@ pub fn run(chan: &mut Channel, exe: &Path, plan: &AttachPlan) -> Result<Session>
         let (stdio, theirs) = pipes()?;
         (helper::attach(exe, plan, stdio)?, theirs)
     };
+    hand_over(chan, theirs, || {
+        attached.wait().map_err(|source| HandlerError::Session {
+            what: "wait for the command",
+            source,
+        })
+    })
+}
+
+/// Attach the caller on `chan` to a VPS's console: it is sent `Started`
+/// with a connection to the console keeper listening at `socket`, and the
+/// session lasts until the caller goes (it sends nothing more).
+pub fn console(chan: &mut Channel, name: &str, socket: &Path) -> Result<Session> {
+    let unreachable = |source| HandlerError::Console {
+        name: name.to_owned(),
+        source,
+    };
+    let mut keeper = UnixStream::connect(socket).map_err(unreachable)?;
+    keeper
+        .set_read_timeout(Some(KEEPER_TIMEOUT))
+        .map_err(unreachable)?;
+    let mut greeting = [0u8; 1];
+    keeper.read_exact(&mut greeting).map_err(unreachable)?;
+    match greeting[0] {
+        ATTACHED => {}
+        BUSY => return Err(HandlerError::ConsoleBusy(name.to_owned())),
+        _ => return Err(unreachable(std::io::ErrorKind::InvalidData.into())),
+    }
+    keeper.set_read_timeout(None).map_err(unreachable)?;
+    let caller = chan
+        .socket()
+        .try_clone()
+        .map_err(|source| HandlerError::Session {
+            what: "caller's socket",
+            source,
+        })?;
+    hand_over(chan, vec![keeper.into()], move || {
+        let mut gone = [PollFd::new(caller.as_fd(), PollFlags::POLLIN)];
+        while poll(&mut gone, PollTimeout::NONE) == Err(Errno::EINTR) {}
+        Ok(0)
+    })
+}
+
+/// Send the caller `Started` with `theirs`, keep no copy of them (so they
+/// go dead when the caller does), and answer `Exited` with what `wait`
+/// returns (waited for even if the caller went, so nothing is left behind).
+fn hand_over(
+    chan: &mut Channel,
+    theirs: Vec<OwnedFd>,
+    wait: impl FnOnce() -> Result<i32>,
+) -> Result<Session> {
     let raw: Vec<RawFd> = theirs.iter().map(AsRawFd::as_raw_fd).collect();
     let sent = chan.send(&Reply::Ok(Session::Started), &raw);
-    // The caller holds the only copies now: when it is gone, so are they.
     drop(theirs);
-    // Wait even for a caller that went away, so the helper is reaped.
-    let exit_code = attached.wait().map_err(|source| HandlerError::Session {
-        what: "wait for the command",
-        source,
-    })?;
+    let exit_code = wait()?;
     sent?;
     tracing::debug!(exit_code, "session ended");
     Ok(Session::Exited { exit_code })

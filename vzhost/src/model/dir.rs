@@ -54,6 +54,11 @@ impl VpsDir {
     pub fn console_log(&self) -> PathBuf {
         self.0.join("disk/console.log")
     }
+    /// Where the console keeper of a running VPS listens for `vzhost
+    /// console` (through the daemon; the state directory is root's only).
+    pub fn console_socket(&self) -> PathBuf {
+        self.0.join("console.sock")
+    }
 }
 
 /// What is true while a VPS runs: its init process on the host.

@@ -6,13 +6,14 @@
 //! PID 1 then waits on `GO_FD` until the daemon has the VPS's whole policy
 //! in force, and only then execs the VPS's init; if the daemon closes the
 //! pipe without a go, PID 1 exits and nothing of the VPS ever ran. PID 1's
-//! stdout and stderr are the console, drained by a keeper of its own
-//! ([`super::console`]) into a bounded ring of files.
+//! stdin, stdout and stderr are the console, a pty of the VPS's own at its
+//! /dev/console, whose master a keeper holds ([`super::console`]): it
+//! keeps what is written in a bounded ring of files.
 use std::{
     fs,
     io::{Read as _, Write as _},
     os::fd::{AsFd as _, OwnedFd},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use nix::{
@@ -22,7 +23,10 @@ use nix::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::console::Console;
+use super::{
+    attach::{AttachError, open_pty},
+    console::{Console, ConsoleLink},
+};
 use crate::{
     model::{IdMap, VpsDir},
     rootfs::mounts,
@@ -52,6 +56,8 @@ pub enum LaunchError {
     },
     #[error(transparent)]
     Mount(#[from] mounts::MountError),
+    #[error("the VPS's console: {0}")]
+    Console(#[from] AttachError),
     #[error("VPS init failed before it started: {0}")]
     Init(String),
 }
@@ -130,7 +136,7 @@ fn make_userns(idmap: &IdMap) -> Result<OwnedFd, LaunchError> {
 /// Start the VPS; returns the host pid of its PID 1.
 pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     let dir = VpsDir(plan.vps_dir.clone());
-    let console = Console::open(&dir).map_err(io("open the console log"))?;
+    let console = Console::open(&dir).map_err(io("open the console (its log files and socket)"))?;
     let userns = make_userns(&plan.idmap)?;
 
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
@@ -146,7 +152,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
 
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     super::join_cgroups(&[&plan.host_leaf_procs]).map_err(io("join the VPS's host leaf"))?;
-    let console = fs::File::from(console.keep().map_err(io("start the console keeper"))?);
+    let console = console.keep().map_err(io("start the console keeper"))?;
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS user namespace"))?;
     super::become_vps_root().map_err(sys("become root of the VPS"))?;
@@ -167,12 +173,12 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     match unsafe { fork() }.map_err(sys("fork PID 1"))? {
         ForkResult::Child => {
             drop(status_r);
-            let e = pid1(plan, &dir, &console, status_w);
+            let e = pid1(plan, &dir, console, status_w);
             // SAFETY: _exit is always safe in a forked child.
             unsafe { libc::_exit(e) }
         }
         ForkResult::Parent { child } => {
-            drop(status_w);
+            drop((status_w, console));
             let mut status = Vec::new();
             let _ = fs::File::from(status_r).read_to_end(&mut status);
             match status.split_first() {
@@ -194,19 +200,28 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
 /// The VPS's PID 1 before it execs init: build the root, report READY on
 /// `status`, wait for the go, exec. Returns only on failure, with the exit
 /// status to use.
-fn pid1(plan: &LaunchPlan, dir: &VpsDir, console: &fs::File, status: OwnedFd) -> i32 {
+fn pid1(plan: &LaunchPlan, dir: &VpsDir, console: ConsoleLink, status: OwnedFd) -> i32 {
     let mut status = fs::File::from(status);
     let build = || -> Result<(), LaunchError> {
         nix::unistd::setsid().map_err(sys("setsid"))?;
         nix::unistd::sethostname(&plan.hostname).map_err(sys("sethostname"))?;
         mounts::finish_root(&dir.rootfs())?;
         crate::sys::loopback_up().map_err(io("bring up loopback"))?;
+        // The console: a pty from the VPS's own devpts (never the host's),
+        // bound at /dev/console; its master goes to the keeper. It is not
+        // made PID 1's controlling terminal: as on a real machine, where
+        // /dev/console never becomes one, a getty takes it (inside a user
+        // namespace it could not take it from PID 1).
+        let pty = open_pty(Path::new("/dev/pts/ptmx"))?;
+        mounts::bind_console(pty.peer.as_fd())?;
+        console
+            .hand_over(pty.master)
+            .map_err(io("hand the console to its keeper"))?;
         // The launcher's pipes must close when it exits: stdio goes to
         // the console before PID 1 waits.
-        let null = fs::File::open("/dev/null").map_err(io("open /dev/null"))?;
-        nix::unistd::dup2_stdin(null.as_fd()).map_err(sys("dup2 stdin"))?;
-        nix::unistd::dup2_stdout(console.as_fd()).map_err(sys("dup2 stdout"))?;
-        nix::unistd::dup2_stderr(console.as_fd()).map_err(sys("dup2 stderr"))?;
+        nix::unistd::dup2_stdin(&pty.peer).map_err(sys("dup2 stdin"))?;
+        nix::unistd::dup2_stdout(&pty.peer).map_err(sys("dup2 stdout"))?;
+        nix::unistd::dup2_stderr(&pty.peer).map_err(sys("dup2 stderr"))?;
         Ok(())
     };
     if let Err(e) = build() {

@@ -6,6 +6,7 @@
 //! on the daemon's process.
 pub mod attach;
 pub mod console;
+mod console_relay;
 pub mod helper;
 pub mod launch;
 

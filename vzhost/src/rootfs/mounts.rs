@@ -3,15 +3,18 @@
 //!    the VPS's user namespace, as overlay lower layer under the VPS's upper;
 //! 2. as the VPS's PID 1 (inside its user, mount, PID and network
 //!    namespaces): /proc, read-only /sys with the VPS's cgroup2 at
-//!    /sys/fs/cgroup, a minimal /dev, /dev/pts, /dev/shm,
-//!    /run, then pivot_root.
+//!    /sys/fs/cgroup, a minimal /dev, /dev/pts, /dev/shm, /run, then
+//!    pivot_root; then its console ([`bind_console`]).
 //!
 //! Stage 1 leaves the launcher's cwd in the overlay, and stage 2 works from
 //! there with relative paths: PID 1 is the VPS's root, which cannot (and
 //! must not) look up a path through the host's private state directory.
 use std::{
     fs,
-    os::{fd::AsFd as _, unix::fs::symlink},
+    os::{
+        fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+        unix::fs::symlink,
+    },
     path::Path,
 };
 
@@ -124,14 +127,11 @@ pub fn finish_root(rootfs: &Path) -> Result<()> {
     )
     .map_err(nix_err("mount /dev", at("dev")))?;
     // Device nodes cannot be made in a user namespace: bind the host's.
-    for dev in DEVICES.iter().chain(std::iter::once(&"console")) {
+    // (/dev/console is the VPS's own pty: see `bind_console`.)
+    for dev in DEVICES {
         let target = at("dev").join(dev);
         fs::File::create(&target).map_err(err("create", &target))?;
-        let source = if *dev == "console" {
-            "/dev/null".to_owned()
-        } else {
-            format!("/dev/{dev}")
-        };
+        let source = format!("/dev/{dev}");
         mount(
             Some(source.as_str()),
             &target,
@@ -182,4 +182,20 @@ pub fn finish_root(rootfs: &Path) -> Result<()> {
     umount2(".", MntFlags::MNT_DETACH).map_err(nix_err("detach the old root", rootfs))?;
     std::env::set_current_dir("/").map_err(err("chdir", Path::new("/")))?;
     Ok(())
+}
+
+/// As the VPS's PID 1 in its finished root: bind `peer`, a pty of the
+/// VPS's own devpts, at /dev/console.
+pub fn bind_console(peer: BorrowedFd<'_>) -> Result<()> {
+    let target = Path::new("/dev/console");
+    fs::File::create(target).map_err(err("create", target))?;
+    let source = format!("/proc/self/fd/{}", peer.as_raw_fd());
+    mount(
+        Some(source.as_str()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(nix_err("bind the console's pty", target))
 }

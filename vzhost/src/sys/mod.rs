@@ -26,8 +26,8 @@ pub use mount::{clone_mount_in, idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
 pub use path::{openat2, stat_in};
 pub use process::{
-    cloexec_from, close_all_but, is_same_process, kill, pidfd_open, pidfd_send_signal,
-    pidfd_wait_exit, process_start_time, reap_orphans,
+    cloexec_from, close_all_but, drop_capabilities, is_same_process, kill, pidfd_open,
+    pidfd_send_signal, pidfd_wait_exit, process_start_time, reap_orphans,
 };
 pub use pty::{
     pty_number, pty_peer, set_controlling_tty, set_window_size, unlock_pty, window_size,
@@ -65,6 +65,7 @@ pub enum Call {
     SetProject { project: u32, directory: bool },
     CloseFds { first: u32, last: u32 },
     SeccompFilter { instructions: usize },
+    DropCapabilities,
 }
 
 /// Run `real` (the raw call, returning the kernel's non-negative result),

@@ -161,6 +161,44 @@ pub fn close_all_but(keep: &[RawFd]) -> io::Result<()> {
     Ok(())
 }
 
+/// Give up every capability (effective, permitted, inheritable), for a
+/// host process that keeps only descriptors it already holds.
+pub fn drop_capabilities() -> io::Result<()> {
+    // The kernel's capability ABI (linux/capability.h), version 3: two
+    // 32-bit words per set.
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let none = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    dispatch(
+        || Call::DropCapabilities,
+        || {
+            // SAFETY: capset reads one header and two data words through
+            // the pointers, both valid for the call.
+            check(unsafe { libc::syscall(libc::SYS_capset, &raw const header, none.as_ptr()) })
+        },
+    )?;
+    Ok(())
+}
+
 fn close_range(first: u32, last: u32, flags: libc::c_uint) -> io::Result<i64> {
     // SAFETY: plain syscall with integer arguments; the caller owns the
     // descriptors it closes or marks.

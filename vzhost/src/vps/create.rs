@@ -6,8 +6,9 @@ use std::{collections::BTreeMap, fs, os::unix::fs::PermissionsExt as _};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    error::Result,
+    error::{LifecycleError, Result},
     host::{Host, lock},
+    ssh_keys::parse_keys,
     store::{StoreError, io},
 };
 use crate::{
@@ -36,6 +37,10 @@ pub struct CreateRequest {
     /// The policy it runs under, instead of the one its name and labels select.
     #[serde(default)]
     pub policy: Option<String>,
+    /// OpenSSH public keys (a key file's text) for its root's
+    /// authorized_keys.
+    #[serde(default)]
+    pub ssh_keys: Option<String>,
 }
 
 const DEFAULT_TEMPLATE: &str = crate::rootfs::BUILTIN_BUSYBOX;
@@ -52,6 +57,12 @@ impl Host {
             return Err(StoreError::Exists(name.to_string()).into());
         }
         self.templates.resolve(&template)?;
+        if let Some(text) = &req.ssh_keys {
+            parse_keys(text).map_err(|source| LifecycleError::SshKey {
+                name: name.to_string(),
+                source,
+            })?;
+        }
         if let Some(p) = &req.policy
             && self.policy(p).is_none()
         {
@@ -62,7 +73,7 @@ impl Host {
             }
             .into());
         }
-        let _allocating = lock(&self.allocation);
+        let allocating = lock(&self.allocation);
         let existing = self.store.list()?;
         let id = existing.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         let used: Vec<(String, std::net::Ipv4Addr)> = existing
@@ -138,6 +149,14 @@ impl Host {
             return Err(e.into());
         }
         tracing::info!(vps = %spec.name, id, base = spec.idmap.base, "created");
+        drop(allocating);
+        if let Some(text) = &req.ssh_keys
+            && let Err(e) = self.add_ssh_keys(spec.name.as_str(), text)
+        {
+            // All or nothing: a VPS without the keys asked for is not made.
+            let _ = self.destroy(spec.name.as_str(), true);
+            return Err(e);
+        }
         Ok(spec)
     }
 }

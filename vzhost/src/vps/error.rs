@@ -54,6 +54,11 @@ pub enum LifecycleError {
         name: String,
         source: super::passwd::ShadowError,
     },
+    #[error("VPS {name}: --ssh-key: {source}")]
+    SshKey {
+        name: String,
+        source: super::ssh_keys::KeyError,
+    },
     #[error("VPS {name} has no user {user} in its /etc/passwd")]
     NoUser { name: String, user: String },
     #[error(transparent)]
@@ -81,6 +86,7 @@ impl LifecycleError {
             Self::Addr(e) => e.kind(),
             Self::Files { source, .. } => source.kind(),
             Self::Shadow { source, .. } => source.kind(),
+            Self::SshKey { source, .. } => source.kind(),
             Self::Cgroup { .. } | Self::Launch { .. } | Self::Disk { .. } | Self::Net { .. } => {
                 ErrorKind::Kernel
             }

@@ -1,5 +1,6 @@
 //! Virtual private servers: the state store on disk and the host that acts
 //! on them, a file per verb.
+mod console;
 mod create;
 mod destroy;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod ranges;
 mod report;
 mod run;
 mod set;
+pub mod ssh_keys;
 pub mod start;
 pub mod store;
 mod watch;

@@ -1,11 +1,14 @@
-//! `vzhost passwd`: set a user's password hash in the VPS's own
-//! /etc/shadow, without ever following a VPS's path as host root.
+//! Login credentials in a VPS's own files, without ever following a VPS's
+//! path as host root: `vzhost passwd` sets a user's password hash in its
+//! /etc/shadow (keeping the file's owner, group and mode, refusing a user
+//! its /etc/passwd lacks), `--ssh-key` adds keys to root's
+//! /root/.ssh/authorized_keys (0700 directory, 0600 file, the VPS root's).
 //!
 //! - A stopped VPS is changed in its layer, from the host, through
-//!   [`SafeDir`]: /etc/passwd and /etc/shadow are read from its upper layer
-//!   where it has them (a whiteout there means the VPS deleted them), else
-//!   from its template; the new /etc/shadow is written into the upper layer
-//!   with the owner and mode the old one had.
+//!   [`SafeDir`]: files are read from its upper layer where it has them (a
+//!   whiteout there means the VPS deleted them), else from its template;
+//!   what is written goes into the upper layer, directories made there as
+//!   the template has them.
 //! - A running VPS is changed from inside: the `vzhost __passwd` helper
 //!   joins its namespaces as its root and does the same read-modify-write
 //!   on its `/`, with the same [`SafeDir`]. It is vzhost's own code (no
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     error::{LifecycleError, Result},
     host::{Host, lock, now},
+    ssh_keys::{merged_keys, parse_keys},
 };
 use crate::{
     model::{IdMap, Name, Spec},
@@ -40,13 +44,24 @@ const EXIT_NO_USER: i32 = 3;
 /// The helper subcommand.
 pub const PASSWD_HELPER: &str = "__passwd";
 
+/// A change to a VPS's login credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Credential {
+    /// `user`'s password hash in /etc/shadow (`user` must be in
+    /// /etc/passwd).
+    Password { user: String, hash: String },
+    /// Public keys (checked by [`super::ssh_keys::parse_keys`]) added to
+    /// root's /root/.ssh/authorized_keys.
+    AuthorizedKeys { keys: Vec<String> },
+}
+
 /// What the passwd helper is handed on its stdin (never on its command
 /// line, which every host user can read).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PasswdPlan {
     pub vps: AttachPlan,
-    pub user: String,
-    pub hash: String,
+    pub change: Credential,
 }
 
 /// Why a shadow file cannot be made.
@@ -73,72 +88,80 @@ impl ShadowError {
 impl Host {
     /// Set `user`'s password in the VPS's own /etc/shadow (SHA-512 crypt).
     pub fn passwd(&self, name: &str, user: &str, password: &str) -> Result<()> {
-        let vps = Name::new(name)?;
-        let vps_lock = self.vps_lock(&vps);
-        let _serial = lock(&vps_lock);
-        let spec = self.store.load(&vps)?;
         let hash = sha_crypt::sha512_simple(password, &sha_crypt::Sha512Params::default())
             .map_err(|e| LifecycleError::Io {
                 name: name.into(),
                 what: "hash the password".into(),
                 source: std::io::Error::other(format!("{e:?}")),
             })?;
-        match self.live_runtime(&vps) {
-            Some(_) => self.passwd_inside(&vps, user, &hash)?,
-            None => self.passwd_in_layer(&spec, user, &hash)?,
-        }
-        tracing::info!(vps = name, user, "password set");
+        let user = user.to_owned();
+        self.change_credential(name, Credential::Password { user, hash })?;
+        tracing::info!(vps = name, "password set");
         Ok(())
     }
 
-    fn passwd_in_layer(&self, spec: &Spec, user: &str, hash: &str) -> Result<()> {
+    /// Add the OpenSSH public keys in `text` (each line checked) to the
+    /// VPS root's authorized keys.
+    pub fn add_ssh_keys(&self, name: &str, text: &str) -> Result<()> {
+        let keys = parse_keys(text).map_err(|source| LifecycleError::SshKey {
+            name: name.to_owned(),
+            source,
+        })?;
+        let count = keys.len();
+        self.change_credential(name, Credential::AuthorizedKeys { keys })?;
+        tracing::info!(vps = name, count, "ssh keys added");
+        Ok(())
+    }
+
+    fn change_credential(&self, name: &str, change: Credential) -> Result<()> {
+        let vps = Name::new(name)?;
+        let vps_lock = self.vps_lock(&vps);
+        let _serial = lock(&vps_lock);
+        let spec = self.store.load(&vps)?;
+        match self.live_runtime(&vps) {
+            Some(_) => self.change_inside(&vps, change),
+            None => self.change_in_layer(&spec, &change),
+        }
+    }
+
+    fn change_in_layer(&self, spec: &Spec, change: &Credential) -> Result<()> {
         let files = |source| LifecycleError::Files {
             name: spec.name.to_string(),
             source,
         };
         let ids = spec.idmap;
-        let template =
-            SafeDir::open(&self.templates.resolve(&spec.template)?, None).map_err(files)?;
-        let upper = SafeDir::open(&self.store.dir(&spec.name).upper(), Some(ids)).map_err(files)?;
-        let layered = |rel| read_layered(&upper, &template, rel, ids).map_err(files);
-        let passwd = layered("etc/passwd")?.map(|(bytes, _)| bytes);
-        let shadow = layered("etc/shadow")?;
-        let root = Owner {
-            uid: ids.base,
-            gid: ids.base,
-            mode: 0o600,
+        let view = View::Layers {
+            template: SafeDir::open(&self.templates.resolve(&spec.template)?, None)
+                .map_err(files)?,
+            upper: SafeDir::open(&self.store.dir(&spec.name).upper(), Some(ids)).map_err(files)?,
+            ids,
         };
-        let (text, owner) = updated_shadow(passwd.as_deref(), shadow, root, user, hash)
-            .map_err(|e| shadow_error(&spec.name, e))?;
-        let etc_owner = match template.lstat("etc").map_err(files)? {
-            Some(st) => to_host(ids, Owner::of(&st)),
-            None => Owner {
-                mode: 0o755,
-                ..root
-            },
-        };
-        upper
-            .make_dir("etc", etc_owner)
-            .and_then(|etc| etc.write("shadow", text.as_bytes(), owner))
-            .map_err(files)
+        match view.apply(change) {
+            Ok(()) => Ok(()),
+            Err(Failed::Files(e)) => Err(files(e)),
+            Err(Failed::Shadow(e)) => Err(shadow_error(&spec.name, e)),
+        }
     }
 
-    fn passwd_inside(&self, vps: &Name, user: &str, hash: &str) -> Result<()> {
+    fn change_inside(&self, vps: &Name, change: Credential) -> Result<()> {
         let io_err = |what: &str| {
             let (name, what) = (vps.to_string(), what.to_owned());
             move |source| LifecycleError::Io { name, what, source }
         };
+        let user = match &change {
+            Credential::Password { user, .. } => Some(user.clone()),
+            Credential::AuthorizedKeys { .. } => None,
+        };
         let plan = PasswdPlan {
             vps: self.attach_plan(vps.as_str(), Vec::new(), false)?,
-            user: user.to_owned(),
-            hash: hash.to_owned(),
+            change,
         };
         let mut child = crate::ns::helper::command(&self.exe, PASSWD_HELPER)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(io_err("run the passwd helper"))?;
+            .map_err(io_err("run the credentials helper"))?;
         let sent = child
             .stdin
             .take()
@@ -150,25 +173,132 @@ impl Host {
         if !exited {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io_err("set the password inside the VPS")(
+            return Err(io_err("change credentials inside the VPS")(
                 std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     format!("the helper did not finish within {HELPER_TIMEOUT:?}; it was killed"),
                 ),
             ));
         }
-        let status = child.wait().map_err(io_err("wait for the passwd helper"))?;
+        let status = child
+            .wait()
+            .map_err(io_err("wait for the credentials helper"))?;
         let mut why = String::new();
         if let Some(err) = child.stderr.take() {
             let _ = err.take(4096).read_to_string(&mut why);
         }
-        match status.code() {
-            Some(0) => sent.map_err(io_err("hand the plan to the passwd helper")),
-            Some(EXIT_NO_USER) => Err(shadow_error(vps, ShadowError::NoUser(user.to_owned()))),
-            _ => Err(io_err("set the password inside the VPS")(
+        match (status.code(), user) {
+            (Some(0), _) => sent.map_err(io_err("hand the plan to the credentials helper")),
+            (Some(EXIT_NO_USER), Some(user)) => Err(shadow_error(vps, ShadowError::NoUser(user))),
+            _ => Err(io_err("change credentials inside the VPS")(
                 std::io::Error::other(why.trim().to_owned()),
             )),
         }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error(transparent)]
+    Files(#[from] SafeError),
+    #[error("the VPS {0}")]
+    Shadow(#[from] ShadowError),
+}
+
+/// A VPS's files as its root sees them, to change.
+enum View {
+    /// `/` of a running VPS, from inside (ids as the VPS has them).
+    Inside(SafeDir),
+    /// A stopped VPS's upper layer over its template, from the host.
+    Layers {
+        upper: SafeDir,
+        template: SafeDir,
+        ids: IdMap,
+    },
+}
+
+impl View {
+    /// The VPS's root user as an owner, with `mode`.
+    fn root(&self, mode: u32) -> Owner {
+        let id = match self {
+            Self::Inside(_) => 0,
+            Self::Layers { ids, .. } => ids.base,
+        };
+        Owner {
+            uid: id,
+            gid: id,
+            mode,
+        }
+    }
+
+    /// File `rel` and its owner; None if the VPS has none.
+    fn read(&self, rel: &str) -> std::result::Result<Option<(Vec<u8>, Owner)>, SafeError> {
+        match self {
+            Self::Inside(root) => match root.lstat(rel)? {
+                Some(st) => Ok(root.read(rel, CAP)?.map(|b| (b, Owner::of(&st)))),
+                None => Ok(None),
+            },
+            Self::Layers {
+                upper,
+                template,
+                ids,
+            } => read_layered(upper, template, rel, *ids),
+        }
+    }
+
+    /// Directory `rel` to write in, each missing part made as the
+    /// template has it, else as root's with `mode`.
+    fn dir(&self, rel: &str, mode: u32) -> std::result::Result<SafeDir, SafeError> {
+        match self {
+            Self::Inside(root) => root.make_dir(rel, self.root(mode)),
+            Self::Layers {
+                upper,
+                template,
+                ids,
+            } => {
+                let mut dir = upper.dir(".")?;
+                let mut path = String::new();
+                for part in rel.split('/') {
+                    path = if path.is_empty() {
+                        part.to_owned()
+                    } else {
+                        format!("{path}/{part}")
+                    };
+                    let owner = match template.lstat(&path)? {
+                        Some(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                            to_host(*ids, Owner::of(&st))
+                        }
+                        _ => self.root(mode),
+                    };
+                    dir = dir.make_dir(part, owner)?;
+                }
+                Ok(dir)
+            }
+        }
+    }
+
+    fn apply(&self, change: &Credential) -> std::result::Result<(), Failed> {
+        match change {
+            Credential::Password { user, hash } => {
+                let passwd = self.read("etc/passwd")?.map(|(bytes, _)| bytes);
+                let shadow = self.read("etc/shadow")?;
+                let (text, owner) =
+                    updated_shadow(passwd.as_deref(), shadow, self.root(0o600), user, hash)?;
+                self.dir("etc", 0o755)?
+                    .write("shadow", text.as_bytes(), owner)?;
+            }
+            Credential::AuthorizedKeys { keys } => {
+                let old = self.read("root/.ssh/authorized_keys")?;
+                let old = old.map(|(b, _)| String::from_utf8_lossy(&b).into_owned());
+                let text = merged_keys(old.as_deref().unwrap_or(""), keys);
+                self.dir("root/.ssh", 0o700)?.write(
+                    "authorized_keys",
+                    text.as_bytes(),
+                    self.root(0o600),
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -239,42 +369,28 @@ fn updated_shadow(
 }
 
 /// The `vzhost __passwd` helper: read a [`PasswdPlan`] on `input`, join the
-/// VPS as its root, and set the hash in its /etc/shadow. Returns the exit
+/// VPS as its root, and make the change in its files. Returns the exit
 /// status (0, [`EXIT_NO_USER`], or 1 with the reason on stderr).
 pub fn passwd_helper(input: impl Read) -> i32 {
     #[derive(Debug, thiserror::Error)]
-    enum Failed {
-        #[error("passwd plan: {0}")]
+    enum HelperFailed {
+        #[error("credentials plan: {0}")]
         Plan(#[from] serde_json::Error),
         #[error(transparent)]
         Attach(#[from] attach::AttachError),
         #[error(transparent)]
-        Files(#[from] SafeError),
-        #[error("the VPS {0}")]
-        Shadow(#[from] ShadowError),
+        Change(#[from] Failed),
     }
-    let run = || -> std::result::Result<(), Failed> {
-        let plan: PasswdPlan = serde_json::from_reader(input.take(1 << 16))?;
+    let run = || -> std::result::Result<(), HelperFailed> {
+        let plan: PasswdPlan = serde_json::from_reader(input.take(1 << 20))?;
         attach::join(&plan.vps)?;
-        let root = SafeDir::open(Path::new("/"), None)?;
-        let passwd = root.read("etc/passwd", CAP)?;
-        let shadow = match root.lstat("etc/shadow")? {
-            Some(st) => root.read("etc/shadow", CAP)?.map(|b| (b, Owner::of(&st))),
-            None => None,
-        };
-        let default = Owner {
-            uid: 0,
-            gid: 0,
-            mode: 0o600,
-        };
-        let (text, owner) =
-            updated_shadow(passwd.as_deref(), shadow, default, &plan.user, &plan.hash)?;
-        root.write("etc/shadow", text.as_bytes(), owner)?;
+        let root = SafeDir::open(Path::new("/"), None).map_err(Failed::from)?;
+        View::Inside(root).apply(&plan.change)?;
         Ok(())
     };
     match run() {
         Ok(()) => 0,
-        Err(Failed::Shadow(ShadowError::NoUser(_))) => EXIT_NO_USER,
+        Err(HelperFailed::Change(Failed::Shadow(ShadowError::NoUser(_)))) => EXIT_NO_USER,
         Err(e) => {
             eprintln!("vzhost: {e}");
             1

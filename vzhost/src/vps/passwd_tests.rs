@@ -119,3 +119,74 @@ fn a_planted_symlink_in_the_upper_layer_is_refused_and_the_host_file_kept() {
     assert!(matches!(err, SafeError::Symlink { .. }), "{err}");
     assert_eq!(fs::read_to_string(&host).unwrap(), "secret\n");
 }
+
+#[test]
+fn a_password_change_keeps_the_shadow_files_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let (tmp, _, _) = layers();
+    let root = tmp.path().join("template");
+    let shadow = root.join("etc/shadow");
+    fs::set_permissions(&shadow, fs::Permissions::from_mode(0o640)).unwrap();
+    let before = fs::metadata(&shadow).unwrap();
+    let view = View::Inside(SafeDir::open(&root, None).unwrap());
+    view.apply(&Credential::Password {
+        user: "root".into(),
+        hash: "$6$s$h".into(),
+    })
+    .unwrap();
+    let after = fs::metadata(&shadow).unwrap();
+    assert_eq!(after.mode() & 0o7777, 0o640);
+    assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+    assert!(
+        fs::read_to_string(&shadow)
+            .unwrap()
+            .starts_with("root:$6$s$h:")
+    );
+}
+
+#[test]
+fn a_user_the_vps_lacks_is_refused_by_name_and_nothing_written() {
+    let (tmp, template, upper) = layers();
+    let view = View::Layers {
+        upper,
+        template,
+        ids: IDS,
+    };
+    let err = view
+        .apply(&Credential::Password {
+            user: "mallory".into(),
+            hash: "h".into(),
+        })
+        .unwrap_err();
+    assert!(matches!(&err, Failed::Shadow(ShadowError::NoUser(u)) if u == "mallory"));
+    assert!(err.to_string().contains("mallory"), "{err}");
+    assert!(!tmp.path().join("upper/etc/shadow").exists());
+}
+
+#[test]
+fn keys_never_go_through_a_symlinked_ssh_directory() {
+    let (tmp, template, upper) = layers();
+    let outside = tmp.path().join("host-ssh");
+    fs::create_dir(&outside).unwrap();
+    fs::create_dir(tmp.path().join("upper/root")).unwrap();
+    symlink(&outside, tmp.path().join("upper/root/.ssh")).unwrap();
+    let view = View::Layers {
+        upper,
+        template,
+        ids: IDS,
+    };
+    let err = view
+        .apply(&Credential::AuthorizedKeys {
+            keys: vec!["ssh-ed25519 AAAA k".into()],
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, Failed::Files(SafeError::Symlink { .. })),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing outside"
+    );
+}
