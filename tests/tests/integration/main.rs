@@ -8,6 +8,7 @@ mod concurrency;
 mod console;
 mod credentials;
 mod daemons;
+mod debian;
 mod delegation;
 mod disk;
 mod distro;

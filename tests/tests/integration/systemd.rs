@@ -60,12 +60,12 @@ fn zombies(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
-fn init_pid(d: &Daemon, vps: &str) -> Option<u64> {
+pub(crate) fn init_pid(d: &Daemon, vps: &str) -> Option<u64> {
     d.status(vps).and_then(|s| s["init_pid"].as_u64())
 }
 
 /// Wait until `done` holds or `limit` passes.
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if done() {
