@@ -34,10 +34,8 @@ fn await_sshd(d: &Daemon, ip: &str) {
     let seen = std::thread::spawn(move || {
         use std::os::fd::AsRawFd as _;
         // SAFETY: setns on this thread only, into a netns fd we hold.
-        assert_eq!(
-            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
+        let entered = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns into the daemon's netns");
         while Instant::now() < deadline {
             let mut banner = [0u8; 7];
             if TcpStream::connect_timeout(&addr, Duration::from_millis(500))
