@@ -4,6 +4,7 @@
 //! allows BPF LSM programs and otherwise in the VM.
 use std::{
     fs,
+    io::Write as _,
     path::Path,
     process::{Command, ExitCode},
     time::Duration,
@@ -81,6 +82,92 @@ fn partitions(vzhost: &Path, degraded: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Debian VPS booting its own systemd, and a real OpenSSH client
+/// logging in to it with the password `vzhost passwd` set.
+fn debian(vzhost: &Path, degraded: bool) -> anyhow::Result<()> {
+    println!("\n==== A Debian VPS: systemd, sshd, a login over ssh ====");
+    let image = crate::images::ensure_debian(vzhost)?;
+    let host = Host::start(vzhost, "demo-debian", degraded)?;
+    let template = image.dir.to_str().context("UTF-8 path")?;
+    host.show(&["template", "import", "debian", template])?;
+    host.show(&["template", "list"])?;
+    let ip = "10.213.0.30";
+    host.show(&[
+        "create",
+        "shop",
+        "--template",
+        "debian",
+        "--ip",
+        ip,
+        "--hostname",
+        "shop.example",
+    ])?;
+    println!("$ echo '********' | vzhost passwd shop root");
+    let mut passwd = host
+        .cmd(&["passwd", "shop", "root"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    passwd
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"demo-password\n")?;
+    anyhow::ensure!(passwd.wait()?.success(), "vzhost passwd failed");
+    let started = std::time::Instant::now();
+    host.show(&["start", "shop"])?;
+    host.await_sshd(ip, Duration::from_secs(120))?;
+    println!(
+        "(sshd answered {:.2} s after `vzhost start`)",
+        started.elapsed().as_secs_f64()
+    );
+    let askpass = host.state.join("askpass");
+    fs::write(&askpass, "#!/bin/sh\necho demo-password\n")?;
+    fs::set_permissions(
+        &askpass,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
+    let login = format!("root@{ip}");
+    let remote = "echo \"logged in to $(hostname) as $(id -un); PID 1 is $(cat /proc/1/comm)\"; \
+                  . /etc/os-release; echo \"$PRETTY_NAME\"; \
+                  echo \"systemd says: $(systemctl is-system-running --wait)\"; \
+                  systemctl list-units --type=service --state=running --no-legend --plain | cut -d' ' -f1";
+    println!("$ ssh {login} '...'   (password authentication, from the host)");
+    let pid = host.daemon_pid().context("the daemon runs")?.to_string();
+    let status = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "ssh", "-F", "/dev/null"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .args([&login, remote])
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .stdin(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "the ssh login failed");
+    println!("$ vzhost console shop --log | tail -n 12");
+    let log = host.quiet(&["console", "shop", "--log"])?;
+    let tail: Vec<&str> = log.lines().rev().take(12).collect();
+    for line in tail.into_iter().rev() {
+        println!("{line}");
+    }
+    let stopped = std::time::Instant::now();
+    host.show(&["stop", "shop"])?;
+    println!(
+        "(systemd halted cleanly in {:.2} s)",
+        stopped.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 pub fn run() -> anyhow::Result<ExitCode> {
     setup::ensure()?;
     let artifacts = vm::Artifacts::build()?;
@@ -101,6 +188,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .unwrap_or(false);
 
     partitions(&artifacts.vzhost, !lsm_here)?;
+    debian(&artifacts.vzhost, !lsm_here)?;
 
     let demo = "/vm/tests/integration --test-threads=1 --nocapture lsm::escape::escape_attempts";
     if lsm_here {

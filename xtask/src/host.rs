@@ -4,6 +4,9 @@
 //! every VPS it made.
 use std::{
     fs,
+    io::Read as _,
+    net::{SocketAddr, TcpStream},
+    os::fd::AsRawFd as _,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -147,6 +150,33 @@ impl Host {
         self.show(&["exec", name, "--", "sh", "-c", script])
     }
 
+    /// Wait until sshd at `ip` sends its banner; seen from the daemon's
+    /// network namespace (where the bridge is).
+    pub fn await_sshd(&self, ip: &str, limit: Duration) -> anyhow::Result<()> {
+        let daemon = self.daemon_pid().context("the daemon runs")?;
+        let addr: SocketAddr = format!("{ip}:22").parse()?;
+        in_netns_of(daemon, move || {
+            let deadline = Instant::now() + limit;
+            loop {
+                let mut banner = [0u8; 8];
+                let got = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).and_then(
+                    |mut s| {
+                        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                        s.read_exact(&mut banner)
+                    },
+                );
+                if got.is_ok() && banner.starts_with(b"SSH-2.0") {
+                    return Ok(());
+                }
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "no sshd banner from {addr} within {limit:?}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    }
+
     pub fn quiet(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.cmd(args).stdin(Stdio::null()).output()?;
         if !out.status.success() {
@@ -202,4 +232,21 @@ fn own_v2_cgroup() -> anyhow::Result<PathBuf> {
         .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
         .context("no cgroup v2 membership")?;
     Ok(root.join(own.trim_start_matches('/')))
+}
+
+/// Run `work` on a thread of its own inside the network namespace of `pid`.
+pub fn in_netns_of<T: Send + 'static>(
+    pid: u32,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let ns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::spawn(move || {
+        // SAFETY: setns on a thread this closure owns; it moves only it.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setns");
+        }
+        work()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a thread in the network namespace of {pid} panicked"))?
 }

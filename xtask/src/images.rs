@@ -33,7 +33,9 @@ pub struct Paths {
 
 impl Paths {
     pub fn new() -> Self {
-        let images = shell::workspace_root().join("target/images");
+        // Beside the kernels, so a `cargo clean` or a new checkout keeps it.
+        let images = std::env::var_os("VZHOST_IMAGE_CACHE")
+            .map_or_else(|| PathBuf::from("/var/cache/vzhost/images"), PathBuf::from);
         Self {
             dir: images.join(format!("debian-{RELEASE}")),
             ext4: images.join(format!("debian-{RELEASE}.ext4")),

@@ -3,8 +3,6 @@
 //! further VPS, and how many idle ones this machine holds.
 use std::{
     fmt::Write as _,
-    io::Read as _,
-    net::{SocketAddr, TcpStream},
     path::Path,
     time::{Duration, Instant},
 };
@@ -13,38 +11,13 @@ use anyhow::Context as _;
 
 use super::{
     Plan,
-    measure::{Report, Samples, in_netns_of, mem_available_kib, rss_kib, settle, timed},
+    measure::{Report, Samples, mem_available_kib, rss_kib, settle, timed},
 };
 use crate::host::Host;
 
 /// The address of Debian VPS number `i` on the daemon's bridge.
 fn address(i: usize) -> String {
     format!("10.213.{}.{}", 1 + i / 250, 2 + i % 250)
-}
-
-/// Wait until sshd at `ip` sends its banner; seen from the daemon's
-/// network namespace (where the bridge is).
-fn await_banner(daemon: u32, ip: &str, limit: Duration) -> anyhow::Result<()> {
-    let addr: SocketAddr = format!("{ip}:22").parse()?;
-    in_netns_of(daemon, move || {
-        let deadline = Instant::now() + limit;
-        loop {
-            let mut banner = [0u8; 8];
-            let got =
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    s.read_exact(&mut banner)
-                });
-            if got.is_ok() && banner.starts_with(b"SSH-2.0") {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "no sshd banner from {addr} within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    })
 }
 
 /// The memory a VPS's cgroup holds now, from `vzhost stat`, in KiB.
@@ -88,7 +61,7 @@ pub(super) fn debian(
             .and_then(|_| {
                 let t = Instant::now();
                 timed(&mut host.cmd(&["start", &name]))?;
-                await_banner(daemon, &ip, Duration::from_secs(60))?;
+                host.await_sshd(&ip, Duration::from_secs(60))?;
                 Ok(t.elapsed())
             });
         match made {

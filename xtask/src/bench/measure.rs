@@ -3,7 +3,6 @@
 use std::{
     fs,
     io::{Read as _, Write as _},
-    os::fd::AsRawFd as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -117,26 +116,9 @@ pub(super) fn settle() {
     std::thread::sleep(Duration::from_millis(500));
 }
 
-/// Run `work` on a thread of its own inside the network namespace of `pid`.
-pub(super) fn in_netns_of<T: Send + 'static>(
-    pid: u32,
-    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> anyhow::Result<T> {
-    let ns = fs::File::open(format!("/proc/{pid}/ns/net"))?;
-    std::thread::spawn(move || {
-        // SAFETY: setns on a thread this closure owns; it moves only it.
-        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("setns");
-        }
-        work()
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("a thread in the network namespace of {pid} panicked"))?
-}
-
 /// `GET /metrics` on 127.0.0.1:9464 inside the network namespace of `pid`.
 pub(super) fn scrape(pid: u32) -> anyhow::Result<(Duration, usize)> {
-    in_netns_of(pid, || {
+    crate::host::in_netns_of(pid, || {
         let start = Instant::now();
         let mut s = std::net::TcpStream::connect("127.0.0.1:9464")?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
