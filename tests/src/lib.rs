@@ -17,6 +17,18 @@ use anyhow::Context as _;
 /// (`tests/probe/vzprobe.c`), to place in a template.
 pub const PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vzprobe"));
 
+/// Wait until `done` holds or `limit` passes; whether it held.
+pub fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    done()
+}
+
 pub fn in_vm() -> bool {
     std::env::var_os("VZHOST_IN_VM").is_some()
 }
@@ -683,6 +695,11 @@ impl Daemon {
             .write_all(format!("{pw}\n").as_bytes())
             .expect("write the password");
         c.wait_with_output().expect("vzhost passwd")
+    }
+
+    /// The PID (on the host) of `vps`'s init while it runs.
+    pub fn init_pid(&self, vps: &str) -> Option<u64> {
+        self.status(vps).and_then(|s| s["init_pid"].as_u64())
     }
 
     /// `vzhost list -o json` as values.

@@ -12,9 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use vzhost_tests::{Daemon, Scratch, debian_template, in_vm, stderr, vzhost_bin};
-
-use super::systemd::{init_pid, wait_for};
+use vzhost_tests::{Daemon, Scratch, debian_template, in_vm, stderr, vzhost_bin, wait_for};
 
 const A: &str = "10.213.0.21";
 const B: &str = "10.213.0.22";
@@ -177,10 +175,10 @@ fn two_debian_vpss_boot_systemd_and_let_root_in_over_ssh() -> anyhow::Result<()>
 
     // `reboot` inside a: back with a new init and sshd answering, while b
     // keeps running the same init.
-    let (a_init, b_init) = (init_pid(&d, "a"), init_pid(&d, "b"));
+    let (a_init, b_init) = (d.init_pid("a"), d.init_pid("b"));
     let _ = d.sh("a", "systemctl reboot");
     let rebooted = wait_for(Duration::from_secs(if in_vm() { 240 } else { 60 }), || {
-        init_pid(&d, "a").is_some_and(|p| Some(p) != a_init)
+        d.init_pid("a").is_some_and(|p| Some(p) != a_init)
     });
     assert!(rebooted, "a booted again with a new init");
     await_sshd(&d, A);
@@ -191,7 +189,7 @@ fn two_debian_vpss_boot_systemd_and_let_root_in_over_ssh() -> anyhow::Result<()>
         "{}",
         stderr(&again)
     );
-    assert_eq!(init_pid(&d, "b"), b_init, "b was not touched");
+    assert_eq!(d.init_pid("b"), b_init, "b was not touched");
 
     // `stop` halts systemd cleanly (SIGRTMIN+3), not by the kill after
     // the stop timeout.

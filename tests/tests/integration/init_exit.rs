@@ -2,24 +2,9 @@
 //! `reboot` inside starts the VPS again while its neighbour runs on,
 //! `poweroff` inside leaves it stopped and cleaned up so the next start
 //! works, and a VPS adopted after a daemon restart is cleaned up too.
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use vzhost_tests::Daemon;
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
-}
-
-fn init_pid(d: &Daemon, vps: &str) -> Option<u64> {
-    d.status(vps).and_then(|s| s["init_pid"].as_u64())
-}
+use vzhost_tests::{Daemon, wait_for};
 
 /// Stopped, its cgroup and veth gone, and how it ended as `how`.
 fn stopped_and_clean(d: &Daemon, vps: &str, id: u32, how: &str) {
@@ -41,17 +26,17 @@ fn reboot_inside_starts_it_again_and_poweroff_leaves_it_stopped() -> anyhow::Res
         d.ok(&["create", vps]);
         d.ok(&["start", vps]);
     }
-    let neighbour = init_pid(&d, "b");
-    let first = init_pid(&d, "a").expect("runs");
+    let neighbour = d.init_pid("b");
+    let first = d.init_pid("a").expect("runs");
     let mac = d.sh_ok("a", "cat /sys/class/net/eth0/address");
     let _ = d.sh("a", "reboot");
     let back = wait_for(Duration::from_secs(30), || {
-        init_pid(&d, "a").is_some_and(|p| p != first)
+        d.init_pid("a").is_some_and(|p| p != first)
     });
     assert!(back, "{:?}\n{}", d.status("a"), d.log());
     assert_eq!(d.status("a").unwrap()["last_exit"]["how"], "reboot");
     assert_eq!(d.sh_ok("a", "echo up"), "up");
-    assert_eq!(init_pid(&d, "b"), neighbour, "the neighbour kept running");
+    assert_eq!(d.init_pid("b"), neighbour, "the neighbour kept running");
     // The same MAC address after the reboot: no stale neighbour entries.
     assert_eq!(d.sh_ok("a", "cat /sys/class/net/eth0/address"), mac);
 
@@ -60,7 +45,7 @@ fn reboot_inside_starts_it_again_and_poweroff_leaves_it_stopped() -> anyhow::Res
     // Nothing of it is left to trip the next start (KSAL entries included).
     d.ok(&["start", "a"]);
     assert_eq!(d.sh_ok("a", "echo up"), "up");
-    assert_eq!(init_pid(&d, "b"), neighbour, "the neighbour kept running");
+    assert_eq!(d.init_pid("b"), neighbour, "the neighbour kept running");
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! inside, and a machine-id of each VPS's own.
 use std::time::{Duration, Instant};
 
-use vzhost_tests::{Daemon, debian_template};
+use vzhost_tests::{Daemon, debian_template, wait_for};
 
 /// Import the prepared Debian template as "debian" and create `names`
 /// from it (with addresses, as a hosting panel would).
@@ -58,22 +58,6 @@ fn zombies(d: &Daemon) -> Vec<String> {
                 .is_some_and(|(_, r)| r.starts_with('Z'))
         })
         .collect()
-}
-
-pub(crate) fn init_pid(d: &Daemon, vps: &str) -> Option<u64> {
-    d.status(vps).and_then(|s| s["init_pid"].as_u64())
-}
-
-/// Wait until `done` holds or `limit` passes.
-pub(crate) fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
 }
 
 #[test]
@@ -141,14 +125,14 @@ fn poweroff_inside_leaves_it_stopped_and_clean_and_reboot_brings_it_back() -> an
     d.ok(&["start", "deb"]);
     d.ok(&["start", "next"]);
     system_state(&d, "deb");
-    let neighbour = init_pid(&d, "next");
+    let neighbour = d.init_pid("next");
 
     // reboot: a new init, running again.
-    let first = init_pid(&d, "deb").expect("runs");
+    let first = d.init_pid("deb").expect("runs");
     let asked = Instant::now();
     let _ = d.sh("deb", "systemctl reboot");
     let back = wait_for(Duration::from_secs(30), || {
-        init_pid(&d, "deb").is_some_and(|p| p != first)
+        d.init_pid("deb").is_some_and(|p| p != first)
     });
     println!("a reboot inside took {:?} to a new init", asked.elapsed());
     assert!(
@@ -161,11 +145,7 @@ fn poweroff_inside_leaves_it_stopped_and_clean_and_reboot_brings_it_back() -> an
         .sh("deb", "test \"$(cat /proc/1/comm)\" = systemd")
         .status
         .success()));
-    assert_eq!(
-        init_pid(&d, "next"),
-        neighbour,
-        "the neighbour kept running"
-    );
+    assert_eq!(d.init_pid("next"), neighbour, "the neighbour kept running");
 
     // poweroff: stopped, cgroup and veth gone, and it starts again.
     system_state(&d, "deb");
@@ -186,11 +166,7 @@ fn poweroff_inside_leaves_it_stopped_and_clean_and_reboot_brings_it_back() -> an
     );
     d.ok(&["start", "deb"]);
     assert_eq!(d.sh_ok("deb", "cat /proc/1/comm"), "systemd");
-    assert_eq!(
-        init_pid(&d, "next"),
-        neighbour,
-        "the neighbour kept running"
-    );
+    assert_eq!(d.init_pid("next"), neighbour, "the neighbour kept running");
     Ok(())
 }
 

@@ -88,12 +88,7 @@ impl Console {
     /// Fork the keeper (the launcher must be single-threaded); returns the
     /// link PID 1 hands the console over on.
     pub fn keep(self) -> io::Result<ConsoleLink> {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
+        let (ours, theirs) = link_pair()?;
         // SAFETY: the launcher is single-threaded; the child only makes
         // syscalls and exits.
         match unsafe { fork() }? {
@@ -291,6 +286,16 @@ impl Ring {
     }
 }
 
+/// The two ends of the socket PID 1 hands the console over on.
+fn link_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,36 +354,18 @@ mod tests {
 
     #[test]
     fn a_pid1_that_went_before_handing_over_ends_the_keeper() {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (ours, theirs) = link_pair().unwrap();
         drop(theirs);
         assert!(receive(&ours).is_none());
     }
 
     #[test]
     fn a_console_that_is_no_pty_master_is_refused() {
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (ours, theirs) = link_pair().unwrap();
         let file: OwnedFd = tempfile::tempfile().unwrap().into();
         ConsoleLink(theirs).hand_over(file).unwrap();
         assert!(receive(&ours).is_none(), "a plain file is not a console");
-        let (ours, theirs) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (ours, theirs) = link_pair().unwrap();
         let pty = super::super::attach::open_pty(std::path::Path::new("/dev/ptmx")).unwrap();
         ConsoleLink(theirs).hand_over(pty.master).unwrap();
         assert!(receive(&ours).is_some());
