@@ -247,7 +247,10 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     if !args.no_bench && !args.no_vm {
         // The benchmarks keep working: a quick smoke run, no timing asserted.
         stages.begin("benchmarks, smoke run (cargo xtask bench --quick)");
-        let smoke = crate::bench::run(&crate::bench::BenchArgs { quick: true });
+        let smoke = crate::bench::run(&crate::bench::BenchArgs {
+            quick: true,
+            only: Vec::new(),
+        });
         if let Err(e) = &smoke {
             eprintln!("xtask: bench --quick failed: {e:#}");
         }

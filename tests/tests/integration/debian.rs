@@ -217,7 +217,11 @@ fn two_debian_vpss_boot_systemd_and_let_root_in_over_ssh() -> anyhow::Result<()>
         ),
         "poweroff stops the VPS"
     );
-    assert!(!d.vps_cgroup("a").exists(), "its cgroup is gone");
+    // The cleanup runs under the VPS's lock right after init is seen gone.
+    assert!(
+        wait_for(Duration::from_secs(30), || !d.vps_cgroup("a").exists()),
+        "its cgroup is gone"
+    );
     d.ok(&["start", "a"]);
     await_sshd(&d, A);
     Ok(())

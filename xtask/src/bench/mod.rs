@@ -27,6 +27,23 @@ pub struct BenchArgs {
     /// A short smoke run (CI): few repetitions, small N.
     #[arg(long)]
     pub quick: bool,
+    /// Only these sections (repeatable); the report then goes under
+    /// target/bench/ and bench/REPORT.md is left as it is.
+    #[arg(long, value_enum)]
+    pub only: Vec<Section>,
+}
+
+/// The report's sections, by what they measure.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// 1: start latency (with LXC); 2 and 4: density, scrape and list.
+    Native,
+    /// 3: KSAL overhead and density in the VM.
+    Vm,
+    /// 5: policy reload.
+    Reload,
+    /// 6: Debian VPSs with systemd and sshd.
+    Debian,
 }
 
 pub(super) struct Plan {
@@ -121,16 +138,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let mut report = Report::default();
-    let pivots = lxc::lxc_pivots();
-    let measured = start::start_latency(&vzhost, &plan, &mut report)
-        .and_then(|()| density::density(&vzhost, &plan, &mut report));
-    // LXC leaves a pivot cgroup in every hierarchy it moved through.
-    lxc::remove_lxc_pivots(&pivots);
-    measured?;
-    vm_section::in_vm(&plan, &artifacts, &mut report)?;
-    reload::reload(&vzhost, &plan, &mut report)?;
-    let image = crate::images::ensure_debian(&vzhost)?;
-    debian::debian(&vzhost, &image.dir, &plan, &mut report)?;
+    let wanted = |section| args.only.is_empty() || args.only.contains(&section);
+    if wanted(Section::Native) {
+        let pivots = lxc::lxc_pivots();
+        let measured = start::start_latency(&vzhost, &plan, &mut report)
+            .and_then(|()| density::density(&vzhost, &plan, &mut report));
+        // LXC leaves a pivot cgroup in every hierarchy it moved through.
+        lxc::remove_lxc_pivots(&pivots);
+        measured?;
+    }
+    if wanted(Section::Vm) {
+        vm_section::in_vm(&plan, &artifacts, &mut report)?;
+    }
+    if wanted(Section::Reload) {
+        reload::reload(&vzhost, &plan, &mut report)?;
+    }
+    if wanted(Section::Debian) {
+        let image = crate::images::ensure_debian(&vzhost)?;
+        debian::debian(&vzhost, &image.dir, &plan, &mut report)?;
+    }
     let date = shell::output(Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC"))?;
     let mut md = format!(
         "# vzhost benchmarks\n\nProduced by `cargo xtask bench{}` on {} in {:.0} s, vzhost {} build.\n\n{}\n",
@@ -150,6 +176,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let path = if args.quick {
         shell::workspace_root().join("target/bench/REPORT-quick.md")
+    } else if !args.only.is_empty() {
+        shell::workspace_root().join("target/bench/REPORT-sections.md")
     } else {
         shell::workspace_root().join("bench/REPORT.md")
     };
