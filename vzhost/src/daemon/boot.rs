@@ -18,6 +18,7 @@ use crate::{
 
 pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     raise_fd_limit();
+    super::host_limits::raise(std::path::Path::new("/proc/sys"));
     let store = Store::open(&cfg.root).map_err(|source| DaemonError::State {
         path: cfg.root.display().to_string(),
         source,

@@ -11,6 +11,7 @@ pub mod api;
 mod boot;
 pub mod channel;
 mod handlers;
+mod host_limits;
 mod server;
 mod session;
 
