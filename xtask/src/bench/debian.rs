@@ -132,7 +132,7 @@ pub(super) fn debian(
     }
     row(
         &mut s,
-        "first VPS: host memory (MemAvailable drop)",
+        "first VPS: host memory (MemAvailable drop; template pages are reclaimable cache)",
         first_host,
     );
     row(
