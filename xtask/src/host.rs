@@ -102,6 +102,13 @@ impl Host {
         self.daemon.as_ref().map(Child::id)
     }
 
+    /// The last `lines` lines of the daemon's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = fs::read_to_string(self.state.join("daemon.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.state.join("vzhost.sock")
     }

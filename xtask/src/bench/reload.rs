@@ -34,39 +34,29 @@ pub(super) fn reload(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow:
     // can and report the moment a denial first arrives (or ends).
     let mut on = Samples::default();
     let mut off = Samples::default();
+    let mut retried = 0;
     for _ in 0..plan.reload_reps {
         for (denied_wanted, samples) in [(true, &mut on), (false, &mut off)] {
-            let mut probe = Command::new("nsenter")
-                .args(["-t", &a_pid.to_string(), "-n", "sh", "-c"])
-                .arg(format!(
-                    "echo $$ > {}; while :; do if busybox nc -w 1 10.213.0.11 8080 </dev/null 2>&1 | grep -q 'not permitted'; then d=1; else d=0; fi; if [ $d = {} ]; then exit 0; fi; done",
-                    procs.display(),
-                    u8::from(denied_wanted)
-                ))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?;
-            std::thread::sleep(Duration::from_millis(200));
-            let t = Instant::now();
-            if denied_wanted {
-                let tmp = policy.with_extension("tmp");
-                fs::write(&tmp, text)?;
-                fs::rename(&tmp, &policy)?;
-            } else {
-                fs::remove_file(&policy)?;
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if probe.try_wait()?.is_some() {
-                    samples.push(t.elapsed());
-                    break;
+            // One more try when a change is not seen within 10 s (seen
+            // once in a loaded CI-like run); a second miss is a failure.
+            let mut tries = 0;
+            let took = loop {
+                tries += 1;
+                match round(&procs, a_pid, &policy, text, denied_wanted)? {
+                    Some(took) => break took,
+                    None if tries < 2 => retried += 1,
+                    None => bail!(
+                        "the policy change ({}) was never seen from inside the VPS; the daemon's log ends:\n{}",
+                        if denied_wanted {
+                            "a new deny rule"
+                        } else {
+                            "the rule removed"
+                        },
+                        host.log_tail(20)
+                    ),
                 }
-                if Instant::now() > deadline {
-                    let _ = probe.kill();
-                    bail!("the policy change was never enforced");
-                }
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            };
+            samples.push(took);
         }
     }
     let mut s = String::from("## 5. Policy reload\n\n");
@@ -76,6 +66,12 @@ pub(super) fn reload(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow:
     s += "| what | median ms | min ms | max ms | n |\n|---|---|---|---|---|\n";
     s += &on.row("new deny rule enforced");
     s += &off.row("removed rule lifted");
+    if retried > 0 {
+        let _ = writeln!(
+            s,
+            "\n{retried} change(s) not seen within 10 s were tried again."
+        );
+    }
     let _ = writeln!(
         s,
         "\nTarget under 1 s (aim 100 ms): {}\n",
@@ -83,4 +79,46 @@ pub(super) fn reload(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow:
     );
     report.add(s);
     Ok(())
+}
+
+/// One change of the policy (a deny rule written, or removed) with a
+/// prober in a's cgroup and network namespace that connects as fast as it
+/// can and exits when it sees the change; how long that took, or None
+/// when it did not within 10 s.
+fn round(
+    procs: &Path,
+    a_pid: u64,
+    policy: &Path,
+    text: &str,
+    denied_wanted: bool,
+) -> anyhow::Result<Option<Duration>> {
+    let mut probe = Command::new("nsenter")
+        .args(["-t", &a_pid.to_string(), "-n", "sh", "-c"])
+        .arg(format!(
+            "echo $$ > {}; while :; do if busybox nc -w 1 10.213.0.11 8080 </dev/null 2>&1 | grep -q 'not permitted'; then d=1; else d=0; fi; if [ $d = {} ]; then exit 0; fi; done",
+            procs.display(),
+            u8::from(denied_wanted)
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    if denied_wanted {
+        let tmp = policy.with_extension("tmp");
+        fs::write(&tmp, text)?;
+        fs::rename(&tmp, policy)?;
+    } else if policy.exists() {
+        fs::remove_file(policy)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if probe.try_wait()?.is_some() {
+            return Ok(Some(t.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = probe.kill();
+    let _ = probe.wait();
+    Ok(None)
 }
