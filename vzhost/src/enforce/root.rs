@@ -27,9 +27,20 @@ impl VpsRoot {
     /// is no root captured at launch, so this is called for a PID 1 that
     /// has run: one that chrooted meanwhile has its decoy taken as the
     /// root (mounts it made on top are still left out).
-    pub fn capture(pid: u32) -> io::Result<Self> {
+    ///
+    /// `/proc/<pid>` is the host's procfs, so the VPS names nothing on the
+    /// way; what could change is whose pid it is. A pidfd taken first and
+    /// checked against `start` (the init's start time) before, and for
+    /// life after, the opens pins the process they read.
+    pub fn capture(pid: u32, start: u64) -> io::Result<Self> {
+        let gone = || io::Error::new(io::ErrorKind::NotFound, format!("process {pid} is gone"));
+        let pidfd = sys::pidfd_open(pid)?;
+        if !sys::is_same_process(pid, start) {
+            return Err(gone());
+        }
         let root = open_dir(&format!("/proc/{pid}/root"))?;
         let mnt_ns = OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?);
+        sys::pidfd_send_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;
         match sys::clone_mount_in(mnt_ns.as_fd(), root.as_fd()) {
             Ok(clone) => Ok(Self(clone)),
             Err(e) => {

@@ -84,7 +84,7 @@ impl Host {
                     Ok(id) => {
                         // No root was captured at this VPS's launch by this
                         // daemon: take it from its init now (see capture).
-                        let root = VpsRoot::capture(runtime.init_pid)
+                        let root = VpsRoot::capture(runtime.init_pid, runtime.init_start)
                             .inspect_err(|e| tracing::error!(vps = %spec.name, "ENFORCEMENT: cannot open its root; its file rules are not in force: {e}"))
                             .ok();
                         let readopted = self.enforcement().readopt(

@@ -242,7 +242,8 @@ impl StartSteps for RealStart<'_> {
     fn enforce(&mut self, cgroup_id: u64, pid: u32) -> Result<()> {
         // Taken while PID 1 is held: the root the VPS was built with, out
         // of reach of anything it later mounts or chroots into.
-        let root = VpsRoot::capture(pid).map_err(|source| LifecycleError::Io {
+        let start = crate::sys::process_start_time(pid).unwrap_or_default();
+        let root = VpsRoot::capture(pid, start).map_err(|source| LifecycleError::Io {
             name: self.name(),
             what: "open its root for the file rules".into(),
             source,
