@@ -34,10 +34,7 @@ impl VpsRoot {
     /// life after, the opens pins the process they read.
     pub fn capture(pid: u32, start: u64) -> io::Result<Self> {
         let gone = || io::Error::new(io::ErrorKind::NotFound, format!("process {pid} is gone"));
-        let pidfd = sys::pidfd_open(pid)?;
-        if !sys::is_same_process(pid, start) {
-            return Err(gone());
-        }
+        let pidfd = sys::pin_process(pid, start).ok_or_else(gone)?;
         let root = open_dir(&format!("/proc/{pid}/root"))?;
         let mnt_ns = OwnedFd::from(std::fs::File::open(format!("/proc/{pid}/ns/mnt"))?);
         sys::pidfd_send_signal(pidfd.as_fd(), 0).map_err(|_| gone())?;

@@ -27,7 +27,7 @@ pub use net::loopback_up;
 pub use path::{openat2, stat_in};
 pub use process::{
     cloexec_from, close_all_but, drop_capabilities, is_same_process, kill, pidfd_open,
-    pidfd_send_signal, pidfd_wait_exit, process_start_time, reap_orphans,
+    pidfd_send_signal, pidfd_wait_exit, pin_process, process_start_time, reap_orphans,
 };
 pub use pty::{
     pty_number, pty_peer, set_controlling_tty, set_window_size, unlock_pty, window_size,

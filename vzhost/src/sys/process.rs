@@ -91,6 +91,13 @@ pub fn is_same_process(pid: u32, start: u64) -> bool {
     process_start_time(pid) == Some(start)
 }
 
+/// A pidfd of the process `pid` that started at `start`, checked once
+/// opened (from then on the pidfd pins that very process); None when it
+/// is gone or the pid is someone else's now.
+pub fn pin_process(pid: u32, start: u64) -> Option<OwnedFd> {
+    pidfd_open(pid).ok().filter(|_| is_same_process(pid, start))
+}
+
 /// Whether a child whose /proc/PID/stat reads `stat` is a zombie this
 /// process adopted rather than started: the children it starts are session
 /// leaders (helpers) or in its own session `own_sid` (tools), and whoever

@@ -10,7 +10,7 @@ use crate::{
     enforce::VpsRoot,
     model::{DiskBackend, Name, Runtime},
     rootfs::disk::VpsDisk,
-    sys::{is_same_process, pidfd_open, pidfd_send_signal, pidfd_wait_exit},
+    sys::{pidfd_send_signal, pidfd_wait_exit, pin_process},
 };
 
 impl Host {
@@ -29,21 +29,18 @@ impl Host {
             .ok_or_else(|| LifecycleError::NotRunning(name.to_string()))?;
         let span = tracing::info_span!("stop", vps = %name);
         let _enter = span.enter();
-        if let Ok(pidfd) = pidfd_open(runtime.init_pid) {
-            // Re-check after opening: the pidfd now pins this very process.
-            if is_same_process(runtime.init_pid, runtime.init_start) {
-                let signal = runtime.init.stop_signal();
-                let _ = pidfd_send_signal(pidfd.as_fd(), signal);
-                let ms = (spec.stop_timeout * 1000).min(i32::MAX as u64) as i32;
-                if !pidfd_wait_exit(pidfd.as_fd(), ms) {
-                    tracing::warn!(
-                        timeout = spec.stop_timeout,
-                        signal,
-                        "init did not stop; killing"
-                    );
-                    let _ = pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-                    pidfd_wait_exit(pidfd.as_fd(), 10_000);
-                }
+        if let Some(pidfd) = pin_process(runtime.init_pid, runtime.init_start) {
+            let signal = runtime.init.stop_signal();
+            let _ = pidfd_send_signal(pidfd.as_fd(), signal);
+            let ms = (spec.stop_timeout * 1000).min(i32::MAX as u64) as i32;
+            if !pidfd_wait_exit(pidfd.as_fd(), ms) {
+                tracing::warn!(
+                    timeout = spec.stop_timeout,
+                    signal,
+                    "init did not stop; killing"
+                );
+                let _ = pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+                pidfd_wait_exit(pidfd.as_fd(), 10_000);
             }
         }
         self.cleanup_stopped(&spec, &self.cgroup(name));

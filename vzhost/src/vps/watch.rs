@@ -28,7 +28,7 @@ use nix::{
 use super::host::{Host, lock};
 use crate::{
     model::{InitExit, Name, Runtime},
-    sys::{is_same_process, pidfd_open},
+    sys::pin_process,
 };
 
 /// An init being watched.
@@ -89,13 +89,9 @@ pub(super) fn reap(pidfd: &OwnedFd) -> Option<WaitStatus> {
 impl Host {
     /// Watch the init of VPS `name`, which `runtime` names.
     pub(super) fn watch(&self, name: &Name, runtime: &Runtime) {
-        let pidfd = match pidfd_open(runtime.init_pid) {
-            // Re-checked once pinned by the pidfd: this very init.
-            Ok(fd) if is_same_process(runtime.init_pid, runtime.init_start) => fd,
-            Ok(_) | Err(_) => {
-                tracing::warn!(vps = %name, "its init ended before it could be watched");
-                return;
-            }
+        let Some(pidfd) = pin_process(runtime.init_pid, runtime.init_start) else {
+            tracing::warn!(vps = %name, "its init ended before it could be watched");
+            return;
         };
         lock(&self.watcher.pending).push(Watched {
             name: name.clone(),
