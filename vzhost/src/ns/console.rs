@@ -296,27 +296,30 @@ fn link_pair() -> nix::Result<(OwnedFd, OwnedFd)> {
     )
 }
 
+/// A ring over `console.log` and `console.log.1` in `dir` (tests).
+#[cfg(test)]
+pub(super) fn test_ring(dir: &std::path::Path, cap: u64) -> Ring {
+    let open = |name: &str| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    Ring::new(open("console.log"), open("console.log.1"), cap).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ring(dir: &std::path::Path, cap: u64) -> Ring {
-        let open = |name: &str| {
-            fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(name))
-                .unwrap()
-        };
-        Ring::new(open("console.log"), open("console.log.1"), cap).unwrap()
-    }
-
     #[test]
     fn the_console_never_holds_more_than_two_caps_and_keeps_the_newest() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut r = ring(tmp.path(), 10);
+        let mut r = test_ring(tmp.path(), 10);
         r.write(b"aaaaaaaaaabbbbbbbbbbccc").unwrap();
         let read = |n: &str| fs::read_to_string(tmp.path().join(n)).unwrap();
         assert_eq!(read("console.log"), "ccc");
@@ -334,7 +337,7 @@ mod tests {
     fn an_overlong_log_from_before_is_cut_to_its_newest_cap() {
         let tmp = tempfile::tempdir().unwrap();
         fs::write(tmp.path().join("console.log"), "0123456789abcdef").unwrap();
-        let mut r = ring(tmp.path(), 10);
+        let mut r = test_ring(tmp.path(), 10);
         r.write(b"x").unwrap();
         let read = |n: &str| fs::read_to_string(tmp.path().join(n)).unwrap();
         assert_eq!(read("console.log.1"), "6789abcdef");
@@ -344,7 +347,7 @@ mod tests {
     #[test]
     fn terminal_line_ends_are_logged_as_lf_even_split_across_reads() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut r = ring(tmp.path(), 1 << 10);
+        let mut r = test_ring(tmp.path(), 1 << 10);
         for chunk in [&b"one\r\ntwo\r"[..], b"\nbar\rx\r", b"\r\n"] {
             r.write_output(chunk).unwrap();
         }

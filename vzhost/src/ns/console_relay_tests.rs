@@ -2,7 +2,6 @@
 //! normal user may), with a child process standing in for PID 1.
 use std::{
     fs,
-    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command},
     thread::JoinHandle,
@@ -23,17 +22,7 @@ struct Keeper {
 
 fn start(cap: u64) -> Keeper {
     let dir = tempfile::tempdir().unwrap();
-    let open = |name: &str| {
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(dir.path().join(name))
-            .unwrap()
-    };
-    let ring = Ring::new(open("console.log"), open("console.log.1"), cap).unwrap();
+    let ring = super::super::console::test_ring(dir.path(), cap);
     let pty = open_pty(Path::new("/dev/ptmx")).unwrap();
     let master = pty.master.try_clone().unwrap();
     let pid1 = Command::new("sleep").arg("60").spawn().unwrap();
