@@ -12,7 +12,8 @@ use std::{
 
 use anyhow::Context as _;
 
-/// Whether this process runs inside the `cargo xtask vm` guest.
+mod policies;
+
 /// A static program making the system calls busybox does not
 /// (`tests/probe/vzprobe.c`), to place in a template.
 pub const PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vzprobe"));
@@ -29,6 +30,7 @@ pub fn wait_for(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> b
     done()
 }
 
+/// Whether this process runs inside the `cargo xtask vm` guest.
 pub fn in_vm() -> bool {
     std::env::var_os("VZHOST_IN_VM").is_some()
 }

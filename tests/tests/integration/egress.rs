@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use vzhost_tests::{Daemon, stderr};
 
-use crate::policy::{within, write_policy};
+use crate::policy::within;
 
 const GATEWAY: &str = "10.213.0.1";
 
 /// Start VPS `a` under `policy` (selecting it by name).
 fn vps_under(name: &str, policy: &str) -> anyhow::Result<Daemon> {
     let d = Daemon::start(name)?;
-    write_policy(
-        &d,
+    d.put_policy(
         "egress.yaml",
         &format!("selector:\n  names: [a]\nmode: enforce\nnetwork:\n  deny_egress:\n{policy}"),
     );
@@ -108,9 +107,7 @@ fn a_wider_rule_for_one_port_holds_under_a_narrower_rule_for_another() -> anyhow
 #[test]
 fn a_repeated_rule_is_refused_and_the_last_good_policy_stays() -> anyhow::Result<()> {
     let d = vps_under("egress-repeat", "    - cidr: 0.0.0.0/0\n      port: 9090\n")?;
-    write_policy(
-        &d,
-        "egress.yaml",
+    d.put_policy("egress.yaml",
         "selector:\n  names: [a]\nnetwork:\n  deny_egress:\n    - cidr: 0.0.0.0/0\n      port: 9091\n    - cidr: 0.0.0.0/0\n      port: 9091\n",
     );
     within(Duration::from_secs(3), || {

@@ -17,7 +17,7 @@ const EAGER_INIT: &str = "#!/bin/sh\n{\n  head -c 4 /dev/urandom >/dev/null 2>&1
 #[test]
 fn an_init_is_guarded_from_its_first_instruction() -> anyhow::Result<()> {
     let d = Daemon::start("hard-first")?;
-    fs::write(d.policies().join("lockdown.yaml"), LOCKDOWN)?;
+    d.put_policy("lockdown.yaml", LOCKDOWN);
     d.template_with_init("eager", EAGER_INIT)?;
     d.ok(&["create", "a", "--template", "eager"]);
     d.ok(&["start", "a"]);

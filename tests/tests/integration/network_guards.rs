@@ -12,7 +12,7 @@ use crate::{
         handles_of, in_vps, ip_of, ipv4_udp, net_of, recv_udp, recv_udp_in, send_raw_udp,
         two_networked, vps_handles,
     },
-    policy::{within, write_policy},
+    policy::within,
 };
 
 const GATEWAY: &str = "10.213.0.1";
@@ -25,7 +25,7 @@ fn spoofed(d: &Daemon, vps: &str) -> u64 {
 /// (10.213.0.2) under the default, both running.
 fn pair_under(name: &str, file: &str, policy: &str) -> anyhow::Result<Daemon> {
     let d = Daemon::start(name)?;
-    write_policy(&d, file, &format!("selector:\n  names: [a]\n{policy}"));
+    d.put_policy(file, &format!("selector:\n  names: [a]\n{policy}"));
     let wanted = file.trim_end_matches(".yaml");
     d.ok(&["create", "a", "--ip", "10.213.0.10/16"]);
     within(Duration::from_secs(3), || {

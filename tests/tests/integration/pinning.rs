@@ -64,8 +64,7 @@ fn enforcement_survives_kill_9_of_the_daemon_and_is_taken_over() -> anyhow::Resu
     if lsm {
         policy += "files:\n  deny:\n    - path: /etc/secret\n";
     }
-    fs::create_dir_all(d.policies())?;
-    fs::write(d.policies().join("lockdown.yaml"), policy)?;
+    d.put_policy("lockdown.yaml", &policy);
     d.ok(&["create", "a", "--ip", "10.213.0.10"]);
     d.ok(&["create", "b", "--ip", "10.213.0.11"]);
     d.ok(&["create", "c"]);

@@ -37,14 +37,6 @@ fn fetch(d: &Daemon) -> Result<(), String> {
     }
 }
 
-pub(crate) fn write_policy(d: &Daemon, file: &str, text: &str) {
-    fs::create_dir_all(d.policies()).unwrap();
-    // Written whole and renamed, as configuration management tools do.
-    let tmp = d.policies().join(format!(".{file}.tmp"));
-    fs::write(&tmp, text).unwrap();
-    fs::rename(&tmp, d.policies().join(file)).unwrap();
-}
-
 /// Wait up to `limit` (five times that in the emulated VM) for `ok`;
 /// returns how long it took.
 pub(crate) fn within(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
@@ -77,7 +69,7 @@ fn a_policy_change_takes_effect_on_a_running_vps_without_a_restart() -> anyhow::
         .expect("allowed before any policy names b");
     let a_pid = d.status("a").unwrap()["init_pid"].clone();
 
-    write_policy(&d, "lockdown.yaml", DENY_B);
+    d.put_policy("lockdown.yaml", DENY_B);
     // How fast is the benchmark's business (`cargo xtask bench`, section 5:
     // about 55 ms); here the rule must arrive at all, on an emulated VM too.
     let took = within(Duration::from_secs(20), || fetch(&d).is_err())
@@ -106,9 +98,7 @@ fn a_policy_change_takes_effect_on_a_running_vps_without_a_restart() -> anyhow::
 
     // An invalid edit is refused with file:line:column, and the last good
     // version stays in force.
-    write_policy(
-        &d,
-        "lockdown.yaml",
+    d.put_policy("lockdown.yaml",
         "selector:\n  names: [a]\nmode: enforce\nnetwork:\n  deny_egress:\n    - cidr: 10.213.0.11/40\n",
     );
     let listed = within(Duration::from_secs(2), || {
@@ -138,8 +128,7 @@ fn a_policy_change_takes_effect_on_a_running_vps_without_a_restart() -> anyhow::
 #[test]
 fn audit_mode_allows_and_records() -> anyhow::Result<()> {
     let d = Daemon::start("policy-audit")?;
-    write_policy(
-        &d,
+    d.put_policy(
         "watch.yaml",
         &DENY_B.replace("mode: enforce", "mode: audit"),
     );
@@ -161,7 +150,7 @@ fn audit_mode_allows_and_records() -> anyhow::Result<()> {
 #[test]
 fn a_vps_looping_on_a_denied_action_cannot_flood_the_event_log() -> anyhow::Result<()> {
     let d = Daemon::start("policy-flood")?;
-    write_policy(&d, "lockdown.yaml", DENY_B);
+    d.put_policy("lockdown.yaml", DENY_B);
     pair(&d);
     // 3000 denied connects as fast as the shell can make them.
     let _ = d.sh(
@@ -235,7 +224,7 @@ const DENY_FILE: &str =
 #[test]
 fn an_enforcing_policy_fails_closed_without_the_lsm_hooks_it_needs() -> anyhow::Result<()> {
     let d = Daemon::start("policy-closed")?;
-    write_policy(&d, "default.yaml", DENY_FILE);
+    d.put_policy("default.yaml", DENY_FILE);
     d.ok(&["create", "a"]);
     // Both branches assert: enforced where the kernel runs BPF LSM (the VM),
     // refused and then degraded where it cannot (the development hosts).
@@ -255,8 +244,7 @@ fn an_enforcing_policy_fails_closed_without_the_lsm_hooks_it_needs() -> anyhow::
     assert!(err.contains("allow_degraded"), "names the way out: {err}");
     assert_eq!(d.status("a").unwrap()["status"], "stopped");
     // Degraded mode, when the policy allows it: started, loudly.
-    write_policy(
-        &d,
+    d.put_policy(
         "default.yaml",
         &DENY_FILE.replace("allow_degraded: false", "allow_degraded: true"),
     );
@@ -300,7 +288,7 @@ const DEVICES_AND_SYSCTLS: &str = "selector:\n  names: [a]\nmode: enforce\nallow
 #[test]
 fn devices_and_sysctl_writes_only_as_the_policy_allows() -> anyhow::Result<()> {
     let d = Daemon::start("policy-devices")?;
-    write_policy(&d, "lockdown.yaml", DEVICES_AND_SYSCTLS);
+    d.put_policy("lockdown.yaml", DEVICES_AND_SYSCTLS);
     d.ok(&["create", "a"]);
     d.ok(&["create", "b"]);
     d.ok(&["start", "a"]);
@@ -330,9 +318,7 @@ fn devices_and_sysctl_writes_only_as_the_policy_allows() -> anyhow::Result<()> {
 #[test]
 fn a_command_name_with_escape_sequences_is_shown_escaped() -> anyhow::Result<()> {
     let d = Daemon::start("policy-comm")?;
-    write_policy(
-        &d,
-        "lockdown.yaml",
+    d.put_policy("lockdown.yaml",
         "selector:\n  names: [a]\nmode: enforce\nallow_degraded: true\ndevices:\n  allow: [\"c 1:3 rwm\"]\n",
     );
     d.ok(&["create", "a"]);

@@ -29,7 +29,7 @@ fn every_allowed_sysctl_is_writable_under_each_shipped_policy() -> anyhow::Resul
         let Some(sysctl) = policy.sysctl else {
             continue;
         };
-        std::fs::write(d.policies().join(format!("{name}.yaml")), text)?;
+        d.put_policy(&format!("{name}.yaml"), text);
         let vps = format!("s-{name}");
         d.ok(&["create", &vps, "--policy", name]);
         d.ok(&["start", &vps]);

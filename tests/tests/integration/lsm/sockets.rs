@@ -7,7 +7,7 @@ use std::{io, time::Duration};
 
 use vzhost_tests::{Daemon, lsm_available};
 
-use crate::policy::{within, write_policy};
+use crate::policy::within;
 
 /// socket(family, type, 0), closed again.
 fn open(family: i32, kind: i32) -> impl Fn() -> io::Result<()> + Send + Sync + 'static {
@@ -43,9 +43,7 @@ fn socket_families_outside_the_allowlist_are_refused() -> anyhow::Result<()> {
         return Ok(());
     }
     let d = Daemon::start("families")?;
-    write_policy(
-        &d,
-        "wide.yaml",
+    d.put_policy("wide.yaml",
         "selector:\n  names: [w]\nnetwork:\n  socket_families: [unix, inet, inet6, netlink, key, alg, vsock]\n",
     );
     d.ok(&["create", "a"]);
