@@ -16,7 +16,8 @@ pub use super::controllers::Version;
 use super::{
     CgroupError, Layout, Membership, Procfs,
     accounting::Accounting,
-    controllers::{CPU_PERIOD_US, cpu_time},
+    controllers::CPU_PERIOD_US,
+    counters::{CgroupDir, OpenCgroup},
     depth, id_of,
 };
 use crate::model::{DaemonId, Limits};
@@ -374,28 +375,32 @@ impl VpsCgroup {
         out
     }
 
-    /// What the VPS uses now, from its cgroup files.
-    pub fn accounting(&self) -> Accounting {
-        let (cpu_user_usec, cpu_system_usec) = cpu_time(&self.v2);
-        let (memory, memory_events) = self
-            .place("memory")
-            .map(|(v, d)| v.memory(d))
-            .unwrap_or_default();
-        Accounting {
-            cpu_user_usec,
-            cpu_system_usec,
-            memory,
-            memory_events,
-            processes: self
-                .place("pids")
-                .map(|(v, d)| v.pids(d))
-                .unwrap_or_default(),
+    /// Its directories, opened (see [`OpenCgroup`]).
+    pub fn open(&self) -> OpenCgroup {
+        let at = |controller| {
+            self.place(controller)
+                .and_then(|(v, d)| Some((v, CgroupDir::open(d)?)))
+        };
+        OpenCgroup {
+            v2: CgroupDir::open(&self.v2),
+            memory: at("memory"),
+            pids: at("pids"),
         }
     }
 
+    /// What the VPS uses now, from its cgroup files.
+    pub fn accounting(&self) -> Accounting {
+        self.open().accounting()
+    }
+
+    /// Tasks, as the numproc beancounter counts them: the pids
+    /// controller's one file, or a walk of the subtree where there is none.
     pub fn usage(&self) -> Usage {
         Usage {
-            nproc: self.pids().len() as u64,
+            nproc: self
+                .open()
+                .tasks()
+                .unwrap_or_else(|| self.pids().len() as u64),
         }
     }
 

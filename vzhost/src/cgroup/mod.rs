@@ -5,6 +5,7 @@
 //! mount points its mountinfo names: nothing assumes `/sys/fs/cgroup`.
 pub mod accounting;
 mod controllers;
+pub mod counters;
 pub mod delegate;
 #[cfg(test)]
 mod fixture;

@@ -340,7 +340,22 @@ fn pids_walks_the_whole_vps_subtree() {
     let mut pids = vps.pids();
     pids.sort_unstable();
     assert_eq!(pids, [10, 11, 12]);
+}
+
+#[test]
+fn nproc_counts_tasks_from_the_pids_controller_or_walks_without_it() {
+    let with = Host::pure_v2("memory cpu pids");
+    let vps = with.hierarchy(&daemon("one")).vps("a");
+    // Two processes, one with a second thread: three tasks.
+    files(
+        vps.v2_path(),
+        &[("cgroup.procs", "10\n11\n"), ("pids.current", "3\n")],
+    );
     assert_eq!(vps.usage().nproc, 3);
+    let without = Host::pure_v2("memory cpu");
+    let vps = without.hierarchy(&daemon("one")).vps("a");
+    files(vps.v2_path(), &[("cgroup.procs", "10\n11\n")]);
+    assert_eq!(vps.usage().nproc, 2);
 }
 
 #[test]

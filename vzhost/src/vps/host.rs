@@ -16,7 +16,10 @@ use std::{
 
 use super::{ranges::RangeRegistry, store::Store};
 use crate::{
-    cgroup::manager::{Hierarchy, VpsCgroup},
+    cgroup::{
+        counters::OpenCgroup,
+        manager::{Hierarchy, VpsCgroup},
+    },
     enforce::{EventNames, Stage},
     model::{InitExit, Name, Runtime},
     net::NetConfig,
@@ -61,6 +64,8 @@ pub struct Host {
     pub(super) watcher: super::watch::Watcher,
     /// How each VPS's init last ended by itself.
     pub(super) last_exits: Mutex<HashMap<Name, InitExit>>,
+    /// Running VPSs' cgroup directories, open, by the run they belong to.
+    pub(super) open_cgroups: Mutex<HashMap<Name, (u64, Arc<OpenCgroup>)>>,
 }
 
 impl Host {
@@ -85,6 +90,7 @@ impl Host {
             process_peaks: Mutex::default(),
             watcher: super::watch::Watcher::new(),
             last_exits: Mutex::default(),
+            open_cgroups: Mutex::default(),
         }
     }
 

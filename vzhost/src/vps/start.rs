@@ -121,6 +121,7 @@ impl Host {
         if let Ok(id) = cgroup.id() {
             self.enforcement().forget(id, spec.id);
         }
+        self.close_cgroup(&spec.name);
         if let Err(e) = cgroup.remove() {
             tracing::warn!(vps = %spec.name, %e, "cannot remove cgroups");
         }

@@ -1,10 +1,17 @@
 //! The state store: one directory per VPS under `<root>/vps/`, made
 //! complete in a staging directory and renamed into place, so a crash
 //! mid-create leaves either a whole VPS or none.
+//!
+//! The daemon holds its state root alone, so this store is the only writer
+//! of every spec and runtime in it, and keeps what it wrote or read in
+//! memory: `list`, `stat` and `/metrics` read every VPS's on each request,
+//! and at thousands of VPSs re-reading the files was a large part of that.
 use std::{
+    collections::{BTreeMap, HashMap},
     fs,
     io::Write as _,
     path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard, PoisonError},
 };
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +65,15 @@ pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Erro
 
 pub struct Store {
     root: PathBuf,
+    known: Mutex<Known>,
+}
+
+/// Specs and runtimes as last written or read.
+#[derive(Default)]
+struct Known {
+    specs: BTreeMap<Name, Spec>,
+    /// None: the VPS has no runtime file (it is not running).
+    runtimes: HashMap<Name, Option<Runtime>>,
 }
 
 /// Write `bytes` to `path` atomically (temp file, fsync, rename).
@@ -97,15 +113,32 @@ impl Store {
         }
         let store = Self {
             root: root.to_owned(),
+            known: Mutex::default(),
         };
         store.sweep_staging();
         crate::rootfs::Templates::new(root).sweep_staging();
+        let mut known = Known::default();
         for e in fs::read_dir(&vps).map_err(io("read", &vps))?.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                private_dir(&e.path()).map_err(io("make private", &e.path()))?;
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            private_dir(&e.path()).map_err(io("make private", &e.path()))?;
+            let Ok(name) = Name::new(&e.file_name().to_string_lossy()) else {
+                continue;
+            };
+            match read_json(&store.dir(&name).config()) {
+                Ok(spec) => {
+                    known.specs.insert(name, spec);
+                }
+                Err(err) => tracing::warn!(vps = %name, %err, "skipping unreadable VPS"),
             }
         }
+        *store.known() = known;
         Ok(store)
+    }
+
+    fn known(&self) -> MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn root(&self) -> &Path {
@@ -133,7 +166,7 @@ impl Store {
     }
 
     pub fn exists(&self, name: &Name) -> bool {
-        self.dir(name).config().exists()
+        self.known().specs.contains_key(name)
     }
 
     /// Create a VPS directory with its spec; `fill` may add files to the
@@ -162,51 +195,51 @@ impl Store {
             let _ = remove_tree(&staging.0);
             return Err(e);
         }
+        self.known().specs.insert(spec.name.clone(), spec.clone());
         Ok(dest)
     }
 
     pub fn load(&self, name: &Name) -> Result<Spec> {
-        let dir = self.dir(name);
-        if !dir.config().exists() {
-            return Err(StoreError::NotFound(name.to_string()));
-        }
-        read_json(&dir.config())
+        self.known()
+            .specs
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(name.to_string()))
     }
 
     pub fn save(&self, spec: &Spec) -> Result<()> {
-        write_atomic(&self.dir(&spec.name).config(), &to_json(spec))
+        write_atomic(&self.dir(&spec.name).config(), &to_json(spec))?;
+        self.known().specs.insert(spec.name.clone(), spec.clone());
+        Ok(())
     }
 
+    /// Every VPS's spec, by name.
     pub fn list(&self) -> Result<Vec<Spec>> {
-        let vps = self.root.join("vps");
-        let mut specs = Vec::new();
-        for e in fs::read_dir(&vps).map_err(io("read", &vps))?.flatten() {
-            let file_name = e.file_name();
-            let Ok(name) = Name::new(&file_name.to_string_lossy()) else {
-                continue;
-            };
-            match self.load(&name) {
-                Ok(spec) => specs.push(spec),
-                Err(err) => tracing::warn!(vps = %name, %err, "skipping unreadable VPS"),
-            }
-        }
-        specs.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(specs)
+        Ok(self.known().specs.values().cloned().collect())
     }
 
     pub fn runtime(&self, name: &Name) -> Option<Runtime> {
-        read_json(&self.dir(name).runtime()).ok()
+        if let Some(known) = self.known().runtimes.get(name) {
+            return known.clone();
+        }
+        let read = read_json(&self.dir(name).runtime()).ok();
+        self.known().runtimes.insert(name.clone(), read.clone());
+        read
     }
 
     pub fn set_runtime(&self, name: &Name, runtime: Option<&Runtime>) -> Result<()> {
         let path = self.dir(name).runtime();
         match runtime {
-            Some(r) => write_atomic(&path, &to_json(r)),
+            Some(r) => write_atomic(&path, &to_json(r))?,
             None => match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", &path)(e)),
-                _ => Ok(()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io("remove", &path)(e));
+                }
+                _ => {}
             },
         }
+        self.known().runtimes.insert(name.clone(), runtime.cloned());
+        Ok(())
     }
 
     pub fn remove(&self, name: &Name) -> Result<()> {
@@ -217,6 +250,10 @@ impl Store {
                 .join("vps")
                 .join(format!(".new-gone-{}-{}", name, std::process::id()));
         fs::rename(&dir.0, &doomed).map_err(io("rename", &dir.0))?;
+        let mut known = self.known();
+        known.specs.remove(name);
+        known.runtimes.remove(name);
+        drop(known);
         VpsDisk::of(&dir).forget_usage();
         remove_tree(&doomed).map_err(io("remove", &doomed))
     }
