@@ -1,6 +1,8 @@
 //! The daemon's `/metrics` endpoint, read the way a scraper reads it:
 //! fresh figures per VPS, in Prometheus naming, in the classic text format
 //! or OpenMetrics as asked.
+use std::time::{Duration, Instant};
+
 use vzhost_tests::Daemon;
 
 pub const ADDR: &str = "127.0.0.1:9464";
@@ -72,5 +74,52 @@ fn metrics_endpoint_reports_every_vps() -> anyhow::Result<()> {
     assert!(om.ends_with("# EOF\n"));
     let (code, _, _) = d.http_get(ADDR, "/nothing", "*/*")?;
     assert_eq!(code, 404);
+    Ok(())
+}
+
+/// A VPS that fills its layer with small files (here 100 000 made from the
+/// host side, to keep the test short; the walk of its layer is what costs)
+/// does not make scrapes slow for the others: its usage is walked off the
+/// request path, and a scrape waits for no walk longer than a moment.
+#[test]
+fn a_vps_full_of_small_files_does_not_slow_scrapes() -> anyhow::Result<()> {
+    let d = Daemon::start("metrics-files")?;
+    d.ok(&["create", "a"]);
+    d.ok(&["create", "b"]);
+    d.ok(&["start", "a"]);
+    d.ok(&["start", "b"]);
+    let (count, quick) = if vzhost_tests::in_vm() {
+        (20_000, Duration::from_secs(5))
+    } else {
+        (100_000, Duration::from_secs(1))
+    };
+    let upper = d.root().join("vps/a/disk/upper/srv");
+    for dir in 0..count / 1000 {
+        let dir = upper.join(dir.to_string());
+        std::fs::create_dir_all(&dir)?;
+        for file in 0..1000 {
+            std::fs::File::create(dir.join(file.to_string()))?;
+        }
+    }
+    // The walk of a's layer starts with the first scrape and takes longer
+    // than these; none of them waits for it.
+    for _ in 0..10 {
+        let started = Instant::now();
+        let (code, _, text) = d.http_get(ADDR, "/metrics", "*/*")?;
+        let took = started.elapsed();
+        assert_eq!(code, 200);
+        assert!(took < quick, "a scrape took {took:?}");
+        assert!(
+            sample(&text, "vzhost_vps_memory_bytes{vps=\"b\"}").is_some(),
+            "b is in every scrape: {text}"
+        );
+    }
+    // a's figure arrives once its walk is done: a thousand more directories.
+    let counted = vzhost_tests::wait_for(Duration::from_secs(120), || {
+        let (_, _, text) = d.http_get(ADDR, "/metrics", "*/*").unwrap();
+        sample(&text, "vzhost_vps_disk_used_bytes{vps=\"a\"}")
+            .is_some_and(|bytes| bytes >= (count / 1000 * 4096) as f64)
+    });
+    assert!(counted, "a's usage never counted its files");
     Ok(())
 }
