@@ -128,6 +128,10 @@ pub mod guard {
     pub const SYSCTL: u32 = 1 << 8;
     /// Sockets only of the families in `VpsEntry::families_allowed`.
     pub const SOCKET_FAMILIES: u32 = 1 << 9;
+    /// The VPS has entries in `KSAL_FILE_RULES`. The file hooks run on
+    /// every open, rename and unlink; without this bit they end at the
+    /// VPS lookup, before any kernel read or rule lookup.
+    pub const FILE_RULES: u32 = 1 << 10;
 }
 
 /// Rule ids of the guards, as events carry them (file and network rules

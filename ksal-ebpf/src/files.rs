@@ -4,7 +4,7 @@
 //! a file are in `inodes`; what they share is here.
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::lsm, programs::LsmContext};
 use aya_log_ebpf::warn;
-use ksal_common::{FileRule, FileRuleKey, Hook, access};
+use ksal_common::{FileRule, FileRuleKey, Hook, access, guard};
 
 use crate::{
     events,
@@ -54,7 +54,7 @@ pub fn read_at<T>(base: *const u8, offset: u32) -> Result<T, i32> {
 /// inode number events report.
 #[inline(always)]
 fn rule_of(scope: &Scope, inode: *const u8) -> Result<Option<(FileRule, u64)>, i32> {
-    if inode.is_null() {
+    if inode.is_null() || scope.vps.guards & guard::FILE_RULES == 0 {
         return Ok(None);
     }
     let layout = &scope.config.layout;
@@ -110,7 +110,7 @@ pub fn mountpoint_rule(scope: &Scope, path: *const u8) -> Option<(FileRule, u64)
 /// Whether `hook` denies an action on `dentries` that rules out `wanted`.
 #[inline(always)]
 pub fn guard_dentries(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2], wanted: u32) -> bool {
-    let Some(scope) = scope::current() else {
+    let Some(scope) = scope::current().filter(|s| s.vps.guards & guard::FILE_RULES != 0) else {
         return false;
     };
     match dentry_rule(&scope, dentries, wanted) {
@@ -127,7 +127,7 @@ pub fn guard_dentries(ctx: &LsmContext, hook: Hook, dentries: [*const u8; 2], wa
 }
 
 fn try_file_open(ctx: &LsmContext) -> Result<bool, i32> {
-    let Some(scope) = scope::current() else {
+    let Some(scope) = scope::current().filter(|s| s.vps.guards & guard::FILE_RULES != 0) else {
         return Ok(false);
     };
     let layout = &scope.config.layout;

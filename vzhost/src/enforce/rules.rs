@@ -135,6 +135,9 @@ pub fn kernel_rules(
             }
         }
     }
+    if !out.rules.files.is_empty() {
+        out.entry.guards |= guard::FILE_RULES;
+    }
     out
 }
 
@@ -233,7 +236,8 @@ sysctl:
     fn once_built_with_lsm_everything_holds() {
         let p = policy();
         let r = kernel_rules(&p, 5, Stage::Built, true, &[], resolve);
-        assert_eq!(r.entry.guards, p.guards());
+        // With a file rule in the map, the file hooks look it up.
+        assert_eq!(r.entry.guards, p.guards() | guard::FILE_RULES);
         assert_ne!(r.entry.guards & guard::BPF, 0);
         assert_eq!(r.entry.caps_denied, 1 << 17, "CAP_SYS_RAWIO is 17");
         assert_eq!(r.rules.files.len(), 1, "the missing file holds nothing yet");
@@ -242,6 +246,15 @@ sysctl:
         assert_eq!(r.rules.devices.len(), 1);
         assert_eq!(r.rules.sysctls.len(), 1);
         assert!(r.unresolved.is_empty());
+    }
+
+    #[test]
+    fn file_hooks_skip_a_vps_whose_file_rules_resolve_to_nothing() {
+        let r = kernel_rules(&policy(), 5, Stage::Built, true, &[], |_| {
+            Err(io::Error::from(io::ErrorKind::NotFound))
+        });
+        assert!(r.rules.files.is_empty());
+        assert_eq!(r.entry.guards & guard::FILE_RULES, 0);
     }
 
     #[test]

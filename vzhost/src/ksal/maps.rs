@@ -20,13 +20,15 @@ use super::{
 
 impl Ksal {
     /// Put the tasks of cgroup `cgroup_id` (and its descendants) under the
-    /// rules of `vps_id`, in `mode` (`ksal_common::mode`).
+    /// rules of `vps_id`, in `mode` (`ksal_common::mode`), its file rules
+    /// (those [`Self::deny_file`] adds) looked up.
     pub fn register_vps(&mut self, cgroup_id: u64, vps_id: u32, mode: u32) -> Result<()> {
         self.register_entry(
             cgroup_id,
             VpsEntry {
                 vps_id,
                 mode,
+                guards: ksal_common::guard::FILE_RULES,
                 ..Default::default()
             },
         )
