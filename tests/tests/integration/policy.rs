@@ -353,3 +353,56 @@ fn a_command_name_with_escape_sequences_is_shown_escaped() -> anyhow::Result<()>
     assert!(log.contains(escaped), "the daemon log shows it escaped");
     Ok(())
 }
+
+/// A destroyed VPS leaves nothing a later VPS could inherit: a new VPS
+/// that gets its id (ids go on from the highest in use) shows none of
+/// its events, and its denials and traffic leave the metrics.
+#[test]
+fn a_vps_made_after_a_destroy_inherits_no_events_or_counters() -> anyhow::Result<()> {
+    let d = Daemon::start("policy-destroyed")?;
+    d.put_policy(
+        "lockdown.yaml",
+        "selector:\n  names: [a, b]\nmode: enforce\nallow_degraded: true\ndevices:\n  allow: [\"c 1:3 rwm\"]\n",
+    );
+    d.ok(&["create", "a", "--ip", "10.213.0.10"]);
+    d.ok(&["start", "a"]);
+    let id_of = |vps: &str| {
+        let stat: serde_json::Value =
+            serde_json::from_str(&d.ok(&["stat", vps, "-o", "json"])).unwrap();
+        stat[0]["id"].clone()
+    };
+    let a_id = id_of("a");
+    let out = d.sh("a", "head -c 4 /dev/urandom >/dev/null");
+    assert!(!out.status.success(), "urandom is not in the list");
+    d.await_event("a", "device").expect("a device event");
+    // Traffic counted for a: 200 pings of 1000 bytes to the gateway.
+    d.sh_ok("a", "ping -q -c 200 -i 0.01 -s 1000 10.213.0.1 >/dev/null");
+    let (_, _, text) = d.http_get("127.0.0.1:9464", "/metrics", "*/*")?;
+    assert!(
+        text.contains("vzhost_ksal_denials_total{vps=\"a\""),
+        "{text}"
+    );
+    let sent = crate::metrics::sample(&text, "vzhost_vps_network_transmit_bytes_total{vps=\"a\"}")
+        .expect("a's traffic");
+    assert!(sent >= 200_000.0, "{sent}");
+
+    d.ok(&["destroy", "a", "--force"]);
+    d.ok(&["create", "b", "--ip", "10.213.0.10"]);
+    assert_eq!(id_of("b"), a_id, "b has a's id");
+    d.ok(&["start", "b"]);
+    assert!(events(&d, "b").is_empty(), "b shows a's events");
+    let (_, _, text) = d.http_get("127.0.0.1:9464", "/metrics", "*/*")?;
+    assert!(
+        !text.contains("vzhost_ksal_denials_total{vps=\"vps#"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("vzhost_ksal_denials_total{vps=\"b\""),
+        "{text}"
+    );
+    let b_sent =
+        crate::metrics::sample(&text, "vzhost_vps_network_transmit_bytes_total{vps=\"b\"}")
+            .unwrap_or(0.0);
+    assert!(b_sent < 100_000.0, "b starts with a's traffic: {b_sent}");
+    Ok(())
+}

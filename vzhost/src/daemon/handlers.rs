@@ -120,7 +120,9 @@ impl Handlers {
     }
 
     pub fn destroy(&self, name: &str, force: bool) -> Result<()> {
-        Ok(self.host().destroy(name, force)?)
+        let vps_id = self.host().destroy(name, force)?;
+        self.events.forget(vps_id);
+        Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<VpsStatus>> {

@@ -281,6 +281,13 @@ impl Enforcement {
         }
     }
 
+    /// A destroyed VPS's last traces in the KSAL: its counters.
+    pub fn forget_destroyed(&mut self, vps_id: u32) {
+        if let Some(ksal) = &mut self.ksal {
+            ksal.forget_counters(vps_id);
+        }
+    }
+
     /// After a daemon restart: attach this KSAL's guards to a VPS that kept
     /// running (replacing the old daemon's) and put it under its policy,
     /// with its root as [`VpsRoot::capture`] finds it now.

@@ -1,7 +1,7 @@
 //! What the KSAL counts and reports: traffic per VPS, the event stream,
 //! and the events it could not deliver.
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use ksal_common::{NetCounters, map_names};
+use ksal_common::{EventRate, NetCounters, map_names};
 
 use super::{
     Ksal,
@@ -31,6 +31,26 @@ impl Ksal {
             sum.spoofed_dropped += c.spoofed_dropped;
             sum
         }))
+    }
+
+    /// Drop the traffic counters and event budget of a destroyed VPS: they
+    /// outlive its stops (counters only ever grow), not the VPS itself, and
+    /// a later VPS given the same id starts from zero.
+    pub fn forget_counters(&mut self, vps_id: u32) {
+        if let Some(Ok(mut m)) = self
+            .ebpf
+            .map_mut(map_names::NET_COUNTERS)
+            .map(PerCpuHashMap::<_, u32, NetCounters>::try_from)
+        {
+            let _ = m.remove(&vps_id);
+        }
+        if let Some(Ok(mut m)) = self
+            .ebpf
+            .map_mut(map_names::EVENT_RATE)
+            .map(PerCpuHashMap::<_, u32, EventRate>::try_from)
+        {
+            let _ = m.remove(&vps_id);
+        }
     }
 
     /// Take the event stream (and with it the programs' own log); there is

@@ -234,6 +234,14 @@ impl EventLog {
         self.arrived.notify_all();
     }
 
+    /// Drop the events and counts of a destroyed VPS, so that a later VPS
+    /// given its id neither shows nor counts them.
+    pub fn forget(&self, vps_id: u32) {
+        let mut s = self.lock();
+        s.counts.retain(|(id, ..), _| *id != vps_id);
+        s.recent.retain(|e| e.event.vps_id != vps_id);
+    }
+
     /// Kept events numbered above `after`; when there are none, wait up
     /// to `wait` for one.
     pub fn after(&self, after: u64, wait: Duration) -> Vec<LoggedEvent> {
@@ -327,6 +335,28 @@ mod tests {
         assert_eq!(
             counts.get(&(3, "file_open".to_owned(), 9, Verdict::Denied)),
             Some(&3)
+        );
+    }
+
+    #[test]
+    fn a_destroyed_vps_leaves_no_events_or_counts_behind() {
+        let log = EventLog::new(8);
+        let mut other =
+            KsalEvent::decode(&record(Hook::Device as u32, verdict::DENIED, b"sh")).unwrap();
+        other.vps_id = 4;
+        log.record(other);
+        log.record(
+            KsalEvent::decode(&record(Hook::FileOpen as u32, verdict::DENIED, b"cat")).unwrap(),
+        );
+        log.forget(3);
+        let kept = log.after(0, Duration::ZERO);
+        assert_eq!(
+            kept.iter().map(|e| e.event.vps_id).collect::<Vec<_>>(),
+            vec![4]
+        );
+        assert_eq!(
+            log.counts().keys().map(|k| k.0).collect::<Vec<_>>(),
+            vec![4]
         );
     }
 

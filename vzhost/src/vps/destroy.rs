@@ -6,7 +6,8 @@ use super::{
 use crate::{model::Name, rootfs::disk::VpsDisk};
 
 impl Host {
-    pub fn destroy(&self, name: &str, force: bool) -> Result<()> {
+    /// Destroy VPS `name`; its KSAL id, whose events the caller may drop.
+    pub fn destroy(&self, name: &str, force: bool) -> Result<u32> {
         let name = Name::new(name)?;
         let vps_lock = self.vps_lock(&name);
         let _serial = lock(&vps_lock);
@@ -18,6 +19,7 @@ impl Host {
             self.stop_locked(&name)?;
         }
         self.cleanup_stopped(&spec, &self.cgroup(&name));
+        self.enforcement().forget_destroyed(spec.id);
         VpsDisk::of(&self.store.dir(&name))
             .unmount()
             .map_err(|source| LifecycleError::Disk {
@@ -27,6 +29,6 @@ impl Host {
         self.store.remove(&name)?;
         self.ranges.release(spec.idmap);
         tracing::info!(vps = %name, "destroyed");
-        Ok(())
+        Ok(spec.id)
     }
 }
