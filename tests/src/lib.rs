@@ -12,7 +12,10 @@ use std::{
 
 use anyhow::Context as _;
 
+mod maps;
 mod policies;
+
+pub use maps::ksal_map_entries;
 
 /// A static program making the system calls busybox does not
 /// (`tests/probe/vzprobe.c`), to place in a template.

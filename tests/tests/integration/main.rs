@@ -4,6 +4,7 @@
 //! server is not carried into the VM).
 mod accounting;
 mod bench;
+mod cleanup;
 mod concurrency;
 mod console;
 mod credentials;
