@@ -173,7 +173,11 @@ mod tests {
             7,
             |&i| {
                 seen.lock().unwrap().push(i);
-                if i % 3 == 0 { Err(i) } else { Ok(i * 2) }
+                if i.is_multiple_of(3) {
+                    Err(i)
+                } else {
+                    Ok(i * 2)
+                }
             },
             |_| {},
         );
@@ -182,7 +186,14 @@ mod tests {
         assert_eq!(seen, items);
         for (i, r) in out.iter().enumerate() {
             let i = i as u32;
-            assert_eq!(*r, if i % 3 == 0 { Err(i) } else { Ok(i * 2) });
+            assert_eq!(
+                *r,
+                if i.is_multiple_of(3) {
+                    Err(i)
+                } else {
+                    Ok(i * 2)
+                }
+            );
         }
     }
 
