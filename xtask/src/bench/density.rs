@@ -13,19 +13,19 @@ use crate::host::Host;
 
 /// Create and start VPSs `d0`..`d{n-1}` (idle, busybox init) one after
 /// another, each created with `create_args`; `each` hears each one's
-/// number and its create + start time in seconds.
+/// create + start time in seconds.
 pub(super) fn start_idle(
     host: &Host,
     n: usize,
     create_args: &[&str],
-    mut each: impl FnMut(usize, f64),
+    mut each: impl FnMut(f64),
 ) -> anyhow::Result<()> {
     for i in 0..n {
         let name = format!("d{i}");
         let t = Instant::now();
         timed(host.cmd(&["create", &name]).args(create_args))?;
         timed(&mut host.cmd(&["start", &name]))?;
-        each(i, t.elapsed().as_secs_f64());
+        each(t.elapsed().as_secs_f64());
         if (i + 1) % 100 == 0 {
             eprintln!("bench: {} VPSs running", i + 1);
         }
@@ -48,7 +48,7 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
         let mut per = Vec::new();
         settle();
         let before = mem_available_kib();
-        start_idle(&host, n, &["--stop-timeout", "0"], |_, took| per.push(took))?;
+        start_idle(&host, n, &["--stop-timeout", "0"], |took| per.push(took))?;
         settle();
         let vz_kib = before.saturating_sub(mem_available_kib()) / n as u64;
         let window = n.min(100);

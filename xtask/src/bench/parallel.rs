@@ -82,7 +82,7 @@ fn starts(vzhost: &Path, n: usize) -> anyhow::Result<(f64, f64)> {
 fn stop_all(vzhost: &Path, n: usize) -> anyhow::Result<f64> {
     let host = Host::start(vzhost, "bench-stopall", true)?;
     // The default stop timeout: each init gets its clean shutdown.
-    start_idle(&host, n, &[], |_, _| {})?;
+    start_idle(&host, n, &[], |_| {})?;
     let took = timed(&mut host.cmd(&["stop", "--all"]))?.as_secs_f64();
     let list: serde_json::Value = serde_json::from_str(&host.quiet(&["list", "-o", "json"])?)?;
     let running = list
