@@ -25,6 +25,7 @@ mod metrics;
 mod network;
 mod network_guards;
 mod network_host;
+mod parallel;
 mod partitions;
 mod pinning;
 mod policy;

@@ -95,8 +95,20 @@ pub enum Command {
     Create(CreateArgs),
     /// Start a VPS.
     Start { name: String },
-    /// Stop a VPS (SIGTERM to its init, SIGKILL after its stop timeout).
-    Stop { name: String },
+    /// Stop a VPS (its init's stop signal, SIGKILL after its stop
+    /// timeout), or with --all every running VPS, many at a time (for a
+    /// host shutdown).
+    Stop {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Stop every running VPS; exits non-zero naming any that failed.
+        #[arg(long)]
+        all: bool,
+        /// With --all: how many stops run at once.
+        #[arg(long, default_value_t = super::stop_all::DEFAULT_JOBS, requires = "all",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: u16,
+    },
     /// Restart a VPS; its neighbours keep running.
     Restart { name: String },
     /// Remove a VPS and all its files.

@@ -6,7 +6,8 @@
 //! - `client`: typed calls to the daemon
 //! - `tables`: how data prints without `-o json`
 //! - a file per command group: `vps` (the verbs), `session` (exec, enter),
-//!   `console`, `policy`, `events`, `template`, `stat`, `doctor`
+//!   `console`, `policy`, `events`, `template`, `stat`, `doctor`,
+//!   `stop_all`
 mod args;
 mod client;
 mod console;
@@ -15,6 +16,7 @@ mod events;
 mod policy;
 mod session;
 mod stat;
+mod stop_all;
 mod tables;
 mod template;
 mod vps;
@@ -114,7 +116,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Doctor => doctor::run(out),
         Command::Create(args) => vps::create(&client, out, args),
         Command::Start { name } => vps::start(&client, out, name),
-        Command::Stop { name } => vps::stop(&client, out, name),
+        Command::Stop { name, all, jobs } => match name {
+            Some(name) if !*all => vps::stop(&client, out, name),
+            _ => stop_all::run(&client, out, usize::from(*jobs)),
+        },
         Command::Restart { name } => vps::restart(&client, out, name),
         Command::Destroy { name, force } => vps::destroy(&client, out, name, *force),
         Command::List => vps::list(&client, out),

@@ -13,7 +13,11 @@
 //! exit is seen on the pidfd alone and taken as a poweroff.
 use std::{
     os::fd::{AsFd as _, OwnedFd},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
 
 use nix::{
@@ -44,6 +48,46 @@ pub(super) struct Watcher {
     pending: Mutex<Vec<Watched>>,
     wake: Option<OwnedFd>,
     woken: Mutex<Option<OwnedFd>>,
+    /// Sweeps for adopted zombies, one for many exits.
+    sweeps: Coalesced,
+}
+
+/// How long a sweep for zombies waits for more inits to end: a sweep
+/// reads every child's /proc entry (each running VPS's init among them),
+/// so one per exit made stopping N VPSs cost N² reads.
+const SWEEP_WINDOW: Duration = Duration::from_millis(500);
+
+/// Work asked for by many threads, done once for all the requests that
+/// come within a window, and never lost: a request made while the work
+/// runs gets a run after it.
+#[derive(Default)]
+pub(super) struct Coalesced {
+    wanted: AtomicBool,
+    running: Mutex<()>,
+}
+
+impl Coalesced {
+    /// Ask for `work`; this thread does it (after `window`) unless
+    /// another is about to.
+    pub(super) fn request(&self, window: Duration, work: impl Fn()) {
+        self.wanted.store(true, Ordering::SeqCst);
+        loop {
+            let Ok(running) = self.running.try_lock() else {
+                return;
+            };
+            while self.wanted.swap(false, Ordering::SeqCst) {
+                std::thread::sleep(window);
+                // Requests made while sleeping are served by this run.
+                self.wanted.store(false, Ordering::SeqCst);
+                work();
+            }
+            drop(running);
+            // One made between the last check and the unlock: serve it.
+            if !self.wanted.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
 }
 
 impl Watcher {
@@ -60,6 +104,7 @@ impl Watcher {
             pending: Mutex::default(),
             wake,
             woken: Mutex::new(woken),
+            sweeps: Coalesced::default(),
         }
     }
 }
@@ -180,7 +225,9 @@ impl Host {
             }
         }
         drop(serial);
-        crate::sys::reap_orphans();
+        self.watcher
+            .sweeps
+            .request(SWEEP_WINDOW, crate::sys::reap_orphans);
     }
 
     /// How VPS `name`'s init last ended by itself.
@@ -207,6 +254,49 @@ mod tests {
             InitExit::Exited(3)
         );
         assert_eq!(exit_of(None), InitExit::Unknown);
+    }
+
+    #[test]
+    fn many_requests_at_once_share_a_few_runs_and_none_is_lost() {
+        use std::sync::atomic::AtomicUsize;
+        let (c, runs) = (Coalesced::default(), AtomicUsize::new(0));
+        let window = Duration::from_millis(50);
+        std::thread::scope(|s| {
+            for _ in 0..20 {
+                s.spawn(|| {
+                    c.request(window, || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                    })
+                });
+            }
+        });
+        let after_burst = runs.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&after_burst), "{after_burst} runs");
+        // A later request gets a run of its own.
+        c.request(window, || {
+            runs.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), after_burst + 1);
+    }
+
+    #[test]
+    fn a_request_made_while_the_work_runs_gets_a_run_after_it() {
+        use std::sync::atomic::AtomicUsize;
+        let (c, runs) = (Coalesced::default(), AtomicUsize::new(0));
+        let window = Duration::from_millis(10);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                c.request(window, || {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        // Asked for again mid-run, by another thread.
+                        std::thread::scope(|s| {
+                            s.spawn(|| c.request(window, || unreachable!("runs on the first")));
+                        });
+                    }
+                })
+            });
+        });
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
     #[test]

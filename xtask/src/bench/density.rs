@@ -11,6 +11,28 @@ use super::{
 };
 use crate::host::Host;
 
+/// Create and start VPSs `d0`..`d{n-1}` (idle, busybox init) one after
+/// another, each created with `create_args`; `each` hears each one's
+/// create + start time in seconds.
+pub(super) fn start_idle(
+    host: &Host,
+    n: usize,
+    create_args: &[&str],
+    mut each: impl FnMut(f64),
+) -> anyhow::Result<()> {
+    for i in 0..n {
+        let name = format!("d{i}");
+        let t = Instant::now();
+        timed(host.cmd(&["create", &name]).args(create_args))?;
+        timed(&mut host.cmd(&["start", &name]))?;
+        each(t.elapsed().as_secs_f64());
+        if (i + 1) % 100 == 0 {
+            eprintln!("bench: {} VPSs running", i + 1);
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow::Result<()> {
     let mut s = String::from("## 2. Density (natively, cgroup hooks only)\n\n");
     s += "N idle VPSs (busybox init, networking on) started one after another; then \
@@ -26,16 +48,7 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
         let mut per = Vec::new();
         settle();
         let before = mem_available_kib();
-        for i in 0..n {
-            let name = format!("d{i}");
-            let t = Instant::now();
-            timed(&mut host.cmd(&["create", &name, "--stop-timeout", "0"]))?;
-            timed(&mut host.cmd(&["start", &name]))?;
-            per.push(t.elapsed().as_secs_f64());
-            if (i + 1) % 100 == 0 {
-                eprintln!("bench: {} VPSs running", i + 1);
-            }
-        }
+        start_idle(&host, n, &["--stop-timeout", "0"], |took| per.push(took))?;
         settle();
         let vz_kib = before.saturating_sub(mem_available_kib()) / n as u64;
         let window = n.min(100);

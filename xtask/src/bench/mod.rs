@@ -7,6 +7,7 @@ mod debian;
 mod density;
 mod lxc;
 mod measure;
+mod parallel;
 mod reload;
 mod start;
 mod vm_section;
@@ -44,6 +45,8 @@ pub enum Section {
     Reload,
     /// 6: Debian VPSs with systemd and sshd.
     Debian,
+    /// 7: parallel starts and `stop --all`.
+    Parallel,
 }
 
 pub(super) struct Plan {
@@ -55,6 +58,10 @@ pub(super) struct Plan {
     pub(super) vm_density: usize,
     /// Debian VPSs with systemd and sshd to start, one after another.
     pub(super) debian: usize,
+    /// VPSs started by as many clients at once (and then one by one).
+    pub(super) parallel_starts: usize,
+    /// Running VPSs `stop --all` stops.
+    pub(super) stop_all: usize,
 }
 
 impl Plan {
@@ -68,6 +75,8 @@ impl Plan {
                 vm_ops: 2_000,
                 vm_density: 5,
                 debian: 2,
+                parallel_starts: 20,
+                stop_all: 20,
             }
         } else {
             Self {
@@ -78,6 +87,8 @@ impl Plan {
                 vm_ops: 100_000,
                 vm_density: 100,
                 debian: 200,
+                parallel_starts: 50,
+                stop_all: 1000,
             }
         }
     }
@@ -152,6 +163,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     }
     if wanted(Section::Reload) {
         reload::reload(&vzhost, &plan, &mut report)?;
+    }
+    if wanted(Section::Parallel) {
+        parallel::parallel(&vzhost, &plan, &mut report)?;
     }
     if wanted(Section::Debian) {
         let image = crate::images::ensure_debian(&vzhost)?;
