@@ -12,7 +12,10 @@ use std::{
 
 use anyhow::Context as _;
 
+mod modes;
 mod policies;
+
+pub use modes::{NetMode, current_mode, in_mode};
 
 /// A static program making the system calls busybox does not
 /// (`tests/probe/vzprobe.c`), to place in a template.
@@ -285,7 +288,10 @@ impl Daemon {
 
     /// A daemon with extra `vzhost daemon` arguments.
     pub fn start_with(name: &str, base: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
+        let cgroup = match current_mode() {
+            Some(mode) => CgroupGuard::new(&format!("vzt-{name}-{mode}"))?,
+            None => CgroupGuard::new(&format!("vzt-{name}"))?,
+        };
         Self::start_in_cgroup(std::sync::Arc::new(cgroup), base, args)
     }
 
@@ -303,11 +309,17 @@ impl Daemon {
         let state = tempfile::Builder::new()
             .prefix("vzhost-test-")
             .tempdir_in(base)?;
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        if let Some(mode) = current_mode()
+            && !args.iter().any(|a| a == "--network")
+        {
+            args.extend(["--network".to_owned(), mode.to_string()]);
+        }
         let mut d = Self {
             state,
             cgroup,
             child: None,
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            args,
             netns: None,
         };
         d.spawn()?;
@@ -717,6 +729,13 @@ impl Daemon {
     pub fn identity(&self) -> vzhost::model::DaemonId {
         let root = fs::canonicalize(self.root()).expect("the daemon's root exists");
         vzhost::model::DaemonId::of_root(&root)
+    }
+
+    /// The network mode this daemon runs in, as its state keeps it.
+    pub fn network_mode(&self) -> NetMode {
+        vzhost::net::stored_mode(&self.root())
+            .expect("the network mode file reads")
+            .expect("the daemon stored its network mode")
     }
 
     /// The host-side veth of VPS number `id` of this daemon.

@@ -10,11 +10,18 @@ use std::{
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    Handle, LinkBridge, LinkDummy, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        link::{AfSpecInet, AfSpecUnspec, InetDevConf, InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+        route::RouteScope,
+    },
 };
 
-use super::{NetConfig, Subnet, vps_mac};
+use super::{NetConfig, NetMode, Subnet, vps_mac};
+
+/// Ports a Linux bridge takes (BR_MAX_PORTS is 1024, port number 0 is
+/// never given out).
+pub const BRIDGE_MAX_PORTS: usize = 1023;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -22,6 +29,17 @@ pub enum LinkError {
     Netlink { what: String, why: String },
     #[error("{0} exists but is not a bridge; choose another --bridge or remove it")]
     NotABridge(String),
+    #[error(
+        "{0} exists but is not a bridge or a dummy link, which routed mode keeps the gateway \
+         address on; choose another --bridge or remove it"
+    )]
+    NotAGatewayLink(String),
+    #[error(
+        "bridge {bridge} is full: a Linux bridge takes at most {BRIDGE_MAX_PORTS} ports, one per \
+         running VPS; run the daemon with --network routed (no such limit; stop its VPSs first), \
+         or start more VPSs under another daemon with its own --bridge"
+    )]
+    BridgeFull { bridge: String },
 }
 
 pub type Result<T> = std::result::Result<T, LinkError>;
@@ -75,11 +93,25 @@ async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>
     }
 }
 
-fn is_bridge(link: &LinkMessage) -> bool {
+fn kind_is(link: &LinkMessage, kind: &InfoKind) -> bool {
     link.attributes.iter().any(|a| {
         matches!(a, LinkAttribute::LinkInfo(infos)
-            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
+            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(k) if k == kind)))
     })
+}
+
+/// Whether `link` may hold the gateway in `mode`: only a bridge when VPSs
+/// are plugged into it; in routed mode a dummy (made so) or a bridge (an
+/// earlier bridged run's, or the administrator's).
+fn holds_gateway(link: &LinkMessage, mode: NetMode) -> bool {
+    kind_is(link, &InfoKind::Bridge) || (mode == NetMode::Routed && kind_is(link, &InfoKind::Dummy))
+}
+
+fn not_gateway_link(cfg: &NetConfig) -> LinkError {
+    match cfg.mode {
+        NetMode::Bridged => LinkError::NotABridge(cfg.bridge.clone()),
+        NetMode::Routed => LinkError::NotAGatewayLink(cfg.bridge.clone()),
+    }
 }
 
 async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
@@ -100,23 +132,28 @@ async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> 
     Ok(false)
 }
 
-/// Create the bridge with the gateway address if it is missing; refuse a
-/// link of that name that is not a bridge.
+/// Create the link holding the gateway address if it is missing (a
+/// bridge, or in routed mode a dummy); refuse a link of that name that
+/// cannot hold it.
 pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
     let cfg = cfg.clone();
     with_netlink(None, move |h| async move {
         let link = match link_by_name(&h, &cfg.bridge).await? {
-            Some(l) if !is_bridge(&l) => return Err(LinkError::NotABridge(cfg.bridge.clone())),
+            Some(l) if !holds_gateway(&l, cfg.mode) => return Err(not_gateway_link(&cfg)),
             Some(l) => l,
             None => {
+                let new = match cfg.mode {
+                    NetMode::Bridged => LinkBridge::new(&cfg.bridge).build(),
+                    NetMode::Routed => LinkDummy::new(&cfg.bridge).build(),
+                };
                 h.link()
-                    .add(LinkBridge::new(&cfg.bridge).build())
+                    .add(new)
                     .execute()
                     .await
-                    .map_err(nl(format!("create bridge {}", cfg.bridge)))?;
+                    .map_err(nl(format!("create {} link {}", cfg.mode, cfg.bridge)))?;
                 link_by_name(&h, &cfg.bridge)
                     .await?
-                    .ok_or_else(|| LinkError::NotABridge(cfg.bridge.clone()))?
+                    .ok_or_else(|| not_gateway_link(&cfg))?
             }
         };
         let index = link.header.index;
@@ -139,8 +176,9 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
     })
 }
 
-/// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`,
-/// plugged into the bridge, and a default route via the gateway.
+/// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`
+/// and a default route via the gateway; its host end plugged into the
+/// bridge, or (routed) routed to with proxy ARP.
 pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result<()> {
     let host = cfg.host_veth(id);
     let peer = cfg.peer_veth(id);
@@ -154,7 +192,7 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
         what: "dup the VPS network namespace".into(),
         why: e.to_string(),
     })?;
-    let bridge = cfg.bridge.clone();
+    let host_cfg = cfg.clone();
     let (h_name, p_name) = (host.clone(), peer.clone());
     with_netlink(None, move |h| async move {
         if let Some(stale) = link_by_name(&h, &h_name).await? {
@@ -165,25 +203,16 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             .execute()
             .await
             .map_err(nl(format!("create veth {h_name}")))?;
-        let br = link_by_name(&h, &bridge)
-            .await?
-            .ok_or_else(|| LinkError::NotABridge(bridge.clone()))?;
         let hv = link_by_name(&h, &h_name)
             .await?
             .ok_or_else(|| LinkError::Netlink {
                 what: format!("find veth {h_name}"),
                 why: "it vanished".into(),
             })?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(hv.header.index)
-                    .controller(br.header.index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl(format!("plug {h_name} into {bridge}")))?;
+        match host_cfg.mode {
+            NetMode::Bridged => plug(&h, &host_cfg.bridge, hv.header.index, &h_name).await?,
+            NetMode::Routed => route_to(&h, &host_cfg, hv.header.index, &h_name, ip.addr).await?,
+        }
         let pv = link_by_name(&h, &p_name)
             .await?
             .ok_or_else(|| LinkError::Netlink {
@@ -247,6 +276,73 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             .await
             .map_err(nl(format!("default route via {gateway}")))
     })
+}
+
+/// Bridged: plug host veth `veth` (index `index`) into `bridge`, up. A
+/// full bridge is refused by the kernel here, before the VPS's eth0 is
+/// made; the failed start removes the veth.
+async fn plug(h: &Handle, bridge: &str, index: u32, veth: &str) -> Result<()> {
+    let br = link_by_name(h, bridge)
+        .await?
+        .ok_or_else(|| LinkError::NotABridge(bridge.to_owned()))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(br.header.index)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| plug_error(e, bridge, veth))
+}
+
+fn plug_error(e: rtnetlink::Error, bridge: &str, veth: &str) -> LinkError {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EXFULL => {
+            LinkError::BridgeFull {
+                bridge: bridge.to_owned(),
+            }
+        }
+        e => nl(format!("plug {veth} into {bridge}"))(e),
+    }
+}
+
+/// Routed: host veth `veth` (index `index`) up on no bridge, forwarding
+/// what the VPS sends and answering its ARP for every address the host
+/// routes elsewhere (proxy ARP: its neighbours; the gateway is the host's
+/// own), and a /32 route to the VPS's address `ip` through it, from the
+/// gateway address. Both go with the veth when it is deleted.
+async fn route_to(h: &Handle, cfg: &NetConfig, index: u32, veth: &str, ip: Ipv4Addr) -> Result<()> {
+    let mut conf = InetDevConf::default();
+    conf.forwarding = 1;
+    conf.proxy_arp = 1;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .up()
+                .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(
+                    vec![AfSpecInet::DevConfRequest(conf)],
+                )]))
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("bring up {veth} with forwarding and proxy ARP")))?;
+    let gateway = cfg.subnet.gateway();
+    h.route()
+        .add(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(ip, 32)
+                .output_interface(index)
+                .pref_source(gateway)
+                .scope(RouteScope::Link)
+                .build(),
+        )
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("route {ip}/32 through {veth}")))
 }
 
 /// The index of VPS `id`'s host veth.
