@@ -78,8 +78,8 @@ pub enum Command {
         /// is kept; a change is refused while VPSs run.
         #[arg(long, value_name = "routed|bridged")]
         network: Option<vzhost::net::NetMode>,
-        /// Host link with the gateway address (created on first use): the
-        /// bridge the VPSs are plugged into, or in routed mode a dummy link.
+        /// Host bridge with the gateway address (created on first use); in
+        /// bridged mode the VPSs are plugged into it.
         #[arg(long, default_value = vzhost::net::DEFAULT_BRIDGE)]
         bridge: String,
         /// VPS subnet; its first address is the gateway on --bridge.

@@ -10,9 +10,11 @@ use std::{
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle, LinkBridge, LinkDummy, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
-        link::{AfSpecInet, AfSpecUnspec, InetDevConf, InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+        link::{
+            AfSpecInet, AfSpecUnspec, InetDevConf, InfoKind, LinkAttribute, LinkInfo, LinkMessage,
+        },
         route::RouteScope,
     },
 };
@@ -29,11 +31,6 @@ pub enum LinkError {
     Netlink { what: String, why: String },
     #[error("{0} exists but is not a bridge; choose another --bridge or remove it")]
     NotABridge(String),
-    #[error(
-        "{0} exists but is not a bridge or a dummy link, which routed mode keeps the gateway \
-         address on; choose another --bridge or remove it"
-    )]
-    NotAGatewayLink(String),
     #[error(
         "bridge {bridge} is full: a Linux bridge takes at most {BRIDGE_MAX_PORTS} ports, one per \
          running VPS; run the daemon with --network routed (no such limit; stop its VPSs first), \
@@ -93,25 +90,11 @@ async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>
     }
 }
 
-fn kind_is(link: &LinkMessage, kind: &InfoKind) -> bool {
+fn is_bridge(link: &LinkMessage) -> bool {
     link.attributes.iter().any(|a| {
         matches!(a, LinkAttribute::LinkInfo(infos)
-            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(k) if k == kind)))
+            if infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge))))
     })
-}
-
-/// Whether `link` may hold the gateway in `mode`: only a bridge when VPSs
-/// are plugged into it; in routed mode a dummy (made so) or a bridge (an
-/// earlier bridged run's, or the administrator's).
-fn holds_gateway(link: &LinkMessage, mode: NetMode) -> bool {
-    kind_is(link, &InfoKind::Bridge) || (mode == NetMode::Routed && kind_is(link, &InfoKind::Dummy))
-}
-
-fn not_gateway_link(cfg: &NetConfig) -> LinkError {
-    match cfg.mode {
-        NetMode::Bridged => LinkError::NotABridge(cfg.bridge.clone()),
-        NetMode::Routed => LinkError::NotAGatewayLink(cfg.bridge.clone()),
-    }
 }
 
 async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
@@ -132,28 +115,25 @@ async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> 
     Ok(false)
 }
 
-/// Create the link holding the gateway address if it is missing (a
-/// bridge, or in routed mode a dummy); refuse a link of that name that
-/// cannot hold it.
+/// Create the bridge with the gateway address if it is missing; refuse a
+/// link of that name that is not a bridge. In routed mode no VPS is
+/// plugged into it: it only holds the gateway address (a bridge rather
+/// than a dummy link, whose module hosts and the test VM may lack).
 pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
     let cfg = cfg.clone();
     with_netlink(None, move |h| async move {
         let link = match link_by_name(&h, &cfg.bridge).await? {
-            Some(l) if !holds_gateway(&l, cfg.mode) => return Err(not_gateway_link(&cfg)),
+            Some(l) if !is_bridge(&l) => return Err(LinkError::NotABridge(cfg.bridge.clone())),
             Some(l) => l,
             None => {
-                let new = match cfg.mode {
-                    NetMode::Bridged => LinkBridge::new(&cfg.bridge).build(),
-                    NetMode::Routed => LinkDummy::new(&cfg.bridge).build(),
-                };
                 h.link()
-                    .add(new)
+                    .add(LinkBridge::new(&cfg.bridge).build())
                     .execute()
                     .await
-                    .map_err(nl(format!("create {} link {}", cfg.mode, cfg.bridge)))?;
+                    .map_err(nl(format!("create bridge {}", cfg.bridge)))?;
                 link_by_name(&h, &cfg.bridge)
                     .await?
-                    .ok_or_else(|| not_gateway_link(&cfg))?
+                    .ok_or_else(|| LinkError::NotABridge(cfg.bridge.clone()))?
             }
         };
         let index = link.header.index;

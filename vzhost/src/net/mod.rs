@@ -1,5 +1,5 @@
-//! VPS networking: a host link with the gateway address (a bridge the
-//! VPSs are plugged into, or a dummy link in routed mode), a veth pair per
+//! VPS networking: a host bridge with the gateway address (the VPSs are
+//! plugged into it, or in routed mode routed to), a veth pair per
 //! VPS with its peer as `eth0` inside the VPS, addresses and routes set
 //! through rtnetlink. IPv4 for now.
 mod host;
@@ -21,8 +21,8 @@ pub use crate::model::{AddrError, Subnet};
 /// The host side of VPS networking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetConfig {
-    /// The host link holding the gateway address: the bridge in bridged
-    /// mode, a dummy link in routed mode.
+    /// The bridge holding the gateway address (with no ports in routed
+    /// mode).
     pub bridge: String,
     /// The VPS subnet; its first address is the gateway on that link.
     pub subnet: Subnet,

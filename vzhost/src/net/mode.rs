@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn routed_is_the_default_and_a_stored_mode_is_kept() {
         assert_eq!(resolve(None, None, &[]).unwrap(), Routed);
-        assert_eq!(resolve(None, Some(Bridged), &running(&["a"])).unwrap(), Bridged);
+        assert_eq!(
+            resolve(None, Some(Bridged), &running(&["a"])).unwrap(),
+            Bridged
+        );
         assert_eq!(resolve(None, Some(Bridged), &[]).unwrap(), Bridged);
         assert_eq!(resolve(Some(Bridged), None, &[]).unwrap(), Bridged);
     }
