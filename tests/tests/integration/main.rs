@@ -24,6 +24,7 @@ mod metrics;
 mod network;
 mod network_guards;
 mod network_host;
+mod network_routed;
 mod partitions;
 mod pinning;
 mod policy;

@@ -297,6 +297,27 @@ fn mac_bytes(mac: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The MAC that VPS number `from` sends a frame for VPS `to` to: `to`'s
+/// own on a bridge; routed, the host end of `from`'s veth, which answers
+/// its ARP for every neighbour (proxy ARP) and routes the packet on.
+fn next_hop_mac(d: &Daemon, from: u32, to: u32) -> Vec<u8> {
+    match d.network_mode() {
+        vzhost_tests::NetMode::Bridged => vzhost::net::vps_mac(to).to_vec(),
+        vzhost_tests::NetMode::Routed => {
+            let out = d
+                .host_run(&["/usr/bin/ip", "-o", "link", "show", "dev", &d.veth(from)])
+                .unwrap();
+            let link = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mac = link
+                .split_whitespace()
+                .skip_while(|w| *w != "link/ether")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no MAC in {link}"));
+            mac_bytes(mac)
+        }
+    }
+}
+
 /// A frame sent to b and whether it must arrive.
 struct Frame {
     src_mac: [u8; 6],
@@ -312,7 +333,7 @@ fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()>
     let (a, b) = two_networked(&d);
     assert_eq!(a, "10.213.0.10");
     let a_mac: [u8; 6] = mac_bytes(&mac_of(&d, "a")).try_into().unwrap();
-    let b_mac = mac_bytes(&mac_of(&d, "b"));
+    let to_b = next_hop_mac(&d, 1, 2);
     let before = spoofed(&d, "a");
     // Sent by the test as host root in a's network namespace: no LSM
     // guard on packet sockets stops them first; the veth program must.
@@ -342,7 +363,7 @@ fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()>
     for f in frames {
         let got = recv_udp(&d, "b", f.port);
         std::thread::sleep(Duration::from_millis(300));
-        let mut frame = b_mac.clone();
+        let mut frame = to_b.clone();
         frame.extend(f.src_mac);
         frame.extend([0x08, 0x00]);
         frame.extend(ipv4_udp(f.src.parse()?, b.parse()?, f.port, f.payload));
@@ -377,7 +398,7 @@ fn forged_arrives(d: &Daemon, (a, b): (u64, u64), port: u16) -> bool {
     let mac = |id: u32| vzhost::net::vps_mac(id).to_vec();
     let got = recv_udp_in(handles_of(d, "b", b), port);
     std::thread::sleep(Duration::from_millis(300));
-    let mut frame = mac(2);
+    let mut frame = next_hop_mac(d, 1, 2);
     frame.extend(mac(1));
     frame.extend([0x08, 0x00]);
     frame.extend(ipv4_udp(

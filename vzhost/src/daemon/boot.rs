@@ -72,6 +72,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     // cannot hold it is refused) before anything else is.
     crate::net::ensure_bridge(&net)?;
     crate::net::set_nat(&net, cfg.nat)?;
+    crate::net::fence(&net, !cfg.nat)?;
     tracing::info!(mode = %net.mode, nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
     // VPS inits, left behind by their launchers, become the daemon's
     // children: their wait status tells a reboot from a poweroff.

@@ -2,6 +2,7 @@
 //! plugged into it, or in routed mode routed to), a veth pair per
 //! VPS with its peer as `eth0` inside the VPS, addresses and routes set
 //! through rtnetlink. IPv4 for now.
+mod fence;
 mod host;
 mod link;
 mod mode;
@@ -11,6 +12,7 @@ use std::{net::Ipv4Addr, str::FromStr as _};
 
 use serde::{Deserialize, Serialize};
 
+pub use fence::fence;
 pub use host::host_networks;
 pub use link::{BRIDGE_MAX_PORTS, LinkError, attach_vps, detach_vps, ensure_bridge, veth_index};
 pub use mode::{ModeError, NetMode, UnknownMode, mode_file, resolve as resolve_mode, stored_mode};
