@@ -20,7 +20,14 @@ fn host_out(d: &Daemon, argv: &[&str]) -> String {
 fn host_route(d: &Daemon, ip: &str) -> String {
     host_out(
         d,
-        &["/usr/bin/ip", "-4", "route", "show", "exact", &format!("{ip}/32")],
+        &[
+            "/usr/bin/ip",
+            "-4",
+            "route",
+            "show",
+            "exact",
+            &format!("{ip}/32"),
+        ],
     )
 }
 
@@ -41,7 +48,10 @@ fn routed_vpss_reach_each_other_and_the_host_through_host_routes() -> anyhow::Re
             );
             let proxy = host_out(
                 &d,
-                &["/bin/cat", &format!("/proc/sys/net/ipv4/conf/{veth}/proxy_arp")],
+                &[
+                    "/bin/cat",
+                    &format!("/proc/sys/net/ipv4/conf/{veth}/proxy_arp"),
+                ],
             );
             assert_eq!(proxy.trim(), "1", "{veth} answers ARP for the host");
         }
@@ -49,33 +59,63 @@ fn routed_vpss_reach_each_other_and_the_host_through_host_routes() -> anyhow::Re
         d.sh_ok("a", &format!("ping -c 1 -W 5 {b}"));
         d.sh_ok("b", &format!("ping -c 1 -W 5 {a}"));
         d.sh_ok("a", &format!("ping -c 1 -W 5 {GATEWAY}"));
-        d.sh_ok(
-            "b",
-            "(echo hello-from-b | nc -l -p 7000) >/dev/null 2>&1 &",
-        );
+        d.sh_ok("b", "(echo hello-from-b | nc -l -p 7000) >/dev/null 2>&1 &");
         std::thread::sleep(Duration::from_millis(300));
         assert_eq!(
             d.sh_ok("a", &format!("nc -w 3 {b} 7000 </dev/null")),
             "hello-from-b"
         );
-        let log = d.state.path().join("host-nc.log");
-        let mut server = d.host_spawn(&["/bin/busybox", "nc", "-l", "-p", "7001"], &log)?;
-        std::thread::sleep(Duration::from_millis(300));
-        d.sh_ok("a", &format!("echo hello-host | nc -w 2 {GATEWAY} 7001"));
-        std::thread::sleep(Duration::from_millis(300));
+        // A web server on the host's port 53: the default policy lets
+        // VPSs reach the host for DNS (and ping) only.
+        let www = d.state.path().join("www");
+        std::fs::create_dir_all(&www)?;
+        std::fs::write(www.join("hello"), "hello-from-host\n")?;
+        let log = d.state.path().join("host-httpd.log");
+        let www = www.to_string_lossy();
+        let mut server = d.host_spawn(
+            &[
+                "/bin/busybox",
+                "httpd",
+                "-f",
+                "-p",
+                &format!("{GATEWAY}:53"),
+                "-h",
+                &www,
+            ],
+            &log,
+        )?;
+        // Retried while the server may still be starting (a loaded host).
+        let fetch = || d.sh("a", &format!("wget -O - http://{GATEWAY}:53/hello"));
+        let mut got = fetch();
+        for _ in 0..20 {
+            if got.status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            got = fetch();
+        }
         let _ = server.kill();
         let _ = server.wait();
-        assert!(
-            std::fs::read_to_string(&log)?.contains("hello-host"),
-            "the host's server got a's line"
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout).trim(),
+            "hello-from-host",
+            "{} / server: {}",
+            stderr(&got),
+            std::fs::read_to_string(&log)?
         );
         // A forged source is dropped and counted, as on a bridge.
         let before = net_of(&d, "a")["spoofed_dropped"].as_u64().unwrap();
         let forged = recv_udp(&d, "b", 9001);
         std::thread::sleep(Duration::from_millis(300));
         send_raw_udp(&d, "a", &b, &b, 9001, b"forged");
-        assert!(forged.join().unwrap().is_empty(), "the forged packet must not reach b");
-        assert_eq!(net_of(&d, "a")["spoofed_dropped"].as_u64().unwrap(), before + 1);
+        assert!(
+            forged.join().unwrap().is_empty(),
+            "the forged packet must not reach b"
+        );
+        assert_eq!(
+            net_of(&d, "a")["spoofed_dropped"].as_u64().unwrap(),
+            before + 1
+        );
         // Stop takes the route with the veth.
         d.ok(&["stop", "a"]);
         assert_eq!(host_route(&d, &a), "", "a's route is gone after stop");
@@ -99,8 +139,7 @@ fn fill_bridge(d: &Daemon, count: usize) -> anyhow::Result<()> {
 }
 
 #[test]
-fn a_full_bridge_refuses_a_start_clearly_and_routed_mode_has_no_such_limit() -> anyhow::Result<()>
-{
+fn a_full_bridge_refuses_a_start_clearly_and_routed_mode_has_no_such_limit() -> anyhow::Result<()> {
     let ports = vzhost::net::BRIDGE_MAX_PORTS;
     let bridged = in_mode(NetMode::Bridged, || Daemon::start("bridge-full"))?;
     bridged.ok(&["create", "a"]);
