@@ -17,30 +17,17 @@ use super::{
 /// Just before the main table's rule (32766).
 const PRIORITY: u32 = 32_000;
 
-/// The rules for `cfg`'s subnet: (priority, destination prefix, action).
-fn rules(cfg: &NetConfig) -> [(u32, Option<(Ipv4Addr, u8)>, RuleAction); 2] {
-    let subnet = (cfg.subnet.network(), cfg.subnet.prefix);
-    [
-        (PRIORITY, Some(subnet), RuleAction::ToTable),
-        (PRIORITY + 1, None, RuleAction::Unreachable),
-    ]
-}
-
-fn request(
-    h: &Handle,
-    cfg: &NetConfig,
-    (priority, to, action): (u32, Option<(Ipv4Addr, u8)>, RuleAction),
-) -> rtnetlink::RuleAddRequest<Ipv4Addr> {
-    let req = h
-        .rule()
-        .add()
-        .v4()
-        .priority(priority)
-        .action(action)
-        .source_prefix(cfg.subnet.network(), cfg.subnet.prefix);
-    match to {
-        Some((net, prefix)) => req.destination_prefix(net, prefix),
-        None => req,
+/// One of the two rules for `cfg`'s subnet: what it sends `within`
+/// itself goes on to the main table; anything else is unreachable.
+fn request(h: &Handle, cfg: &NetConfig, within: bool) -> rtnetlink::RuleAddRequest<Ipv4Addr> {
+    let (net, prefix) = (cfg.subnet.network(), cfg.subnet.prefix);
+    let req = h.rule().add().v4().source_prefix(net, prefix);
+    if within {
+        req.priority(PRIORITY)
+            .action(RuleAction::ToTable)
+            .destination_prefix(net, prefix)
+    } else {
+        req.priority(PRIORITY + 1).action(RuleAction::Unreachable)
     }
 }
 
@@ -48,8 +35,8 @@ fn request(
 pub fn fence(cfg: &NetConfig, on: bool) -> Result<()> {
     let cfg = cfg.clone();
     with_netlink(None, move |h| async move {
-        for rule in rules(&cfg) {
-            let mut req = request(&h, &cfg, rule);
+        for within in [true, false] {
+            let mut req = request(&h, &cfg, within);
             let result = if on {
                 req.execute().await
             } else {
