@@ -601,6 +601,13 @@ impl Daemon {
         }
     }
 
+    /// Start the daemon process again with `args` (replacing those it was
+    /// started with) instead of the extra arguments it had.
+    pub fn spawn_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.spawn()
+    }
+
     /// Run `vzhost ARGS` against this daemon.
     pub fn vz(&self, args: &[&str]) -> anyhow::Result<Output> {
         Command::new(vzhost_bin())

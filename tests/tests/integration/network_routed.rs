@@ -167,3 +167,36 @@ fn a_full_bridge_refuses_a_start_clearly_and_routed_mode_has_no_such_limit() -> 
     routed.sh_ok("a", &format!("ping -c 1 -W 5 {GATEWAY}"));
     Ok(())
 }
+
+#[test]
+fn a_daemon_keeps_its_network_mode_and_refuses_a_change_while_vpss_run() -> anyhow::Result<()> {
+    let mut d = in_mode(NetMode::Bridged, || Daemon::start("mode-change"))?;
+    d.ok(&["create", "a"]);
+    d.ok(&["start", "a"]);
+    d.kill9();
+    let err = d
+        .spawn_with(&["--network", "routed"])
+        .expect_err("a mode change under a running VPS must be refused")
+        .to_string();
+    assert!(
+        err.contains("(a) were wired in bridged network mode") && err.contains("--network bridged"),
+        "{err}"
+    );
+    // Without the flag the stored mode is kept, and a is adopted as it is.
+    d.spawn_with(&[])?;
+    assert_eq!(d.network_mode(), NetMode::Bridged);
+    d.sh_ok("a", &format!("ping -c 1 -W 5 {GATEWAY}"));
+    // With nothing running the change goes through.
+    d.ok(&["stop", "a"]);
+    d.kill9();
+    d.spawn_with(&["--network", "routed"])?;
+    assert_eq!(d.network_mode(), NetMode::Routed);
+    d.ok(&["start", "a"]);
+    d.sh_ok("a", &format!("ping -c 1 -W 5 {GATEWAY}"));
+    let link = host_out(
+        &d,
+        &["/usr/bin/ip", "-o", "link", "show", "dev", &d.veth(1)],
+    );
+    assert!(!link.contains(" master "), "routed now: {link}");
+    Ok(())
+}
