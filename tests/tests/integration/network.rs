@@ -1,6 +1,7 @@
-//! VPS networking: own addresses on the bridge, reachability between VPSs
-//! and from the host, teardown, bad input. The daemon always runs in a
-//! network namespace the test made, so nothing reaches a real interface.
+//! VPS networking: own addresses, reachability between VPSs and from the
+//! host, teardown, bad input; each test once per network mode (routed and
+//! bridged). The daemon always runs in a network namespace the test made,
+//! so nothing reaches a real interface.
 use anyhow::Context as _;
 use vzhost_tests::{Daemon, stderr};
 
