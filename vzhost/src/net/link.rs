@@ -353,3 +353,30 @@ pub fn detach_vps(cfg: &NetConfig, id: u32) -> Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nack(errno: i32) -> rtnetlink::Error {
+        let mut m = rtnetlink::packet_core::ErrorMessage::default();
+        m.code = std::num::NonZeroI32::new(-errno);
+        rtnetlink::Error::NetlinkError(m)
+    }
+
+    #[test]
+    fn a_full_bridge_is_refused_with_the_limit_and_the_fix() {
+        let e = plug_error(nack(libc::EXFULL), "vzbr0", "vzab12c3").to_string();
+        assert!(
+            e.contains("bridge vzbr0 is full")
+                && e.contains(&format!("at most {BRIDGE_MAX_PORTS} ports"))
+                && e.contains("--network routed"),
+            "{e}"
+        );
+        let other = plug_error(nack(libc::EPERM), "vzbr0", "vzab12c3").to_string();
+        assert!(
+            other.contains("plug vzab12c3 into vzbr0") && !other.contains("full"),
+            "{other}"
+        );
+    }
+}
