@@ -465,6 +465,16 @@ impl Daemon {
         cmd.spawn().with_context(|| format!("spawn {argv:?}"))
     }
 
+    /// Wait up to 10 s until something listens on TCP `port` on "the host"
+    /// (a server just spawned there may take a while on a loaded machine).
+    pub fn wait_listening(&self, port: u16) {
+        let wanted = format!(":{port} ");
+        wait_for(Duration::from_secs(10), || {
+            self.host_run(&["/bin/busybox", "netstat", "-ltn"])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&wanted))
+        });
+    }
+
     /// `GET path` from `addr` on "the host", as (status code, headers,
     /// body); `accept` is sent as the Accept header.
     pub fn http_get(

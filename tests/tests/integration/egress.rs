@@ -49,8 +49,8 @@ fn two_ports_on_one_network_are_both_denied_and_a_third_is_not() -> anyhow::Resu
     for port in ["9090", "9091", "9092"] {
         let log = logs.join(format!("server-{port}.log"));
         servers.push(d.host_spawn(&["/bin/busybox", "nc", "-l", "-p", port], &log)?);
+        d.wait_listening(port.parse()?);
     }
-    std::thread::sleep(Duration::from_millis(300));
     let reached = d.sh("a", &format!("echo through-9092 | nc -w 2 {GATEWAY} 9092"));
     let verdicts = [denied(&d, GATEWAY, 9090), denied(&d, GATEWAY, 9091)];
     for mut s in servers {

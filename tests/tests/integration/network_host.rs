@@ -58,8 +58,8 @@ fn a_vps_reaches_no_host_address_but_the_allowed_ports() -> anyhow::Result<()> {
     for port in ["7500", "53"] {
         let log = logs.join(format!("host-{port}.log"));
         servers.push(d.host_spawn(&["/bin/busybox", "nc", "-l", "-p", port], &log)?);
+        d.wait_listening(port.parse()?);
     }
-    std::thread::sleep(Duration::from_millis(300));
     let refused = |ip: &str| {
         let out = d.sh("a", &format!("echo to-{ip} | nc -w 2 {ip} 7500"));
         stderr(&out).contains("not permitted")

@@ -84,6 +84,7 @@ fn routed_vpss_reach_each_other_and_the_host_through_host_routes() -> anyhow::Re
             ],
             &log,
         )?;
+        d.wait_listening(53);
         // Retried while the server may still be starting (a loaded host).
         let fetch = || d.sh("a", &format!("wget -O - http://{GATEWAY}:53/hello"));
         let mut got = fetch();
