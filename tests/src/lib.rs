@@ -13,9 +13,11 @@ use std::{
 use anyhow::Context as _;
 
 mod maps;
+mod modes;
 mod policies;
 
 pub use maps::ksal_map_entries;
+pub use modes::{NetMode, current_mode, in_mode};
 
 /// A static program making the system calls busybox does not
 /// (`tests/probe/vzprobe.c`), to place in a template.
@@ -288,7 +290,10 @@ impl Daemon {
 
     /// A daemon with extra `vzhost daemon` arguments.
     pub fn start_with(name: &str, base: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let cgroup = CgroupGuard::new(&format!("vzt-{name}"))?;
+        let cgroup = match current_mode() {
+            Some(mode) => CgroupGuard::new(&format!("vzt-{name}-{mode}"))?,
+            None => CgroupGuard::new(&format!("vzt-{name}"))?,
+        };
         Self::start_in_cgroup(std::sync::Arc::new(cgroup), base, args)
     }
 
@@ -306,11 +311,17 @@ impl Daemon {
         let state = tempfile::Builder::new()
             .prefix("vzhost-test-")
             .tempdir_in(base)?;
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        if let Some(mode) = current_mode()
+            && !args.iter().any(|a| a == "--network")
+        {
+            args.extend(["--network".to_owned(), mode.to_string()]);
+        }
         let mut d = Self {
             state,
             cgroup,
             child: None,
-            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            args,
             netns: None,
         };
         d.spawn()?;
@@ -456,6 +467,16 @@ impl Daemon {
         cmd.spawn().with_context(|| format!("spawn {argv:?}"))
     }
 
+    /// Wait up to 10 s until something listens on TCP `port` on "the host"
+    /// (a server just spawned there may take a while on a loaded machine).
+    pub fn wait_listening(&self, port: u16) {
+        let wanted = format!(":{port} ");
+        wait_for(Duration::from_secs(10), || {
+            self.host_run(&["/bin/busybox", "netstat", "-ltn"])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&wanted))
+        });
+    }
+
     /// `GET path` from `addr` on "the host", as (status code, headers,
     /// body); `accept` is sent as the Accept header.
     pub fn http_get(
@@ -592,6 +613,13 @@ impl Daemon {
         }
     }
 
+    /// Start the daemon process again with `args` (replacing those it was
+    /// started with) instead of the extra arguments it had.
+    pub fn spawn_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        self.args = args.iter().map(|a| (*a).to_owned()).collect();
+        self.spawn()
+    }
+
     /// Run `vzhost ARGS` against this daemon.
     pub fn vz(&self, args: &[&str]) -> anyhow::Result<Output> {
         Command::new(vzhost_bin())
@@ -720,6 +748,13 @@ impl Daemon {
     pub fn identity(&self) -> vzhost::model::DaemonId {
         let root = fs::canonicalize(self.root()).expect("the daemon's root exists");
         vzhost::model::DaemonId::of_root(&root)
+    }
+
+    /// The network mode this daemon runs in, as its state keeps it.
+    pub fn network_mode(&self) -> NetMode {
+        vzhost::net::stored_mode(&self.root())
+            .expect("the network mode file reads")
+            .expect("the daemon stored its network mode")
     }
 
     /// The host-side veth of VPS number `id` of this daemon.

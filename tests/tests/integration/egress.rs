@@ -37,7 +37,7 @@ fn denied(d: &Daemon, ip: &str, port: u16) -> bool {
     stderr(&out).contains("not permitted")
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn two_ports_on_one_network_are_both_denied_and_a_third_is_not() -> anyhow::Result<()> {
     let d = vps_under(
         "egress-ports",
@@ -49,8 +49,8 @@ fn two_ports_on_one_network_are_both_denied_and_a_third_is_not() -> anyhow::Resu
     for port in ["9090", "9091", "9092"] {
         let log = logs.join(format!("server-{port}.log"));
         servers.push(d.host_spawn(&["/bin/busybox", "nc", "-l", "-p", port], &log)?);
+        d.wait_listening(port.parse()?);
     }
-    std::thread::sleep(Duration::from_millis(300));
     let reached = d.sh("a", &format!("echo through-9092 | nc -w 2 {GATEWAY} 9092"));
     let verdicts = [denied(&d, GATEWAY, 9090), denied(&d, GATEWAY, 9091)];
     for mut s in servers {
@@ -85,8 +85,9 @@ fn two_ports_on_one_network_are_both_denied_and_a_third_is_not() -> anyhow::Resu
         .unwrap_or_else(|| panic!("a denial per rule: {:?}", rules()));
     Ok(())
 }
+}
 
-#[test]
+vzhost_tests::net_test! {
 fn a_wider_rule_for_one_port_holds_under_a_narrower_rule_for_another() -> anyhow::Result<()> {
     let d = vps_under(
         "egress-nested",
@@ -103,8 +104,9 @@ fn a_wider_rule_for_one_port_holds_under_a_narrower_rule_for_another() -> anyhow
     }
     Ok(())
 }
+}
 
-#[test]
+vzhost_tests::net_test! {
 fn a_repeated_rule_is_refused_and_the_last_good_policy_stays() -> anyhow::Result<()> {
     let d = vps_under("egress-repeat", "    - cidr: 0.0.0.0/0\n      port: 9090\n")?;
     d.put_policy("egress.yaml",
@@ -119,4 +121,5 @@ fn a_repeated_rule_is_refused_and_the_last_good_policy_stays() -> anyhow::Result
         "the previous rules stay in force"
     );
     Ok(())
+}
 }

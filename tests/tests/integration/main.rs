@@ -25,6 +25,7 @@ mod metrics;
 mod network;
 mod network_guards;
 mod network_host;
+mod network_routed;
 mod parallel;
 mod partitions;
 mod pinning;

@@ -1,6 +1,7 @@
-//! VPS networking: own addresses on the bridge, reachability between VPSs
-//! and from the host, teardown, bad input. The daemon always runs in a
-//! network namespace the test made, so nothing reaches a real interface.
+//! VPS networking: own addresses, reachability between VPSs and from the
+//! host, teardown, bad input; each test once per network mode (routed and
+//! bridged). The daemon always runs in a network namespace the test made,
+//! so nothing reaches a real interface.
 use anyhow::Context as _;
 use vzhost_tests::{Daemon, stderr};
 
@@ -23,7 +24,7 @@ pub(crate) fn two_networked(d: &Daemon) -> (String, String) {
     (ip_of(d, "a"), ip_of(d, "b"))
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn vps_reach_each_other_and_the_host_by_address() -> anyhow::Result<()> {
     let d = Daemon::start("net")?;
     let (a, b) = two_networked(&d);
@@ -61,8 +62,9 @@ fn vps_reach_each_other_and_the_host_by_address() -> anyhow::Result<()> {
     );
     Ok(())
 }
+}
 
-#[test]
+vzhost_tests::net_test! {
 fn stop_and_destroy_leave_no_veth_behind() -> anyhow::Result<()> {
     let d = Daemon::start("netdown")?;
     two_networked(&d);
@@ -91,8 +93,9 @@ fn stop_and_destroy_leave_no_veth_behind() -> anyhow::Result<()> {
     d.ok(&["create", "c", "--ip", "10.213.0.10"]);
     Ok(())
 }
+}
 
-#[test]
+vzhost_tests::net_test! {
 fn bad_network_input_is_refused() -> anyhow::Result<()> {
     let d = Daemon::start("netbad")?;
     d.ok(&["create", "a", "--ip", "10.213.0.10/16"]);
@@ -116,12 +119,13 @@ fn bad_network_input_is_refused() -> anyhow::Result<()> {
     assert!(err.contains("lo exists but is not a bridge"), "{err}");
     Ok(())
 }
+}
 
 pub(crate) fn net_of(d: &Daemon, vps: &str) -> serde_json::Value {
     d.status(vps).unwrap()["network"].clone()
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn guards_keep_a_vps_to_its_own_address_and_rules() -> anyhow::Result<()> {
     let d = Daemon::start("guards")?;
     let (a, b) = two_networked(&d);
@@ -181,8 +185,9 @@ fn guards_keep_a_vps_to_its_own_address_and_rules() -> anyhow::Result<()> {
     );
     Ok(())
 }
+}
 
-#[test]
+vzhost_tests::net_test! {
 fn traffic_counters_move_by_the_bytes_sent() -> anyhow::Result<()> {
     let d = Daemon::start("counters")?;
     let (a, _) = two_networked(&d);
@@ -211,6 +216,7 @@ fn traffic_counters_move_by_the_bytes_sent() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
 }
 
 /// The files that put a process into VPS `vps`: its network namespace and
@@ -409,7 +415,7 @@ pub(crate) fn recv_udp_in(
     })
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn forged_source_packets_are_dropped_and_counted() -> anyhow::Result<()> {
     let d = Daemon::start("spoof")?;
     let (a, b) = two_networked(&d);
@@ -432,6 +438,7 @@ fn forged_source_packets_are_dropped_and_counted() -> anyhow::Result<()> {
     let after = net_of(&d, "a")["spoofed_dropped"].as_u64().unwrap();
     assert_eq!(after, before + 1, "the drop is counted");
     Ok(())
+}
 }
 
 /// Whether VPS a reaches a server on a test-made "outside" network that
@@ -524,7 +531,7 @@ fn outside_reachable(nat: bool) -> anyhow::Result<bool> {
     Ok(String::from_utf8_lossy(&out.stdout).contains("hello-from-outside"))
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn nat_is_off_by_default_and_works_when_turned_on() -> anyhow::Result<()> {
     assert!(
         !outside_reachable(false)?,
@@ -535,4 +542,5 @@ fn nat_is_off_by_default_and_works_when_turned_on() -> anyhow::Result<()> {
         "with --nat a VPS reaches the outside, masqueraded"
     );
     Ok(())
+}
 }

@@ -60,7 +60,7 @@ fn veth_events(d: &Daemon, vps: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn dnat_and_raw_sockets_inside_a_vps_do_not_reach_a_denied_destination() -> anyhow::Result<()> {
     let d = pair_under(
         "veth-dnat",
@@ -165,6 +165,7 @@ fn dnat_and_raw_sockets_inside_a_vps_do_not_reach_a_denied_destination() -> anyh
     );
     Ok(())
 }
+}
 
 /// The MAC address of `vps`'s eth0, as it reports it.
 fn mac_of(d: &Daemon, vps: &str) -> String {
@@ -183,7 +184,7 @@ fn host_neigh(d: &Daemon, ip: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn a_vps_cannot_take_over_a_neighbours_address() -> anyhow::Result<()> {
     let d = Daemon::start("veth-takeover")?;
     let (a, b) = two_networked(&d);
@@ -194,8 +195,13 @@ fn a_vps_cannot_take_over_a_neighbours_address() -> anyhow::Result<()> {
     // afresh, then (after ARP's one-second lock time) a announces itself;
     // a's kernel also answers the host's requests for b.
     d.sh_ok("a", &format!("ip addr add {b}/16 dev eth0"));
+    // Where the host keeps its entry for b: on the bridge, or on b's veth.
+    let b_link = match d.network_mode() {
+        vzhost_tests::NetMode::Bridged => "vzbr0".to_owned(),
+        vzhost_tests::NetMode::Routed => d.veth(2),
+    };
     for round in 0..5 {
-        let flush = d.host_run(&["/bin/busybox", "ip", "neigh", "flush", "dev", "vzbr0"])?;
+        let flush = d.host_run(&["/bin/busybox", "ip", "neigh", "flush", "dev", &b_link])?;
         assert!(flush.status.success(), "{}", stderr(&flush));
         let ping = d.host_run(&["/bin/busybox", "ping", "-c", "1", "-W", "2", &b])?;
         assert!(ping.status.success(), "round {round}: {}", stderr(&ping));
@@ -231,6 +237,7 @@ fn a_vps_cannot_take_over_a_neighbours_address() -> anyhow::Result<()> {
     d.sh_ok("a", &format!("ping -c 1 -W 2 {GATEWAY}"));
     assert_eq!(ip_of(&d, "a"), a);
     Ok(())
+}
 }
 
 /// A gratuitous ARP frame (`oper` 1 request, 2 reply) announcing that
@@ -290,6 +297,27 @@ fn mac_bytes(mac: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The MAC that VPS number `from` sends a frame for VPS `to` to: `to`'s
+/// own on a bridge; routed, the host end of `from`'s veth, which answers
+/// its ARP for every neighbour (proxy ARP) and routes the packet on.
+fn next_hop_mac(d: &Daemon, from: u32, to: u32) -> Vec<u8> {
+    match d.network_mode() {
+        vzhost_tests::NetMode::Bridged => vzhost::net::vps_mac(to).to_vec(),
+        vzhost_tests::NetMode::Routed => {
+            let out = d
+                .host_run(&["/usr/bin/ip", "-o", "link", "show", "dev", &d.veth(from)])
+                .unwrap();
+            let link = String::from_utf8_lossy(&out.stdout).into_owned();
+            let mac = link
+                .split_whitespace()
+                .skip_while(|w| *w != "link/ether")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no MAC in {link}"));
+            mac_bytes(mac)
+        }
+    }
+}
+
 /// A frame sent to b and whether it must arrive.
 struct Frame {
     src_mac: [u8; 6],
@@ -299,13 +327,13 @@ struct Frame {
     arrives: bool,
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()> {
     let d = Daemon::start("veth-packet")?;
     let (a, b) = two_networked(&d);
     assert_eq!(a, "10.213.0.10");
     let a_mac: [u8; 6] = mac_bytes(&mac_of(&d, "a")).try_into().unwrap();
-    let b_mac = mac_bytes(&mac_of(&d, "b"));
+    let to_b = next_hop_mac(&d, 1, 2);
     let before = spoofed(&d, "a");
     // Sent by the test as host root in a's network namespace: no LSM
     // guard on packet sockets stops them first; the veth program must.
@@ -335,7 +363,7 @@ fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()>
     for f in frames {
         let got = recv_udp(&d, "b", f.port);
         std::thread::sleep(Duration::from_millis(300));
-        let mut frame = b_mac.clone();
+        let mut frame = to_b.clone();
         frame.extend(f.src_mac);
         frame.extend([0x08, 0x00]);
         frame.extend(ipv4_udp(f.src.parse()?, b.parse()?, f.port, f.payload));
@@ -361,6 +389,7 @@ fn packet_socket_frames_with_a_forged_source_are_dropped() -> anyhow::Result<()>
     );
     Ok(())
 }
+}
 
 /// Whether a forged frame from a (source 10.213.0.77) reaches b on
 /// `port`; a and b are found by their inits' pids, daemon or not.
@@ -369,7 +398,7 @@ fn forged_arrives(d: &Daemon, (a, b): (u64, u64), port: u16) -> bool {
     let mac = |id: u32| vzhost::net::vps_mac(id).to_vec();
     let got = recv_udp_in(handles_of(d, "b", b), port);
     std::thread::sleep(Duration::from_millis(300));
-    let mut frame = mac(2);
+    let mut frame = next_hop_mac(d, 1, 2);
     frame.extend(mac(1));
     frame.extend([0x08, 0x00]);
     frame.extend(ipv4_udp(
@@ -382,7 +411,7 @@ fn forged_arrives(d: &Daemon, (a, b): (u64, u64), port: u16) -> bool {
     !got.join().unwrap().is_empty()
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn the_veth_program_outlives_the_daemon_and_is_taken_over() -> anyhow::Result<()> {
     let mut d = Daemon::start("veth-restart")?;
     let (_, b) = two_networked(&d);
@@ -404,4 +433,5 @@ fn the_veth_program_outlives_the_daemon_and_is_taken_over() -> anyhow::Result<()
     assert_eq!(spoofed(&d, "a"), before + 1, "and counts into its maps");
     assert!(d.log().contains("adopted running VPS"), "{}", d.log());
     Ok(())
+}
 }

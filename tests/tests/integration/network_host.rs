@@ -29,7 +29,7 @@ fn host_udp(d: &Daemon, port: u16) -> std::thread::JoinHandle<Vec<u8>> {
     })
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn a_vps_reaches_no_host_address_but_the_allowed_ports() -> anyhow::Result<()> {
     let d = Daemon::start("host-deny")?;
     for argv in [
@@ -58,8 +58,8 @@ fn a_vps_reaches_no_host_address_but_the_allowed_ports() -> anyhow::Result<()> {
     for port in ["7500", "53"] {
         let log = logs.join(format!("host-{port}.log"));
         servers.push(d.host_spawn(&["/bin/busybox", "nc", "-l", "-p", port], &log)?);
+        d.wait_listening(port.parse()?);
     }
-    std::thread::sleep(Duration::from_millis(300));
     let refused = |ip: &str| {
         let out = d.sh("a", &format!("echo to-{ip} | nc -w 2 {ip} 7500"));
         stderr(&out).contains("not permitted")
@@ -129,4 +129,5 @@ fn a_vps_reaches_no_host_address_but_the_allowed_ports() -> anyhow::Result<()> {
     let host = d.host_run(&["/bin/busybox", "nc", "-w", "2", &a, "7700"])?;
     assert_eq!(String::from_utf8_lossy(&host.stdout).trim(), "hello-host");
     Ok(())
+}
 }

@@ -64,7 +64,7 @@ impl Drop for Killed {
     }
 }
 
-#[test]
+vzhost_tests::net_test! {
 fn prometheus_scrapes_both_vps_and_sees_traffic() -> anyhow::Result<()> {
     let d = Daemon::start("prom")?;
     let bytes = two_vps_with_traffic(&d);
@@ -142,4 +142,5 @@ fn prometheus_scrapes_both_vps_and_sees_traffic() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
 }

@@ -68,10 +68,21 @@ pub enum Command {
         /// State directory.
         #[arg(long, default_value = daemon::DEFAULT_ROOT)]
         root: PathBuf,
-        /// Host bridge the VPSs are plugged into (created on first use).
+        /// How VPSs are wired to the host. routed (the default, as OpenVZ's
+        /// venet): each VPS's veth is on no bridge, the host routes its
+        /// address (/32) to it and answers its ARP (proxy ARP); no port
+        /// limit and one hop less, for thousands of VPSs. bridged: every
+        /// veth a port of --bridge, one layer-2 segment (broadcasts reach
+        /// the neighbours), at most 1023 running VPSs per bridge. Without
+        /// this flag the mode the state directory's VPSs were wired with
+        /// is kept; a change is refused while VPSs run.
+        #[arg(long, value_name = "routed|bridged")]
+        network: Option<vzhost::net::NetMode>,
+        /// Host bridge with the gateway address (created on first use); in
+        /// bridged mode the VPSs are plugged into it.
         #[arg(long, default_value = vzhost::net::DEFAULT_BRIDGE)]
         bridge: String,
-        /// VPS subnet; its first address is the gateway on the bridge.
+        /// VPS subnet; its first address is the gateway on --bridge.
         #[arg(long, default_value = vzhost::net::DEFAULT_SUBNET)]
         subnet: String,
         /// Masquerade VPS traffic that leaves the host (off by default:

@@ -87,6 +87,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Daemon {
             root,
+            network,
             bridge,
             subnet,
             nat,
@@ -106,6 +107,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 root: root.clone(),
                 socket: cli.socket.clone(),
                 net: vzhost::net::NetConfig::new(bridge, subnet)?,
+                network: *network,
                 nat: *nat,
                 metrics,
                 policies: policies.clone(),

@@ -32,7 +32,11 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let identity = crate::model::DaemonId::of_root(&root);
     let cgroups = Hierarchy::for_current_process(&identity)?;
     // ... and its interfaces too.
-    let net = cfg.net.clone().tagged(&identity);
+    let net = cfg
+        .net
+        .clone()
+        .tagged(&identity)
+        .with_mode(network_mode(&store, cfg.network)?);
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
     let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level(), cfg.pins.as_deref()) {
@@ -64,11 +68,12 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         })
         .transpose()?;
     let exe = std::env::current_exe().map_err(DaemonError::Exe)?;
-    // The bridge is made (or checked: a link of that name that is no
-    // bridge is refused) before anything else is.
+    // The gateway's link is made (or checked: a link of that name that
+    // cannot hold it is refused) before anything else is.
     crate::net::ensure_bridge(&net)?;
     crate::net::set_nat(&net, cfg.nat)?;
-    tracing::info!(nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
+    crate::net::fence(&net, !cfg.nat)?;
+    tracing::info!(mode = %net.mode, nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
     // VPS inits, left behind by their launchers, become the daemon's
     // children: their wait status tells a reboot from a poweroff.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
@@ -119,6 +124,40 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     handlers.shutdown();
     tracing::info!("daemon stopped; VPSs keep running");
     Ok(())
+}
+
+/// The network mode to run with (see [`crate::net::resolve_mode`]), kept
+/// in the state directory for the next daemon.
+fn network_mode(
+    store: &Store,
+    requested: Option<crate::net::NetMode>,
+) -> Result<crate::net::NetMode, DaemonError> {
+    let stored = crate::net::stored_mode(store.root())?;
+    let running: Vec<String> = store
+        .list()
+        .map_err(|source| DaemonError::State {
+            path: store.root().display().to_string(),
+            source,
+        })?
+        .into_iter()
+        .filter(|spec| {
+            store
+                .runtime(&spec.name)
+                .is_some_and(|r| crate::sys::is_same_process(r.init_pid, r.init_start))
+        })
+        .map(|spec| spec.name.to_string())
+        .collect();
+    let mode = crate::net::resolve_mode(requested, stored, &running)?;
+    if stored != Some(mode) {
+        let path = crate::net::mode_file(store.root());
+        crate::vps::store::write_atomic(&path, format!("{mode}\n").as_bytes()).map_err(
+            |source| DaemonError::State {
+                path: path.display().to_string(),
+                source,
+            },
+        )?;
+    }
+    Ok(mode)
 }
 
 fn thread(what: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), DaemonError> {

@@ -64,6 +64,8 @@ pub enum DaemonError {
     Net(#[from] crate::net::LinkError),
     #[error("NAT: {0}")]
     Nat(#[from] crate::net::NatError),
+    #[error("network mode: {0}")]
+    Mode(#[from] crate::net::ModeError),
     #[error("cannot adopt the running VPSs: {0}")]
     Adopt(#[from] crate::vps::LifecycleError),
 }
@@ -72,6 +74,9 @@ pub struct DaemonConfig {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub net: crate::net::NetConfig,
+    /// The network mode asked for (None: keep the stored one, else the
+    /// default).
+    pub network: Option<crate::net::NetMode>,
     /// Masquerade VPS traffic leaving by other interfaces (off by default).
     pub nat: bool,
     /// Where `/metrics` is served; None turns the endpoint off.

@@ -11,10 +11,19 @@ use std::{
 use futures::TryStreamExt as _;
 use rtnetlink::{
     Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    packet_route::{
+        link::{
+            AfSpecInet, AfSpecUnspec, InetDevConf, InfoKind, LinkAttribute, LinkInfo, LinkMessage,
+        },
+        route::RouteScope,
+    },
 };
 
-use super::{NetConfig, Subnet, vps_mac};
+use super::{NetConfig, NetMode, Subnet, vps_mac};
+
+/// Ports a Linux bridge takes (BR_MAX_PORTS is 1024, port number 0 is
+/// never given out).
+pub const BRIDGE_MAX_PORTS: usize = 1023;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -22,6 +31,12 @@ pub enum LinkError {
     Netlink { what: String, why: String },
     #[error("{0} exists but is not a bridge; choose another --bridge or remove it")]
     NotABridge(String),
+    #[error(
+        "bridge {bridge} is full: a Linux bridge takes at most {BRIDGE_MAX_PORTS} ports, one per \
+         running VPS; run the daemon with --network routed (no such limit; stop its VPSs first), \
+         or start more VPSs under another daemon with its own --bridge"
+    )]
+    BridgeFull { bridge: String },
 }
 
 pub type Result<T> = std::result::Result<T, LinkError>;
@@ -101,7 +116,9 @@ async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> 
 }
 
 /// Create the bridge with the gateway address if it is missing; refuse a
-/// link of that name that is not a bridge.
+/// link of that name that is not a bridge. In routed mode no VPS is
+/// plugged into it: it only holds the gateway address (a bridge rather
+/// than a dummy link, whose module hosts and the test VM may lack).
 pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
     let cfg = cfg.clone();
     with_netlink(None, move |h| async move {
@@ -139,8 +156,9 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
     })
 }
 
-/// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`,
-/// plugged into the bridge, and a default route via the gateway.
+/// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`
+/// and a default route via the gateway; its host end plugged into the
+/// bridge, or (routed) routed to with proxy ARP.
 pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result<()> {
     let host = cfg.host_veth(id);
     let peer = cfg.peer_veth(id);
@@ -154,7 +172,7 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
         what: "dup the VPS network namespace".into(),
         why: e.to_string(),
     })?;
-    let bridge = cfg.bridge.clone();
+    let host_cfg = cfg.clone();
     let (h_name, p_name) = (host.clone(), peer.clone());
     with_netlink(None, move |h| async move {
         if let Some(stale) = link_by_name(&h, &h_name).await? {
@@ -165,25 +183,16 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             .execute()
             .await
             .map_err(nl(format!("create veth {h_name}")))?;
-        let br = link_by_name(&h, &bridge)
-            .await?
-            .ok_or_else(|| LinkError::NotABridge(bridge.clone()))?;
         let hv = link_by_name(&h, &h_name)
             .await?
             .ok_or_else(|| LinkError::Netlink {
                 what: format!("find veth {h_name}"),
                 why: "it vanished".into(),
             })?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(hv.header.index)
-                    .controller(br.header.index)
-                    .up()
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl(format!("plug {h_name} into {bridge}")))?;
+        match host_cfg.mode {
+            NetMode::Bridged => plug(&h, &host_cfg.bridge, hv.header.index, &h_name).await?,
+            NetMode::Routed => route_to(&h, &host_cfg, hv.header.index, &h_name, ip.addr).await?,
+        }
         let pv = link_by_name(&h, &p_name)
             .await?
             .ok_or_else(|| LinkError::Netlink {
@@ -249,6 +258,73 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
     })
 }
 
+/// Bridged: plug host veth `veth` (index `index`) into `bridge`, up. A
+/// full bridge is refused by the kernel here, before the VPS's eth0 is
+/// made; the failed start removes the veth.
+async fn plug(h: &Handle, bridge: &str, index: u32, veth: &str) -> Result<()> {
+    let br = link_by_name(h, bridge)
+        .await?
+        .ok_or_else(|| LinkError::NotABridge(bridge.to_owned()))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .controller(br.header.index)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| plug_error(e, bridge, veth))
+}
+
+fn plug_error(e: rtnetlink::Error, bridge: &str, veth: &str) -> LinkError {
+    match e {
+        rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc::EXFULL => {
+            LinkError::BridgeFull {
+                bridge: bridge.to_owned(),
+            }
+        }
+        e => nl(format!("plug {veth} into {bridge}"))(e),
+    }
+}
+
+/// Routed: host veth `veth` (index `index`) up on no bridge, forwarding
+/// what the VPS sends and answering its ARP for every address the host
+/// routes elsewhere (proxy ARP: its neighbours; the gateway is the host's
+/// own), and a /32 route to the VPS's address `ip` through it, from the
+/// gateway address. Both go with the veth when it is deleted.
+async fn route_to(h: &Handle, cfg: &NetConfig, index: u32, veth: &str, ip: Ipv4Addr) -> Result<()> {
+    let mut conf = InetDevConf::default();
+    conf.forwarding = 1;
+    conf.proxy_arp = 1;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .up()
+                .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(
+                    vec![AfSpecInet::DevConfRequest(conf)],
+                )]))
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("bring up {veth} with forwarding and proxy ARP")))?;
+    let gateway = cfg.subnet.gateway();
+    h.route()
+        .add(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(ip, 32)
+                .output_interface(index)
+                .pref_source(gateway)
+                .scope(RouteScope::Link)
+                .build(),
+        )
+        .replace()
+        .execute()
+        .await
+        .map_err(nl(format!("route {ip}/32 through {veth}")))
+}
+
 /// The index of VPS `id`'s host veth.
 pub fn veth_index(cfg: &NetConfig, id: u32) -> Result<u32> {
     let host = cfg.host_veth(id);
@@ -276,4 +352,31 @@ pub fn detach_vps(cfg: &NetConfig, id: u32) -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nack(errno: i32) -> rtnetlink::Error {
+        let mut m = rtnetlink::packet_core::ErrorMessage::default();
+        m.code = std::num::NonZeroI32::new(-errno);
+        rtnetlink::Error::NetlinkError(m)
+    }
+
+    #[test]
+    fn a_full_bridge_is_refused_with_the_limit_and_the_fix() {
+        let e = plug_error(nack(libc::EXFULL), "vzbr0", "vzab12c3").to_string();
+        assert!(
+            e.contains("bridge vzbr0 is full")
+                && e.contains(&format!("at most {BRIDGE_MAX_PORTS} ports"))
+                && e.contains("--network routed"),
+            "{e}"
+        );
+        let other = plug_error(nack(libc::EPERM), "vzbr0", "vzab12c3").to_string();
+        assert!(
+            other.contains("plug vzab12c3 into vzbr0") && !other.contains("full"),
+            "{other}"
+        );
+    }
 }

@@ -1,16 +1,21 @@
-//! VPS networking: a host bridge with the gateway address, a veth pair per
+//! VPS networking: a host bridge with the gateway address (the VPSs are
+//! plugged into it, or in routed mode routed to), a veth pair per
 //! VPS with its peer as `eth0` inside the VPS, addresses and routes set
 //! through rtnetlink. IPv4 for now.
+mod fence;
 mod host;
 mod link;
+mod mode;
 mod nat;
 
 use std::{net::Ipv4Addr, str::FromStr as _};
 
 use serde::{Deserialize, Serialize};
 
+pub use fence::fence;
 pub use host::host_networks;
-pub use link::{LinkError, attach_vps, detach_vps, ensure_bridge, veth_index};
+pub use link::{BRIDGE_MAX_PORTS, LinkError, attach_vps, detach_vps, ensure_bridge, veth_index};
+pub use mode::{ModeError, NetMode, UnknownMode, mode_file, resolve as resolve_mode, stored_mode};
 pub use nat::{NatError, set_nat};
 
 pub use crate::model::{AddrError, Subnet};
@@ -18,14 +23,18 @@ pub use crate::model::{AddrError, Subnet};
 /// The host side of VPS networking.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetConfig {
+    /// The bridge holding the gateway address (with no ports in routed
+    /// mode).
     pub bridge: String,
-    /// The VPS subnet; its first address is the gateway on the bridge.
+    /// The VPS subnet; its first address is the gateway on that link.
     pub subnet: Subnet,
     /// The start of the daemon's identity, in every interface name it
     /// makes, so two daemons sharing a network namespace never take each
     /// other's veths for their own (empty until the daemon sets it).
     #[serde(default)]
     pub tag: String,
+    #[serde(default)]
+    pub mode: NetMode,
 }
 
 pub const DEFAULT_BRIDGE: &str = "vzbr0";
@@ -51,6 +60,7 @@ impl NetConfig {
             bridge: bridge.to_owned(),
             subnet,
             tag: String::new(),
+            mode: NetMode::default(),
         })
     }
 
@@ -113,6 +123,12 @@ impl NetConfig {
     /// This config with the daemon identity `id` as its interface tag.
     pub fn tagged(mut self, id: &crate::model::DaemonId) -> Self {
         self.tag = id.as_str().chars().take(TAG_LEN).collect();
+        self
+    }
+
+    /// This config in network mode `mode`.
+    pub fn with_mode(mut self, mode: NetMode) -> Self {
+        self.mode = mode;
         self
     }
 

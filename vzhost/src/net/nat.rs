@@ -1,6 +1,7 @@
 //! Optional NAT to the outside: off unless the administrator turns it on.
 //! When on, the host forwards for the VPS subnet and masquerades what
-//! leaves by any interface other than the bridge; when off, vzhost's own
+//! leaves it for any address outside it (VPS to VPS traffic, bridged or
+//! routed through the host, keeps its addresses); when off, vzhost's own
 //! nftables table is removed, so no NAT of vzhost's exists.
 use std::{io::Write as _, process::Command};
 
@@ -48,8 +49,8 @@ fn ruleset(cfg: &NetConfig) -> String {
         "table ip {TABLE} {{}}\ndelete table ip {TABLE}\n\
          table ip {TABLE} {{\n  chain postrouting {{\n    \
          type nat hook postrouting priority srcnat; policy accept;\n    \
-         ip saddr {} oifname != \"{}\" masquerade\n  }}\n}}\n",
-        cfg.subnet, cfg.bridge
+         ip saddr {subnet} ip daddr != {subnet} masquerade\n  }}\n}}\n",
+        subnet = cfg.subnet
     )
 }
 
@@ -80,11 +81,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ruleset_masquerades_the_subnet_leaving_by_other_interfaces() {
+    fn ruleset_masquerades_the_subnet_leaving_for_the_outside_only() {
         let cfg = NetConfig::new("vzbr0", "10.213.0.0/16").unwrap();
         let r = ruleset(&cfg);
         assert!(
-            r.contains("ip saddr 10.213.0.0/16 oifname != \"vzbr0\" masquerade"),
+            r.contains("ip saddr 10.213.0.0/16 ip daddr != 10.213.0.0/16 masquerade"),
             "{r}"
         );
         assert!(
