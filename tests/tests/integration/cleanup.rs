@@ -3,7 +3,7 @@
 //! all gone, so a host that runs thousands over months does not fill up.
 use vzhost_tests::{Daemon, in_vm, ksal_map_entries};
 
-#[test]
+vzhost_tests::net_test! {
 fn vpss_stopped_and_destroyed_leave_nothing_behind() -> anyhow::Result<()> {
     let d = Daemon::start("cleanup")?;
     let n = if in_vm() { 6 } else { 20 };
@@ -59,4 +59,5 @@ fn vpss_stopped_and_destroyed_leave_nothing_behind() -> anyhow::Result<()> {
         "map entries are left: {entries:?}"
     );
     Ok(())
+}
 }
