@@ -8,6 +8,7 @@ use super::{
     Plan,
     lxc::{lxc, lxc_config, template_dir},
     measure::{Report, Samples, mem_available_kib, rss_kib, scrape, settle, target, timed},
+    teardown,
 };
 use crate::host::Host;
 
@@ -43,7 +44,9 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
     let mut costs = Vec::new();
     let mut scrape_list = String::new();
     let mut last_costs = (0, f64::NAN, f64::NAN);
+    let mut teardown_rows = String::new();
     for &n in &plan.density {
+        let cgroups_before = teardown::live_cgroups();
         let host = Host::start(vzhost, "bench", true)?;
         let mut per = Vec::new();
         settle();
@@ -83,6 +86,21 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
             list.max() * 1e3
         );
         last_costs = (n, scr.median(), list.median());
+        let left = teardown::tear_down(&host, n, cgroups_before)?;
+        let _ = writeln!(
+            teardown_rows,
+            "| {n} | {:.1} | {} → {} | {} | {} | {} |",
+            left.stop_all.as_secs_f64(),
+            left.cgroups.0,
+            left.cgroups.1,
+            left.links,
+            left.routes,
+            if left.none() {
+                "**nothing left**"
+            } else {
+                "**left behind**"
+            }
+        );
         drop(host);
         // LXC, the same N.
         let lxc_dir = std::env::temp_dir().join(format!("vzhost-bench-lxc-{}", std::process::id()));
@@ -145,12 +163,18 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
         );
         let _ = writeln!(
             s,
-            "Host memory per idle VPS at N = {}: {} KiB; target at most 1 MiB: {}\n",
+            "Host memory per idle VPS at N = {}: {} KiB; target at most 512 KiB: {}\n",
             big.0,
             big.3,
-            target(big.3 <= 1024, format!("{} KiB", big.3))
+            target(big.3 <= 512, format!("{} KiB", big.3))
         );
     }
+    s += "Then `vzhost stop --all` and a destroy of every VPS; what the host holds \
+          afterwards (live cgroups on the host before the daemon started → after; \
+          VPS interfaces and host routes in the daemon's network namespace):\n\n\
+          | N | stop --all s | live cgroups | veths | routes | |\n|---|---|---|---|---|---|\n";
+    s += &teardown_rows;
+    s.push('\n');
     report.add(s);
     let mut t = String::from("## 4. Scrape and list cost\n\n");
     t += "With N VPSs running: `GET /metrics` (fresh values from every VPS's cgroup \

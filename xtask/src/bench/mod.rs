@@ -10,6 +10,7 @@ mod measure;
 mod parallel;
 mod reload;
 mod start;
+mod teardown;
 mod vm_section;
 
 use std::{
@@ -81,7 +82,7 @@ impl Plan {
         } else {
             Self {
                 reps: 15,
-                density: vec![100, 500, 1000],
+                density: vec![100, 1000, 3000],
                 exec_samples: 20,
                 reload_reps: 10,
                 vm_ops: 100_000,
