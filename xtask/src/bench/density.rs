@@ -46,10 +46,10 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
     let mut last_costs = (0, f64::NAN, f64::NAN);
     let mut teardown_rows = String::new();
     for &n in &plan.density {
-        let cgroups_before = teardown::live_cgroups();
         let host = Host::start(vzhost, "bench", true)?;
         let mut per = Vec::new();
         settle();
+        let cgroups_before = teardown::live_cgroups();
         let before = mem_available_kib();
         start_idle(&host, n, &["--stop-timeout", "0"], |took| per.push(took))?;
         settle();
@@ -170,7 +170,7 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
         );
     }
     s += "Then `vzhost stop --all` and a destroy of every VPS; what the host holds \
-          afterwards (live cgroups on the host before the daemon started → after; \
+          afterwards (live cgroups on the host with the daemon up and no VPS → after; \
           VPS interfaces and host routes in the daemon's network namespace):\n\n\
           | N | stop --all s | live cgroups | veths | routes | |\n|---|---|---|---|---|---|\n";
     s += &teardown_rows;

@@ -9,31 +9,20 @@ use anyhow::Context as _;
 use super::measure::timed;
 use crate::host::{Host, in_netns_of};
 
-/// Live cgroups on the host: the unified tree's descendants and each v1
-/// hierarchy's count.
+/// Live cgroups on the host: the directories of every cgroup hierarchy
+/// (a cgroup removed but still dying, pinned by its charged pages, has
+/// none, and the kernel's own counts include those).
 pub(super) fn live_cgroups() -> u64 {
-    let v2 = [
-        "/sys/fs/cgroup/unified/cgroup.stat",
-        "/sys/fs/cgroup/cgroup.stat",
-    ]
-    .iter()
-    .find_map(|p| fs::read_to_string(p).ok())
-    .and_then(|t| {
-        t.lines()
-            .find_map(|l| l.strip_prefix("nr_descendants ")?.trim().parse().ok())
-    })
-    .unwrap_or(0);
-    let v1: u64 = fs::read_to_string("/proc/cgroups")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        // subsys_name hierarchy num_cgroups enabled; hierarchy 0 is v2's.
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) != Some(&"0")).then(|| f.get(2)?.parse::<u64>().ok())?
+    fn dirs(dir: &std::path::Path) -> u64 {
+        fs::read_dir(dir).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| 1 + dirs(&e.path()))
+                .sum()
         })
-        .sum();
-    v2 + v1
+    }
+    dirs(std::path::Path::new("/sys/fs/cgroup"))
 }
 
 /// Interfaces and routes of VPSs in the daemon's network namespace.
@@ -66,6 +55,7 @@ impl Leftovers {
 
 /// `stop --all` (timed), then destroy VPSs `d0`..`d{n-1}` eight at a time;
 /// `cgroups_before` is [`live_cgroups`] before the first was created.
+/// (Other work on the host that makes cgroups meanwhile shows as left.)
 pub(super) fn tear_down(host: &Host, n: usize, cgroups_before: u64) -> anyhow::Result<Leftovers> {
     let stop_all = timed(&mut host.cmd(&["stop", "--all"])).context("stop --all")?;
     let names: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
