@@ -30,6 +30,15 @@ fn all_at_once(d: &Daemon, commands: &[Vec<String>]) -> Vec<Output> {
         .collect()
 }
 
+/// `vzhost start` of every VPS in `vpss`, all at once.
+fn start_at_once(d: &Daemon, vpss: &[String]) -> Vec<Output> {
+    let starts: Vec<Vec<String>> = vpss
+        .iter()
+        .map(|v| vec!["start".into(), v.clone()])
+        .collect();
+    all_at_once(d, &starts)
+}
+
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("p{i}")).collect()
 }
@@ -48,13 +57,7 @@ fn fifty_clients_each_start_their_own_vps_at_once() -> anyhow::Result<()> {
         d.ok(&["create", v, "--stop-timeout", "0"]);
     }
     let t = Instant::now();
-    let outs = all_at_once(
-        &d,
-        &vpss
-            .iter()
-            .map(|v| vec!["start".into(), v.clone()])
-            .collect::<Vec<_>>(),
-    );
+    let outs = start_at_once(&d, &vpss);
     let parallel = t.elapsed();
     for (v, out) in vpss.iter().zip(&outs) {
         assert!(
@@ -118,13 +121,7 @@ fn stop_all_stops_every_running_vps_each_with_its_stop_signal_first() -> anyhow:
         d.ok(&["create", v, "--template", "marking", "--stop-timeout", "20"]);
     }
     d.ok(&["create", "idle"]);
-    let outs = all_at_once(
-        &d,
-        &vpss
-            .iter()
-            .map(|v| vec!["start".into(), v.clone()])
-            .collect::<Vec<_>>(),
-    );
+    let outs = start_at_once(&d, &vpss);
     assert!(outs.iter().all(|o| o.status.success()), "{outs:?}");
     let results = stop_all(&d);
     // Only the running ones: `idle` was never started.
