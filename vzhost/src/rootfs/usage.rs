@@ -47,7 +47,10 @@ struct State {
 struct Known {
     bytes: Option<u64>,
     at: Option<Instant>,
+    /// A walk is asked for and not done.
     queued: bool,
+    /// That walk has not begun: the disk is in the queue.
+    in_queue: bool,
 }
 
 impl UsageCache {
@@ -71,6 +74,7 @@ impl UsageCache {
         let known = state.known.entry(disk.to_owned()).or_default();
         if known.at.is_none_or(|t| t.elapsed() >= FRESH) && !known.queued {
             known.queued = true;
+            known.in_queue = true;
             state.queue.push_back(disk.to_owned());
             self.ensure_walker(state);
             self.asked.notify_one();
@@ -82,11 +86,9 @@ impl UsageCache {
         };
         // Behind other walks, even a first read does not wait: a scrape of
         // many new VPSs waits for one walk at most.
-        let next = st
-            .queue
-            .iter()
-            .position(|d| d == disk)
-            .is_none_or(|at| at == 0);
+        // (Asked without a scan of the queue: a scrape asks for thousands.)
+        let in_queue = st.known.get(disk).is_some_and(|k| k.in_queue);
+        let next = !in_queue || st.queue.front().is_some_and(|d| d == disk);
         if next && waiting(&mut st) {
             st = self
                 .measured
@@ -122,6 +124,9 @@ impl UsageCache {
                 st = self.asked.wait(st).unwrap_or_else(PoisonError::into_inner);
                 continue;
             };
+            if let Some(k) = st.known.get_mut(&disk) {
+                k.in_queue = false;
+            }
             drop(st);
             let measured = (self.measure)(&disk);
             st = self.lock();
