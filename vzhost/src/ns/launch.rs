@@ -24,6 +24,7 @@ use nix::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    Phases,
     attach::{AttachError, open_pty},
     console::{Console, ConsoleLink},
 };
@@ -133,11 +134,15 @@ fn make_userns(idmap: &IdMap) -> Result<OwnedFd, LaunchError> {
     }
 }
 
-/// Start the VPS; returns the host pid of its PID 1.
-pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
+/// Start the VPS; returns the host pid of its PID 1, and how long each
+/// phase took.
+pub fn launch(plan: &LaunchPlan) -> Result<(u32, Phases), LaunchError> {
+    let mut phases = Phases::default();
     let dir = VpsDir(plan.vps_dir.clone());
     let console = Console::open(&dir).map_err(io("open the console (its log files and socket)"))?;
+    phases.mark("console");
     let userns = make_userns(&plan.idmap)?;
+    phases.mark("userns");
 
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
     nix::mount::mount(
@@ -149,6 +154,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     )
     .map_err(sys("make the launcher's mounts private"))?;
     mounts::mount_overlay(&dir, &plan.template, userns.as_fd())?;
+    phases.mark("overlay");
 
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     super::join_cgroups(&[&plan.host_leaf_procs]).map_err(io("join the VPS's host leaf"))?;
@@ -165,6 +171,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
             | CloneFlags::CLONE_NEWCGROUP,
     )
     .map_err(sys("unshare the VPS namespaces"))?;
+    phases.mark("cgroups_namespaces");
 
     // PID 1 reports READY through this pipe once its root is built, or why
     // it could not build it.
@@ -182,7 +189,10 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
             let mut status = Vec::new();
             let _ = fs::File::from(status_r).read_to_end(&mut status);
             match status.split_first() {
-                Some((&READY, _)) => Ok(child.as_raw() as u32),
+                Some((&READY, _)) => {
+                    phases.mark("pid1_root");
+                    Ok((child.as_raw() as u32, phases))
+                }
                 _ => {
                     let _ = waitpid(child, None);
                     let msg = String::from_utf8_lossy(&status).into_owned();

@@ -9,6 +9,9 @@ pub mod console;
 mod console_relay;
 pub mod helper;
 pub mod launch;
+mod phases;
+
+pub use phases::Phases;
 
 use std::{io::Write as _, path::Path};
 

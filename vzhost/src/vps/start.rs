@@ -17,7 +17,7 @@ use crate::{
     cgroup::manager::VpsCgroup,
     enforce::{Stage, VpsRoot},
     model::{InitKind, Name, Runtime, Spec},
-    ns::{helper, launch::LaunchPlan},
+    ns::{Phases, helper, launch::LaunchPlan},
     sys::{pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time},
 };
 
@@ -100,15 +100,20 @@ impl Host {
             Ok(false) => {}
             Err(e) => tracing::warn!("cannot give it a machine-id of its own: {e}"),
         }
-        let runtime = run_steps(&mut RealStart {
+        let mut steps = RealStart {
             host: self,
             cgroup: self.cgroup(&name),
             spec: &spec,
             template,
             init: InitKind::default(),
-        })?;
+            phases: Phases::default(),
+        };
+        let runtime = run_steps(&mut steps)?;
         tracing::info!(init_pid = runtime.init_pid, took = ?started.elapsed(), "started");
         self.watch(&name, &runtime);
+        steps.phases.mark("watch");
+        // The bench collects these to show where a start spends its time.
+        tracing::debug!("start phases: {}", steps.phases);
         Ok(runtime)
     }
 
@@ -169,6 +174,7 @@ struct RealStart<'a> {
     template: PathBuf,
     /// What the VPS's /sbin/init is, seen in its built root.
     init: InitKind,
+    phases: Phases,
 }
 
 impl RealStart<'_> {
@@ -192,7 +198,9 @@ impl StartSteps for RealStart<'_> {
         self.cgroup
             .delegate(root, root)
             .map_err(self.cgroup_err())?;
-        self.cgroup.id().map_err(self.cgroup_err())
+        let id = self.cgroup.id().map_err(self.cgroup_err());
+        self.phases.mark("cgroup");
+        id
     }
 
     fn admit(&mut self, cgroup_id: u64) -> Result<()> {
@@ -200,6 +208,7 @@ impl StartSteps for RealStart<'_> {
         self.host
             .enforcement()
             .admit(self.spec, (self.cgroup.v2_path(), cgroup_id), ip)?;
+        self.phases.mark("admit");
         Ok(())
     }
 
@@ -213,9 +222,8 @@ impl StartSteps for RealStart<'_> {
             host_leaf_procs: self.cgroup.host_leaf_procs(),
             init: INIT.iter().map(|s| (*s).to_owned()).collect(),
         };
-        let launched = std::time::Instant::now();
         let init = run_launcher(&self.host.exe, &self.spec.name, &plan)?;
-        tracing::debug!(init_pid = init.pid, took = ?launched.elapsed(), "launched and held");
+        self.phases.mark("launch");
         Ok(init)
     }
 
@@ -223,19 +231,21 @@ impl StartSteps for RealStart<'_> {
         let Some(ip) = self.spec.ip else {
             return Ok(());
         };
-        let started = std::time::Instant::now();
+        let name = self.name();
+        let net_err = |source| LifecycleError::Net { name, source };
         crate::net::ensure_bridge(&self.host.net)
-            .and_then(|()| crate::net::attach_vps(&self.host.net, self.spec.id, ip, pid))
-            .map_err(|source| LifecycleError::Net {
-                name: self.name(),
-                source,
-            })?;
+            .and_then(|()| {
+                self.phases.mark("bridge");
+                crate::net::attach_vps(&self.host.net, self.spec.id, ip, pid)
+            })
+            .map_err(net_err)?;
+        self.phases.mark("veth");
         // Before its init runs: every frame it sends is checked from here.
         let cgroup_id = self.cgroup.id().map_err(self.cgroup_err())?;
         self.host
             .enforcement()
             .attach_veth(self.spec, cgroup_id, &self.host.net)?;
-        tracing::debug!(took = ?started.elapsed(), "network attached");
+        self.phases.mark("veth_guard");
         Ok(())
     }
 
@@ -252,6 +262,7 @@ impl StartSteps for RealStart<'_> {
         self.host
             .enforcement()
             .apply(self.spec, cgroup_id, Stage::Built, Some(root))?;
+        self.phases.mark("enforce");
         Ok(())
     }
 
@@ -267,6 +278,7 @@ impl StartSteps for RealStart<'_> {
                 why,
             });
         }
+        self.phases.mark("exec_init");
         let runtime = Runtime {
             init_pid: init.pid,
             init_start: process_start_time(init.pid)
@@ -277,6 +289,7 @@ impl StartSteps for RealStart<'_> {
         self.host
             .store
             .set_runtime(&self.spec.name, Some(&runtime))?;
+        self.phases.mark("record");
         Ok(runtime)
     }
 

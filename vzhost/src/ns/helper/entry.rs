@@ -38,8 +38,8 @@ fn launch_main() -> ExitCode {
         })
         .and_then(|plan| crate::ns::launch::launch(&plan).map_err(|e| e.to_string()));
     match result {
-        Ok(pid) => {
-            println!("{pid}");
+        Ok((pid, phases)) => {
+            println!("{pid}\n{phases}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -5,7 +5,8 @@
 //! Each gets a socket from the daemon at fd [`SOCKET_FD`]:
 //!
 //! - `vzhost __launch` reads a [`LaunchPlan`] (JSON) on stdin, builds the
-//!   VPS's PID 1 and prints its host pid on stdout; PID 1 keeps the socket
+//!   VPS's PID 1 and prints its host pid on stdout (then, on a line of
+//!   its own, how long each of its phases took); PID 1 keeps the socket
 //!   and waits on it for the go (see [`super::launch`]).
 //! - `vzhost __attach PLAN`, PLAN an [`AttachPlan`] (JSON), joins a running
 //!   VPS and reports on its SOCK_SEQPACKET socket: `ready` (with the pty
@@ -173,10 +174,14 @@ pub fn launch(exe: &Path, plan: &LaunchPlan) -> Result<(u32, OwnedFd), HelperErr
             String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         ));
     }
-    let pid = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| HelperError::Launch("the launcher reported no init pid".into()))?;
+    // Its init's pid, then its phases.
+    let out = String::from_utf8_lossy(&out.stdout);
+    let mut lines = out.lines();
+    let pid = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| HelperError::Launch("the launcher reported no init pid".into()))?;
+    tracing::debug!("launcher phases: {}", lines.next().unwrap_or_default());
     Ok((pid, go))
 }
 
