@@ -10,8 +10,8 @@ use std::{
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
-    packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage},
 };
 
 use super::{NetConfig, Subnet, vps_mac};
@@ -140,10 +140,11 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
 }
 
 /// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`,
-/// plugged into the bridge, and a default route via the gateway.
+/// plugged into the bridge, and a default route via the gateway. The
+/// veth's peer is made in the VPS's network namespace as `eth0`, with its
+/// MAC: never moved there (a move waits for an RCU grace period).
 pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result<()> {
     let host = cfg.host_veth(id);
-    let peer = cfg.peer_veth(id);
     let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
         .map(OwnedFd::from)
         .map_err(|e| LinkError::Netlink {
@@ -155,16 +156,17 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
         why: e.to_string(),
     })?;
     let bridge = cfg.bridge.clone();
-    let (h_name, p_name) = (host.clone(), peer.clone());
+    let h_name = host.clone();
     with_netlink(None, move |h| async move {
         if let Some(stale) = link_by_name(&h, &h_name).await? {
             let _ = h.link().del(stale.header.index).execute().await;
         }
         h.link()
-            .add(LinkVeth::new(&h_name, &p_name).build())
+            .add(veth_into(&h_name, id, netns_fd.as_raw_fd()))
             .execute()
             .await
-            .map_err(nl(format!("create veth {h_name}")))?;
+            .map_err(nl(format!("create veth {h_name} with eth0 in the VPS")))?;
+        drop(netns_fd);
         let br = link_by_name(&h, &bridge)
             .await?
             .ok_or_else(|| LinkError::NotABridge(bridge.clone()))?;
@@ -184,59 +186,28 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             .execute()
             .await
             .map_err(nl(format!("plug {h_name} into {bridge}")))?;
-        let pv = link_by_name(&h, &p_name)
-            .await?
-            .ok_or_else(|| LinkError::Netlink {
-                what: format!("find veth {p_name}"),
-                why: "it vanished".into(),
-            })?;
-        // A MAC of its own, known to the host without asking the VPS (it
-        // may change it, and then its frames are dropped on the veth).
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(pv.header.index)
-                    .address(vps_mac(id).to_vec())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl(format!("set the MAC of {p_name}")))?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(pv.header.index)
-                    .setns_by_fd(netns_fd.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl("move eth0 into the VPS"))?;
-        drop(netns_fd);
         Ok(())
     })?;
     let gateway = cfg.subnet.gateway();
     with_netlink(Some(netns), move |h| async move {
-        let pv = link_by_name(&h, &peer)
+        let index = link_by_name(&h, "eth0")
             .await?
             .ok_or_else(|| LinkError::Netlink {
-                what: format!("find {peer} in the VPS"),
-                why: "it was not moved".into(),
-            })?;
-        let index = pv.header.index;
-        h.link()
-            .set(LinkUnspec::new_with_index(index).name("eth0").build())
-            .execute()
-            .await
-            .map_err(nl("name eth0"))?;
-        h.address()
-            .add(index, IpAddr::V4(ip.addr), ip.prefix)
-            .execute()
-            .await
-            .map_err(nl(format!("add {ip} to eth0")))?;
+                what: "find eth0 in the VPS".into(),
+                why: "it was not made".into(),
+            })?
+            .header
+            .index;
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
             .map_err(nl("bring up eth0"))?;
+        h.address()
+            .add(index, IpAddr::V4(ip.addr), ip.prefix)
+            .execute()
+            .await
+            .map_err(nl(format!("add {ip} to eth0")))?;
         h.route()
             .add(
                 RouteMessageBuilder::<Ipv4Addr>::new()
@@ -247,6 +218,21 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             .await
             .map_err(nl(format!("default route via {gateway}")))
     })
+}
+
+/// A veth `host` whose peer is made as `eth0` in the network namespace
+/// `netns` (down: veth refuses to open a side before it has a peer), with
+/// VPS `id`'s MAC: one known to the host without asking
+/// the VPS (it may change it, and then its frames are dropped on the veth).
+fn veth_into(host: &str, id: u32, netns: std::os::fd::RawFd) -> LinkMessage {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name("eth0".to_owned())
+        .address(vps_mac(id).to_vec())
+        .setns_by_fd(netns)
+        .build();
+    LinkVeth::new(host, "eth0")
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build()
 }
 
 /// The index of VPS `id`'s host veth.

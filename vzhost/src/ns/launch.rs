@@ -158,10 +158,13 @@ pub fn launch(plan: &LaunchPlan) -> Result<(u32, Phases), LaunchError> {
 
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     super::join_cgroups(&[&plan.host_leaf_procs]).map_err(io("join the VPS's host leaf"))?;
+    phases.mark("join_cgroups");
     let console = console.keep().map_err(io("start the console keeper"))?;
+    phases.mark("console_keeper");
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS user namespace"))?;
     super::become_vps_root().map_err(sys("become root of the VPS"))?;
+    phases.mark("enter_userns");
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
@@ -171,7 +174,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<(u32, Phases), LaunchError> {
             | CloneFlags::CLONE_NEWCGROUP,
     )
     .map_err(sys("unshare the VPS namespaces"))?;
-    phases.mark("cgroups_namespaces");
+    phases.mark("unshare");
 
     // PID 1 reports READY through this pipe once its root is built, or why
     // it could not build it.
