@@ -17,12 +17,18 @@ use std::{io::Write as _, path::Path};
 
 /// Join the cgroups whose `cgroup.procs` files are given.
 pub(crate) fn join_cgroups(procs: &[impl AsRef<Path>]) -> std::io::Result<()> {
+    move_to_cgroups("0", procs)
+}
+
+/// Move process `pid` ("0": this one) into the cgroups whose
+/// `cgroup.procs` files are given.
+fn move_to_cgroups(pid: &str, procs: &[impl AsRef<Path>]) -> std::io::Result<()> {
     for p in procs {
         let p = p.as_ref();
         std::fs::OpenOptions::new()
             .write(true)
             .open(p)
-            .and_then(|mut f| f.write_all(b"0"))
+            .and_then(|mut f| f.write_all(pid.as_bytes()))
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("join cgroup {}: {e}", p.display()))
             })?;

@@ -35,7 +35,7 @@ struct Vz {
 
 impl Vz {
     fn new(label: &'static str, vzhost: &Path) -> anyhow::Result<Self> {
-        let host = Host::start_logging(vzhost, "bench", true, Some(PHASE_LOG))?;
+        let host = Host::start_logging(vzhost, &format!("bench-{label}"), true, Some(PHASE_LOG))?;
         host.quiet(&["create", "lat", "--stop-timeout", "0"])?;
         Ok(Self {
             label,
