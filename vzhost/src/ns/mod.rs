@@ -44,3 +44,31 @@ pub(crate) fn become_vps_root() -> nix::Result<()> {
     nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))?;
     nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
 }
+
+/// The first cgroup migration in a while waits for an RCU grace period
+/// (the kernel's cgroup_threadgroup_rwsem), several ms, and a migration
+/// within a grace period of another one does not. A thread "moves" the
+/// daemon into the v2 cgroup it is already in (a no-op that takes that
+/// lock), so the wait runs while a start makes the VPS's cgroups and
+/// admits it, or while an attach helper starts, and the helper's joins
+/// that follow share it.
+pub fn prime_cgroup_migration() {
+    std::thread::spawn(|| {
+        let own = std::fs::read_to_string("/proc/self/cgroup")
+            .ok()
+            .and_then(|text| crate::cgroup::Membership::parse(&text));
+        let layout = crate::cgroup::Layout::detect();
+        if let (Some(own), Ok(layout)) = (own, layout)
+            && let Ok(root) = layout.unified_root()
+        {
+            let procs = root
+                .join(own.v2.trim_start_matches('/'))
+                .join("cgroup.procs");
+            // Failure only means no head start.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open(procs)
+                .and_then(|mut f| f.write_all(b"0"));
+        }
+    });
+}

@@ -86,7 +86,7 @@ impl Host {
 
     /// Start a VPS whose lock the caller holds, and watch its init.
     pub(super) fn start_locked(&self, name: &Name) -> Result<Runtime> {
-        prime_cgroup_migration();
+        crate::ns::prime_cgroup_migration();
         let name = name.clone();
         let spec = self.store.load(&name)?;
         if self.live_runtime(&name).is_some() {
@@ -132,33 +132,6 @@ impl Host {
         }
         let _ = self.store.set_runtime(&spec.name, None);
     }
-}
-
-/// The first cgroup migration in a while waits for an RCU grace period
-/// (the kernel's cgroup_threadgroup_rwsem), several ms, and a migration
-/// within a grace period of another one does not. A thread "moves" the
-/// daemon into the v2 cgroup it is already in (a no-op that takes that
-/// lock), so the wait runs while the start makes the VPS's cgroups and
-/// admits it, and the launcher's joins that follow share it.
-fn prime_cgroup_migration() {
-    std::thread::spawn(|| {
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .ok()
-            .and_then(|text| crate::cgroup::Membership::parse(&text));
-        let layout = crate::cgroup::Layout::detect();
-        if let (Some(own), Ok(layout)) = (own, layout)
-            && let Ok(root) = layout.unified_root()
-        {
-            let procs = root
-                .join(own.v2.trim_start_matches('/'))
-                .join("cgroup.procs");
-            // Failure only means no head start.
-            let _ = std::fs::OpenOptions::new()
-                .write(true)
-                .open(procs)
-                .and_then(|mut f| f.write_all(b"0"));
-        }
-    });
 }
 
 /// Give a held PID 1 the go and wait until it has exec'd the VPS's init:

@@ -208,6 +208,7 @@ impl Attached {
 /// stdout and stderr. Returns once the helper has joined the VPS (and
 /// allocated the pty there, if asked), or with what it reported instead.
 pub fn attach(exe: &Path, plan: &AttachPlan, stdio: [Stdio; 3]) -> Result<Attached, HelperError> {
+    super::prime_cgroup_migration();
     let (ours, theirs) = socket_pair(ATTACH, SockType::SeqPacket)?;
     let mut cmd = command(exe, ATTACH);
     let [stdin, stdout, stderr] = stdio;
