@@ -189,9 +189,10 @@ impl Placer {
     }
 }
 
-/// Start the VPS; returns the host pid of its PID 1, and how long each
-/// phase took.
-pub fn launch(plan: &LaunchPlan) -> Result<(u32, Phases), LaunchError> {
+/// Start the VPS: `forked` learns the host pid of its PID 1 as soon as
+/// it exists (its network namespace with it), while PID 1 builds its
+/// root; returns once the root is built, with how long each phase took.
+pub fn launch(plan: &LaunchPlan, forked: impl FnOnce(u32)) -> Result<Phases, LaunchError> {
     let mut phases = Phases::default();
     let placer = Placer::start(plan)?;
     let dir = VpsDir(plan.vps_dir.clone());
@@ -244,12 +245,13 @@ pub fn launch(plan: &LaunchPlan) -> Result<(u32, Phases), LaunchError> {
         }
         ForkResult::Parent { child } => {
             drop((status_w, console));
+            forked(child.as_raw() as u32);
             let mut status = Vec::new();
             let _ = fs::File::from(status_r).read_to_end(&mut status);
             match status.split_first() {
                 Some((&READY, _)) => {
                     phases.mark("pid1_root");
-                    Ok((child.as_raw() as u32, phases))
+                    Ok(phases)
                 }
                 _ => {
                     let _ = waitpid(child, None);

@@ -23,9 +23,12 @@ use crate::{
 
 const INIT: &[&str] = &["/sbin/init"];
 
-/// A VPS's PID 1 with its root built, waiting for the go to run init.
+/// A VPS's PID 1, building its root and then waiting for the go to run
+/// init.
 pub(super) struct HeldInit {
     pub pid: u32,
+    /// Its launcher, until PID 1 has built its root.
+    building: Option<helper::Launching>,
     /// A byte written to it lets PID 1 go on (closing it unwritten makes
     /// it exit); it then closes as init runs, or says why init could not.
     go: OwnedFd,
@@ -41,9 +44,12 @@ pub(super) trait StartSteps {
     fn cgroup(&mut self) -> Result<u64>;
     /// Attach the guards and register the VPS as far as it is built.
     fn admit(&mut self, cgroup_id: u64) -> Result<()>;
-    /// Launch PID 1: its root is built, it runs nothing of the VPS yet.
+    /// Launch PID 1: it builds its root and runs nothing of the VPS.
     fn launch(&mut self) -> Result<HeldInit>;
+    /// Its network, while PID 1 builds its root.
     fn network(&mut self, pid: u32) -> Result<()>;
+    /// Wait until PID 1 has built its root.
+    fn built(&mut self, init: &mut HeldInit) -> Result<()>;
     /// The whole policy, files resolved in PID 1's finished root.
     fn enforce(&mut self, cgroup_id: u64, pid: u32) -> Result<()>;
     /// Let PID 1 exec the VPS's init and record that it runs.
@@ -60,9 +66,10 @@ pub(super) fn run_steps(steps: &mut impl StartSteps) -> Result<Runtime> {
     let mut go = || {
         let cgroup_id = steps.cgroup()?;
         steps.admit(cgroup_id)?;
-        let init = steps.launch()?;
+        let mut init = steps.launch()?;
         launched = Some(init.pid);
         steps.network(init.pid)?;
+        steps.built(&mut init)?;
         steps.enforce(cgroup_id, init.pid)?;
         steps.release(init)
     };
@@ -228,6 +235,17 @@ impl StartSteps for RealStart<'_> {
         Ok(init)
     }
 
+    fn built(&mut self, init: &mut HeldInit) -> Result<()> {
+        if let Some(building) = init.building.take() {
+            building.built().map_err(|e| LifecycleError::Launch {
+                name: self.name(),
+                why: e.to_string(),
+            })?;
+        }
+        self.phases.mark("root_built");
+        Ok(())
+    }
+
     fn network(&mut self, pid: u32) -> Result<()> {
         let Some(ip) = self.spec.ip else {
             return Ok(());
@@ -306,11 +324,15 @@ impl StartSteps for RealStart<'_> {
 /// Run the launcher: it builds the VPS and leaves PID 1 held on one end of
 /// a socket pair whose other end comes back here.
 fn run_launcher(exe: &Path, name: &Name, plan: &LaunchPlan) -> Result<HeldInit> {
-    let (pid, go) = helper::launch(exe, plan).map_err(|e| LifecycleError::Launch {
+    let (building, go) = helper::launch(exe, plan).map_err(|e| LifecycleError::Launch {
         name: name.to_string(),
         why: e.to_string(),
     })?;
-    Ok(HeldInit { pid, go })
+    Ok(HeldInit {
+        pid: building.pid,
+        building: Some(building),
+        go,
+    })
 }
 
 #[cfg(test)]
@@ -348,11 +370,19 @@ mod tests {
         fn launch(&mut self) -> Result<HeldInit> {
             self.step("launch")?;
             let (_, go) = nix::unistd::pipe().expect("pipe");
-            Ok(HeldInit { pid: 42, go })
+            Ok(HeldInit {
+                pid: 42,
+                building: None,
+                go,
+            })
         }
         fn network(&mut self, pid: u32) -> Result<()> {
             assert_eq!(pid, 42);
             self.step("network")
+        }
+        fn built(&mut self, init: &mut HeldInit) -> Result<()> {
+            assert_eq!(init.pid, 42);
+            self.step("built")
         }
         fn enforce(&mut self, _: u64, _: u32) -> Result<()> {
             self.step("enforce")
@@ -389,7 +419,9 @@ mod tests {
         assert!(ok);
         assert_eq!(
             steps,
-            ["cgroup", "admit", "launch", "network", "enforce", "release"]
+            [
+                "cgroup", "admit", "launch", "network", "built", "enforce", "release"
+            ]
         );
     }
 
@@ -400,7 +432,7 @@ mod tests {
         assert_eq!(
             steps,
             [
-                "cgroup", "admit", "launch", "network", "enforce", "kill 42", "cleanup"
+                "cgroup", "admit", "launch", "network", "built", "enforce", "kill 42", "cleanup"
             ]
         );
     }
@@ -409,6 +441,13 @@ mod tests {
     fn a_failed_network_kills_init_then_cleans_up() {
         let (_, steps) = run("network");
         assert_eq!(steps[3..], ["network", "kill 42", "cleanup"]);
+    }
+
+    #[test]
+    fn a_root_that_cannot_be_built_kills_init_before_the_policy_is_applied() {
+        let (ok, steps) = run("built");
+        assert!(!ok);
+        assert_eq!(steps[3..], ["network", "built", "kill 42", "cleanup"]);
     }
 
     #[test]
@@ -428,7 +467,7 @@ mod tests {
     fn an_init_that_exits_at_once_is_killed_and_cleaned_up() {
         let (ok, steps) = run("release");
         assert!(!ok);
-        assert_eq!(steps[5..], ["release", "kill 42", "cleanup"]);
+        assert_eq!(steps[6..], ["release", "kill 42", "cleanup"]);
     }
 
     #[test]

@@ -36,10 +36,13 @@ fn launch_main() -> ExitCode {
         .and_then(|_| {
             serde_json::from_str(&plan).map_err(|e| format!("malformed launch plan: {e}"))
         })
-        .and_then(|plan| crate::ns::launch::launch(&plan).map_err(|e| e.to_string()));
+        .and_then(|plan| {
+            // Stdout is line-buffered: the daemon has the pid at once.
+            crate::ns::launch::launch(&plan, |pid| println!("{pid}")).map_err(|e| e.to_string())
+        });
     match result {
-        Ok((pid, phases)) => {
-            println!("{pid}\n{phases}");
+        Ok(phases) => {
+            println!("{phases}");
             ExitCode::SUCCESS
         }
         Err(e) => {
