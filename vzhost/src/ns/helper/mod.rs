@@ -4,7 +4,8 @@
 //!
 //! Each gets a socket from the daemon at fd [`SOCKET_FD`]:
 //!
-//! - `vzhost __launch` reads a [`LaunchPlan`] (JSON) on stdin, builds the
+//! - `vzhost __launch PLAN`, PLAN a [`LaunchPlan`] (JSON), gets its socket
+//!   on stdin (it moves it to [`SOCKET_FD`] itself), builds the
 //!   VPS's PID 1 and prints its host pid on stdout as soon as PID 1
 //!   exists, then, once PID 1 has built its root, how long each of its
 //!   phases took, on a line of its own; PID 1 keeps the socket
@@ -27,7 +28,7 @@ mod report;
 
 pub use entry::main_if_helper;
 use std::{
-    io::{self, Write as _},
+    io,
     os::{
         fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
         unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -159,16 +160,21 @@ fn status_code(status: ExitStatus) -> i32 {
 /// on.
 pub fn launch(exe: &Path, plan: &LaunchPlan) -> Result<(Launching, OwnedFd), HelperError> {
     let (go, theirs) = socket_pair(LAUNCH, SockType::Stream)?;
-    let mut cmd = command(exe, LAUNCH);
-    cmd.stdin(Stdio::piped())
+    // No pre_exec here: std then spawns with posix_spawn (vfork-like)
+    // instead of forking the whole daemon. The launcher makes its own
+    // session and moves the socket from its stdin to SOCKET_FD.
+    let mut child = Command::new(exe)
+        .arg(LAUNCH)
+        .arg(serde_json::to_string(plan).expect("plan serializes"))
+        .stdin(Stdio::from(theirs))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = spawn(cmd, exe, LAUNCH, theirs)?;
-    let json = serde_json::to_vec(plan).expect("plan serializes");
-    if let Some(mut stdin) = child.stdin.take() {
-        // A launcher that died early is reported by its status below.
-        let _ = stdin.write_all(&json);
-    }
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| HelperError::Spawn {
+            which: LAUNCH,
+            exe: exe.display().to_string(),
+            source,
+        })?;
     let mut out = io::BufReader::new(child.stdout.take().expect("piped"));
     let mut line = String::new();
     let read = io::BufRead::read_line(&mut out, &mut line);
