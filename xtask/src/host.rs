@@ -29,6 +29,17 @@ impl Host {
     /// `degraded`: this kernel refuses BPF LSM, so the shipped default
     /// policy (which fails closed) is run with `allow_degraded: true`.
     pub fn start(vzhost: &Path, purpose: &str, degraded: bool) -> anyhow::Result<Self> {
+        Self::start_logging(vzhost, purpose, degraded, None)
+    }
+
+    /// [`Host::start`], the daemon logging at `log` (a `VZHOST_LOG` filter)
+    /// to `daemon.log` in its state directory.
+    pub fn start_logging(
+        vzhost: &Path,
+        purpose: &str,
+        degraded: bool,
+        log: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let tag = format!("vzhost-{purpose}-{}", std::process::id());
         let state = std::env::temp_dir().join(&tag);
         fs::create_dir_all(&state)?;
@@ -53,7 +64,7 @@ impl Host {
                  cgroup hooks still apply)"
             );
         }
-        let log = fs::File::create(host.state.join("daemon.log"))?;
+        let log_file = fs::File::create(host.state.join("daemon.log"))?;
         let procs = host.cgroup.join("cgroup.procs");
         let mut cmd = Command::new(vzhost);
         cmd.arg("daemon")
@@ -64,9 +75,10 @@ impl Host {
             .arg("--pins")
             .arg(host.pins())
             .env("VZHOST_SOCKET", host.socket())
+            .envs(log.map(|l| ("VZHOST_LOG", l)))
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
         // SAFETY: a write to cgroupfs and unshare(2) between fork and exec:
         // the demo's daemon gets a network namespace of its own, so its
         // bridge and veths never touch this machine's interfaces.

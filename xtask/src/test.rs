@@ -250,6 +250,7 @@ pub fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         let smoke = crate::bench::run(&crate::bench::BenchArgs {
             quick: true,
             only: Vec::new(),
+            baseline: None,
         });
         if let Err(e) = &smoke {
             eprintln!("xtask: bench --quick failed: {e:#}");

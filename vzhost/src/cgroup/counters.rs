@@ -72,22 +72,9 @@ impl CgroupDir {
     }
 
     /// The text of `file` in it (a few lines: counters, not listings).
-    /// cgroupfs hands a file this small over whole in one read, so a read
-    /// that does not fill the buffer is the end: an open, a read and a close
-    /// per file, where `read_to_string` adds a stat and a seek.
     pub(super) fn read(&self, file: &str) -> Option<String> {
         let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-        let fd = openat(&self.0, file, flags, Mode::empty()).ok()?;
-        let mut text = Vec::new();
-        let mut buf = [0; 4096];
-        loop {
-            let n = nix::unistd::read(&fd, &mut buf).ok()?;
-            text.extend_from_slice(&buf[..n]);
-            if n < buf.len() {
-                break;
-            }
-        }
-        String::from_utf8(text).ok()
+        crate::sys::read_small(openat(&self.0, file, flags, Mode::empty()).ok()?)
     }
 
     /// A file holding one number; None when absent or "max".

@@ -10,10 +10,11 @@ use std::{
 
 use futures::TryStreamExt as _;
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         link::{
-            AfSpecInet, AfSpecUnspec, InetDevConf, InfoKind, LinkAttribute, LinkInfo, LinkMessage,
+            AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, LinkAttribute,
+            LinkInfo, LinkMessage,
         },
         route::RouteScope,
     },
@@ -158,10 +159,11 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
 
 /// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`
 /// and a default route via the gateway; its host end plugged into the
-/// bridge, or (routed) routed to with proxy ARP.
+/// bridge, or (routed) routed to with proxy ARP. The veth's peer is made
+/// in the VPS's network namespace as `eth0`, with its MAC: never moved
+/// there (a move waits for an RCU grace period).
 pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result<()> {
     let host = cfg.host_veth(id);
-    let peer = cfg.peer_veth(id);
     let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
         .map(OwnedFd::from)
         .map_err(|e| LinkError::Netlink {
@@ -173,16 +175,17 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
         why: e.to_string(),
     })?;
     let host_cfg = cfg.clone();
-    let (h_name, p_name) = (host.clone(), peer.clone());
+    let h_name = host.clone();
     with_netlink(None, move |h| async move {
         if let Some(stale) = link_by_name(&h, &h_name).await? {
             let _ = h.link().del(stale.header.index).execute().await;
         }
         h.link()
-            .add(LinkVeth::new(&h_name, &p_name).build())
+            .add(veth_into(&h_name, id, netns_fd.as_raw_fd()))
             .execute()
             .await
-            .map_err(nl(format!("create veth {h_name}")))?;
+            .map_err(nl(format!("create veth {h_name} with eth0 in the VPS")))?;
+        drop(netns_fd);
         let hv = link_by_name(&h, &h_name)
             .await?
             .ok_or_else(|| LinkError::Netlink {
@@ -193,59 +196,28 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             NetMode::Bridged => plug(&h, &host_cfg.bridge, hv.header.index, &h_name).await?,
             NetMode::Routed => route_to(&h, &host_cfg, hv.header.index, &h_name, ip.addr).await?,
         }
-        let pv = link_by_name(&h, &p_name)
-            .await?
-            .ok_or_else(|| LinkError::Netlink {
-                what: format!("find veth {p_name}"),
-                why: "it vanished".into(),
-            })?;
-        // A MAC of its own, known to the host without asking the VPS (it
-        // may change it, and then its frames are dropped on the veth).
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(pv.header.index)
-                    .address(vps_mac(id).to_vec())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl(format!("set the MAC of {p_name}")))?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(pv.header.index)
-                    .setns_by_fd(netns_fd.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl("move eth0 into the VPS"))?;
-        drop(netns_fd);
         Ok(())
     })?;
     let gateway = cfg.subnet.gateway();
     with_netlink(Some(netns), move |h| async move {
-        let pv = link_by_name(&h, &peer)
+        let index = link_by_name(&h, "eth0")
             .await?
             .ok_or_else(|| LinkError::Netlink {
-                what: format!("find {peer} in the VPS"),
-                why: "it was not moved".into(),
-            })?;
-        let index = pv.header.index;
-        h.link()
-            .set(LinkUnspec::new_with_index(index).name("eth0").build())
-            .execute()
-            .await
-            .map_err(nl("name eth0"))?;
-        h.address()
-            .add(index, IpAddr::V4(ip.addr), ip.prefix)
-            .execute()
-            .await
-            .map_err(nl(format!("add {ip} to eth0")))?;
+                what: "find eth0 in the VPS".into(),
+                why: "it was not made".into(),
+            })?
+            .header
+            .index;
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
             .map_err(nl("bring up eth0"))?;
+        h.address()
+            .add(index, IpAddr::V4(ip.addr), ip.prefix)
+            .execute()
+            .await
+            .map_err(nl(format!("add {ip} to eth0")))?;
         h.route()
             .add(
                 RouteMessageBuilder::<Ipv4Addr>::new()
@@ -258,9 +230,24 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
     })
 }
 
+/// A veth `host` whose peer is made as `eth0` in the network namespace
+/// `netns` (down: veth refuses to open a side before it has a peer), with
+/// VPS `id`'s MAC: one known to the host without asking
+/// the VPS (it may change it, and then its frames are dropped on the veth).
+fn veth_into(host: &str, id: u32, netns: std::os::fd::RawFd) -> LinkMessage {
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name("eth0".to_owned())
+        .address(vps_mac(id).to_vec())
+        .setns_by_fd(netns)
+        .build();
+    LinkVeth::new(host, "eth0")
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build()
+}
+
 /// Bridged: plug host veth `veth` (index `index`) into `bridge`, up. A
-/// full bridge is refused by the kernel here, before the VPS's eth0 is
-/// made; the failed start removes the veth.
+/// full bridge is refused by the kernel here; the failed start removes
+/// the veth, and the VPS's eth0 goes with it.
 async fn plug(h: &Handle, bridge: &str, index: u32, veth: &str) -> Result<()> {
     let br = link_by_name(h, bridge)
         .await?

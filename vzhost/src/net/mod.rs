@@ -136,11 +136,6 @@ impl NetConfig {
     pub fn host_veth(&self, id: u32) -> String {
         format!("vz{}{id:x}", self.tag)
     }
-
-    /// The veth's other end, before it moves into the VPS as eth0.
-    pub fn peer_veth(&self, id: u32) -> String {
-        format!("vp{}{id:x}", self.tag)
-    }
 }
 
 /// The MAC address of VPS number `id`'s eth0: locally administered,
@@ -225,7 +220,6 @@ mod tests {
         assert_eq!(cfg.tag.len(), TAG_LEN);
         let longest = cfg.host_veth(u32::MAX);
         assert!(longest.len() <= 15, "{longest}");
-        assert!(cfg.peer_veth(u32::MAX).len() <= 15);
         let other = NetConfig::new("vzbr0", "10.213.0.0/16")
             .expect("valid")
             .tagged(&crate::model::DaemonId::of_root(std::path::Path::new(

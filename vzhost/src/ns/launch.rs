@@ -24,6 +24,7 @@ use nix::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    Phases,
     attach::{AttachError, open_pty},
     console::{Console, ConsoleLink},
 };
@@ -133,11 +134,72 @@ fn make_userns(idmap: &IdMap) -> Result<OwnedFd, LaunchError> {
     }
 }
 
-/// Start the VPS; returns the host pid of its PID 1.
-pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
+/// A child placing the launcher in the VPS's cgroups, and in its v2
+/// host leaf for the console keeper. The first cgroup migration in a while
+/// waits for an RCU grace period (the kernel's cgroup_threadgroup_rwsem),
+/// several ms: the child waits it out while the launcher makes the user
+/// namespace and the overlay, which need no cgroup.
+struct Placer {
+    child: nix::unistd::Pid,
+    /// Why the placing failed, if it did; closed unwritten when it worked.
+    why: OwnedFd,
+}
+
+impl Placer {
+    fn start(plan: &LaunchPlan) -> Result<Self, LaunchError> {
+        let launcher = std::process::id().to_string();
+        let mut procs = plan.cgroup_procs.clone();
+        procs.push(plan.host_leaf_procs.clone());
+        let (why_r, why_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        // SAFETY: the launcher is single-threaded; the child writes to
+        // cgroupfs and its pipe, and exits.
+        match unsafe { fork() }.map_err(sys("fork the cgroup placer"))? {
+            ForkResult::Child => {
+                drop(why_r);
+                let code = match super::move_to_cgroups(&launcher, &procs) {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        let _ = fs::File::from(why_w).write_all(e.to_string().as_bytes());
+                        1
+                    }
+                };
+                // SAFETY: _exit is always safe in a forked child.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => Ok(Self { child, why: why_r }),
+        }
+    }
+
+    /// Wait until the launcher is placed, or say why it could not be.
+    fn wait(self) -> Result<(), LaunchError> {
+        let mut why = String::new();
+        let _ = fs::File::from(self.why).read_to_string(&mut why);
+        let status = waitpid(self.child, None).map_err(sys("wait for the cgroup placer"))?;
+        if why.is_empty() && status == nix::sys::wait::WaitStatus::Exited(self.child, 0) {
+            return Ok(());
+        }
+        Err(LaunchError::Sys {
+            step: "join the VPS cgroups",
+            source: std::io::Error::other(if why.is_empty() {
+                format!("the cgroup placer ended with {status:?}")
+            } else {
+                why
+            }),
+        })
+    }
+}
+
+/// Start the VPS: `forked` learns the host pid of its PID 1 as soon as
+/// it exists (its network namespace with it), while PID 1 builds its
+/// root; returns once the root is built, with how long each phase took.
+pub fn launch(plan: &LaunchPlan, forked: impl FnOnce(u32)) -> Result<Phases, LaunchError> {
+    let mut phases = Phases::default();
+    let placer = Placer::start(plan)?;
     let dir = VpsDir(plan.vps_dir.clone());
     let console = Console::open(&dir).map_err(io("open the console (its log files and socket)"))?;
+    phases.mark("console");
     let userns = make_userns(&plan.idmap)?;
+    phases.mark("userns");
 
     unshare(CloneFlags::CLONE_NEWNS).map_err(sys("unshare(CLONE_NEWNS)"))?;
     nix::mount::mount(
@@ -149,13 +211,16 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
     )
     .map_err(sys("make the launcher's mounts private"))?;
     mounts::mount_overlay(&dir, &plan.template, userns.as_fd())?;
+    phases.mark("overlay");
 
-    super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
-    super::join_cgroups(&[&plan.host_leaf_procs]).map_err(io("join the VPS's host leaf"))?;
+    placer.wait()?;
+    phases.mark("join_cgroups");
     let console = console.keep().map_err(io("start the console keeper"))?;
+    phases.mark("console_keeper");
     super::join_cgroups(&plan.cgroup_procs).map_err(io("join the VPS cgroups"))?;
     setns(&userns, CloneFlags::CLONE_NEWUSER).map_err(sys("enter the VPS user namespace"))?;
     super::become_vps_root().map_err(sys("become root of the VPS"))?;
+    phases.mark("enter_userns");
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWUTS
@@ -165,6 +230,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
             | CloneFlags::CLONE_NEWCGROUP,
     )
     .map_err(sys("unshare the VPS namespaces"))?;
+    phases.mark("unshare");
 
     // PID 1 reports READY through this pipe once its root is built, or why
     // it could not build it.
@@ -179,10 +245,14 @@ pub fn launch(plan: &LaunchPlan) -> Result<u32, LaunchError> {
         }
         ForkResult::Parent { child } => {
             drop((status_w, console));
+            forked(child.as_raw() as u32);
             let mut status = Vec::new();
             let _ = fs::File::from(status_r).read_to_end(&mut status);
             match status.split_first() {
-                Some((&READY, _)) => Ok(child.as_raw() as u32),
+                Some((&READY, _)) => {
+                    phases.mark("pid1_root");
+                    Ok(phases)
+                }
                 _ => {
                     let _ = waitpid(child, None);
                     let msg = String::from_utf8_lossy(&status).into_owned();

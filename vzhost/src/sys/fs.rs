@@ -1,8 +1,9 @@
 //! Filesystem calls nix does not wrap: project quotas (`quotactl_fd`) and
-//! the project id of an inode (`FS_IOC_FS{GET,SET}XATTR`).
+//! the project id of an inode (`FS_IOC_FS{GET,SET}XATTR`); and the reading
+//! of a small kernel-made file (procfs, cgroupfs) in one read.
 use std::{
     io,
-    os::fd::{AsRawFd as _, BorrowedFd},
+    os::fd::{AsFd, AsRawFd as _, BorrowedFd},
 };
 
 use super::{Call, check, dispatch};
@@ -98,6 +99,22 @@ pub fn set_project(fd: BorrowedFd<'_>, project: u32, directory: bool) -> io::Res
         },
     )?;
     Ok(())
+}
+
+/// The text of an open procfs or cgroupfs file of a few lines. The kernel
+/// hands such a file over whole in one read, so a read that does not fill
+/// the buffer is the end: one read per file, where `read_to_string` adds a
+/// stat, a seek and a second read. Scrapes read thousands of them.
+pub fn read_small(fd: impl AsFd) -> Option<String> {
+    let mut text = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = nix::unistd::read(&fd, &mut buf).ok()?;
+        text.extend_from_slice(&buf[..n]);
+        if n < buf.len() {
+            return String::from_utf8(text).ok();
+        }
+    }
 }
 
 #[cfg(test)]

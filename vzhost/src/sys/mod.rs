@@ -21,7 +21,7 @@ use std::{ffi::CString, io, path::Path};
 
 pub use bpf::{bpf_prog_attach, bpf_prog_detach, bpf_prog_get_fd_by_id, bpf_prog_query};
 pub use cgroup::cgroup_kill;
-pub use fs::{project_quota_on, project_usage, set_project, set_project_limit};
+pub use fs::{project_quota_on, project_usage, read_small, set_project, set_project_limit};
 pub use mount::{clone_mount_in, idmap_readonly, move_mount_to, open_tree_clone};
 pub use net::loopback_up;
 pub use path::{openat2, stat_in};

@@ -76,7 +76,11 @@ pub fn pidfd_wait_exit(pidfd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
 /// The start time (clock ticks since boot) of `pid`, from /proc/PID/stat;
 /// None when it is gone or a zombie (dead, waiting to be reaped).
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    let path = format!("/proc/{pid}/stat");
+    let stat = super::read_small(
+        nix::fcntl::open(path.as_str(), flags, nix::sys::stat::Mode::empty()).ok()?,
+    )?;
     // comm may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut fields = rest.split(' ');

@@ -17,15 +17,18 @@ use crate::{
     cgroup::manager::VpsCgroup,
     enforce::{Stage, VpsRoot},
     model::{InitKind, Name, Runtime, Spec},
-    ns::{helper, launch::LaunchPlan},
+    ns::{Phases, helper, launch::LaunchPlan},
     sys::{pidfd_open, pidfd_send_signal, pidfd_wait_exit, process_start_time},
 };
 
 const INIT: &[&str] = &["/sbin/init"];
 
-/// A VPS's PID 1 with its root built, waiting for the go to run init.
+/// A VPS's PID 1, building its root and then waiting for the go to run
+/// init.
 pub(super) struct HeldInit {
     pub pid: u32,
+    /// Its launcher, until PID 1 has built its root.
+    building: Option<helper::Launching>,
     /// A byte written to it lets PID 1 go on (closing it unwritten makes
     /// it exit); it then closes as init runs, or says why init could not.
     go: OwnedFd,
@@ -41,9 +44,12 @@ pub(super) trait StartSteps {
     fn cgroup(&mut self) -> Result<u64>;
     /// Attach the guards and register the VPS as far as it is built.
     fn admit(&mut self, cgroup_id: u64) -> Result<()>;
-    /// Launch PID 1: its root is built, it runs nothing of the VPS yet.
+    /// Launch PID 1: it builds its root and runs nothing of the VPS.
     fn launch(&mut self) -> Result<HeldInit>;
+    /// Its network, while PID 1 builds its root.
     fn network(&mut self, pid: u32) -> Result<()>;
+    /// Wait until PID 1 has built its root.
+    fn built(&mut self, init: &mut HeldInit) -> Result<()>;
     /// The whole policy, files resolved in PID 1's finished root.
     fn enforce(&mut self, cgroup_id: u64, pid: u32) -> Result<()>;
     /// Let PID 1 exec the VPS's init and record that it runs.
@@ -60,9 +66,10 @@ pub(super) fn run_steps(steps: &mut impl StartSteps) -> Result<Runtime> {
     let mut go = || {
         let cgroup_id = steps.cgroup()?;
         steps.admit(cgroup_id)?;
-        let init = steps.launch()?;
+        let mut init = steps.launch()?;
         launched = Some(init.pid);
         steps.network(init.pid)?;
+        steps.built(&mut init)?;
         steps.enforce(cgroup_id, init.pid)?;
         steps.release(init)
     };
@@ -86,6 +93,7 @@ impl Host {
 
     /// Start a VPS whose lock the caller holds, and watch its init.
     pub(super) fn start_locked(&self, name: &Name) -> Result<Runtime> {
+        crate::ns::prime_cgroup_migration();
         let name = name.clone();
         let spec = self.store.load(&name)?;
         if self.live_runtime(&name).is_some() {
@@ -100,15 +108,20 @@ impl Host {
             Ok(false) => {}
             Err(e) => tracing::warn!("cannot give it a machine-id of its own: {e}"),
         }
-        let runtime = run_steps(&mut RealStart {
+        let mut steps = RealStart {
             host: self,
             cgroup: self.cgroup(&name),
             spec: &spec,
             template,
             init: InitKind::default(),
-        })?;
+            phases: Phases::default(),
+        };
+        let runtime = run_steps(&mut steps)?;
         tracing::info!(init_pid = runtime.init_pid, took = ?started.elapsed(), "started");
         self.watch(&name, &runtime);
+        steps.phases.mark("watch");
+        // The bench collects these to show where a start spends its time.
+        tracing::debug!("start phases: {}", steps.phases);
         Ok(runtime)
     }
 
@@ -170,6 +183,7 @@ struct RealStart<'a> {
     template: PathBuf,
     /// What the VPS's /sbin/init is, seen in its built root.
     init: InitKind,
+    phases: Phases,
 }
 
 impl RealStart<'_> {
@@ -193,7 +207,9 @@ impl StartSteps for RealStart<'_> {
         self.cgroup
             .delegate(root, root)
             .map_err(self.cgroup_err())?;
-        self.cgroup.id().map_err(self.cgroup_err())
+        let id = self.cgroup.id().map_err(self.cgroup_err());
+        self.phases.mark("cgroup");
+        id
     }
 
     fn admit(&mut self, cgroup_id: u64) -> Result<()> {
@@ -201,6 +217,7 @@ impl StartSteps for RealStart<'_> {
         self.host
             .enforcement()
             .admit(self.spec, (self.cgroup.v2_path(), cgroup_id), ip)?;
+        self.phases.mark("admit");
         Ok(())
     }
 
@@ -214,29 +231,41 @@ impl StartSteps for RealStart<'_> {
             host_leaf_procs: self.cgroup.host_leaf_procs(),
             init: INIT.iter().map(|s| (*s).to_owned()).collect(),
         };
-        let launched = std::time::Instant::now();
         let init = run_launcher(&self.host.exe, &self.spec.name, &plan)?;
-        tracing::debug!(init_pid = init.pid, took = ?launched.elapsed(), "launched and held");
+        self.phases.mark("launch");
         Ok(init)
+    }
+
+    fn built(&mut self, init: &mut HeldInit) -> Result<()> {
+        if let Some(building) = init.building.take() {
+            building.built().map_err(|e| LifecycleError::Launch {
+                name: self.name(),
+                why: e.to_string(),
+            })?;
+        }
+        self.phases.mark("root_built");
+        Ok(())
     }
 
     fn network(&mut self, pid: u32) -> Result<()> {
         let Some(ip) = self.spec.ip else {
             return Ok(());
         };
-        let started = std::time::Instant::now();
+        let name = self.name();
+        let net_err = |source| LifecycleError::Net { name, source };
         crate::net::ensure_bridge(&self.host.net)
-            .and_then(|()| crate::net::attach_vps(&self.host.net, self.spec.id, ip, pid))
-            .map_err(|source| LifecycleError::Net {
-                name: self.name(),
-                source,
-            })?;
+            .and_then(|()| {
+                self.phases.mark("bridge");
+                crate::net::attach_vps(&self.host.net, self.spec.id, ip, pid)
+            })
+            .map_err(net_err)?;
+        self.phases.mark("veth");
         // Before its init runs: every frame it sends is checked from here.
         let cgroup_id = self.cgroup.id().map_err(self.cgroup_err())?;
         self.host
             .enforcement()
             .attach_veth(self.spec, cgroup_id, &self.host.net)?;
-        tracing::debug!(took = ?started.elapsed(), "network attached");
+        self.phases.mark("veth_guard");
         Ok(())
     }
 
@@ -253,6 +282,7 @@ impl StartSteps for RealStart<'_> {
         self.host
             .enforcement()
             .apply(self.spec, cgroup_id, Stage::Built, Some(root))?;
+        self.phases.mark("enforce");
         Ok(())
     }
 
@@ -268,6 +298,7 @@ impl StartSteps for RealStart<'_> {
                 why,
             });
         }
+        self.phases.mark("exec_init");
         let runtime = Runtime {
             init_pid: init.pid,
             init_start: process_start_time(init.pid)
@@ -278,6 +309,7 @@ impl StartSteps for RealStart<'_> {
         self.host
             .store
             .set_runtime(&self.spec.name, Some(&runtime))?;
+        self.phases.mark("record");
         Ok(runtime)
     }
 
@@ -293,11 +325,15 @@ impl StartSteps for RealStart<'_> {
 /// Run the launcher: it builds the VPS and leaves PID 1 held on one end of
 /// a socket pair whose other end comes back here.
 fn run_launcher(exe: &Path, name: &Name, plan: &LaunchPlan) -> Result<HeldInit> {
-    let (pid, go) = helper::launch(exe, plan).map_err(|e| LifecycleError::Launch {
+    let (building, go) = helper::launch(exe, plan).map_err(|e| LifecycleError::Launch {
         name: name.to_string(),
         why: e.to_string(),
     })?;
-    Ok(HeldInit { pid, go })
+    Ok(HeldInit {
+        pid: building.pid,
+        building: Some(building),
+        go,
+    })
 }
 
 #[cfg(test)]
@@ -335,11 +371,19 @@ mod tests {
         fn launch(&mut self) -> Result<HeldInit> {
             self.step("launch")?;
             let (_, go) = nix::unistd::pipe().expect("pipe");
-            Ok(HeldInit { pid: 42, go })
+            Ok(HeldInit {
+                pid: 42,
+                building: None,
+                go,
+            })
         }
         fn network(&mut self, pid: u32) -> Result<()> {
             assert_eq!(pid, 42);
             self.step("network")
+        }
+        fn built(&mut self, init: &mut HeldInit) -> Result<()> {
+            assert_eq!(init.pid, 42);
+            self.step("built")
         }
         fn enforce(&mut self, _: u64, _: u32) -> Result<()> {
             self.step("enforce")
@@ -376,7 +420,9 @@ mod tests {
         assert!(ok);
         assert_eq!(
             steps,
-            ["cgroup", "admit", "launch", "network", "enforce", "release"]
+            [
+                "cgroup", "admit", "launch", "network", "built", "enforce", "release"
+            ]
         );
     }
 
@@ -387,7 +433,7 @@ mod tests {
         assert_eq!(
             steps,
             [
-                "cgroup", "admit", "launch", "network", "enforce", "kill 42", "cleanup"
+                "cgroup", "admit", "launch", "network", "built", "enforce", "kill 42", "cleanup"
             ]
         );
     }
@@ -396,6 +442,13 @@ mod tests {
     fn a_failed_network_kills_init_then_cleans_up() {
         let (_, steps) = run("network");
         assert_eq!(steps[3..], ["network", "kill 42", "cleanup"]);
+    }
+
+    #[test]
+    fn a_root_that_cannot_be_built_kills_init_before_the_policy_is_applied() {
+        let (ok, steps) = run("built");
+        assert!(!ok);
+        assert_eq!(steps[3..], ["network", "built", "kill 42", "cleanup"]);
     }
 
     #[test]
@@ -415,7 +468,7 @@ mod tests {
     fn an_init_that_exits_at_once_is_killed_and_cleaned_up() {
         let (ok, steps) = run("release");
         assert!(!ok);
-        assert_eq!(steps[5..], ["release", "kill 42", "cleanup"]);
+        assert_eq!(steps[6..], ["release", "kill 42", "cleanup"]);
     }
 
     #[test]

@@ -108,7 +108,7 @@ pub(super) fn density(vzhost: &Path, plan: &Plan, report: &mut Report) -> anyhow
         let lxc_host = Host::start(vzhost, "bench-lxc", true)?;
         lxc_host.quiet(&["create", "tpl"])?;
         let rootfs = template_dir(&lxc_host)?;
-        let conf = lxc_config(&lxc_dir, &rootfs, 3_000_000, true)?;
+        let conf = lxc_config(&lxc_dir, &rootfs, 3_000_000, true, None)?;
         let mut lper = Vec::new();
         settle();
         let lbefore = mem_available_kib();

@@ -9,18 +9,40 @@ use anyhow::Context as _;
 
 use crate::host::Host;
 
+/// A container's network as a VPS has it: a veth on `bridge` with
+/// `address` (CIDR) and a default route via `gateway`.
+pub(super) struct Veth<'a> {
+    pub(super) bridge: &'a str,
+    pub(super) address: &'a str,
+    pub(super) gateway: &'a str,
+}
+
 /// An LXC container configuration over the busybox template: the same
-/// namespaces as a VPS (user, mount, PID, UTS, IPC, net, cgroup), an empty
-/// network namespace, proc and a read-only sys.
+/// namespaces as a VPS (user, mount, PID, UTS, IPC, net, cgroup), proc
+/// and a read-only sys, and either an empty network namespace or `veth`.
 pub(super) fn lxc_config(
     dir: &Path,
     rootfs: &Path,
     uid_base: u32,
     init: bool,
+    veth: Option<&Veth>,
 ) -> anyhow::Result<PathBuf> {
-    let path = dir.join(if init { "init.conf" } else { "exec.conf" });
+    let path = dir.join(format!(
+        "{}{}.conf",
+        if init { "init" } else { "exec" },
+        if veth.is_some() { "-veth" } else { "" }
+    ));
+    let net = match veth {
+        None => "lxc.net.0.type = empty\n".to_owned(),
+        Some(v) => format!(
+            "lxc.net.0.type = veth\nlxc.net.0.link = {}\nlxc.net.0.flags = up\n\
+             lxc.net.0.name = eth0\nlxc.net.0.ipv4.address = {}\n\
+             lxc.net.0.ipv4.gateway = {}\n",
+            v.bridge, v.address, v.gateway
+        ),
+    };
     let mut text = format!(
-        "lxc.uts.name = bench\nlxc.rootfs.path = dir:{}\nlxc.net.0.type = empty\n\
+        "lxc.uts.name = bench\nlxc.rootfs.path = dir:{}\n{net}\
          lxc.idmap = u 0 {uid_base} 65536\nlxc.idmap = g 0 {uid_base} 65536\n\
          lxc.mount.auto = proc:mixed sys:ro cgroup:mixed\nlxc.autodev = 1\n\
          lxc.apparmor.profile = unconfined\nlxc.console.path = none\n",

@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// target/bench/ and bench/REPORT.md is left as it is.
     #[arg(long, value_enum)]
     pub only: Vec<Section>,
+    /// Another vzhost binary (e.g. a build of main) measured beside this
+    /// one in the start section, interleaved: before and after in one run.
+    #[arg(long)]
+    pub baseline: Option<std::path::PathBuf>,
 }
 
 /// The report's sections, by what they measure.
@@ -40,6 +44,8 @@ pub struct BenchArgs {
 pub enum Section {
     /// 1: start latency (with LXC); 2 and 4: density, scrape and list.
     Native,
+    /// 1 alone: start latency.
+    Start,
     /// 3: KSAL overhead and density in the VM.
     Vm,
     /// 5: policy reload.
@@ -151,10 +157,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut report = Report::default();
     let wanted = |section| args.only.is_empty() || args.only.contains(&section);
-    if wanted(Section::Native) {
+    let native = wanted(Section::Native);
+    if native || args.only.contains(&Section::Start) {
         let pivots = lxc::lxc_pivots();
-        let measured = start::start_latency(&vzhost, &plan, &mut report)
-            .and_then(|()| density::density(&vzhost, &plan, &mut report));
+        let baseline = args
+            .baseline
+            .as_deref()
+            .map(std::path::absolute)
+            .transpose()?;
+        let measured = start::start_latency(&vzhost, baseline.as_deref(), &plan, &mut report)
+            .and_then(|()| {
+                if native {
+                    density::density(&vzhost, &plan, &mut report)
+                } else {
+                    Ok(())
+                }
+            });
         // LXC leaves a pivot cgroup in every hierarchy it moved through.
         lxc::remove_lxc_pivots(&pivots);
         measured?;

@@ -2,8 +2,8 @@
 //! run, in place of the command line interface.
 use std::{
     ffi::OsStr,
-    io::{self, Read as _},
-    os::fd::{AsFd, FromRawFd as _, OwnedFd},
+    io,
+    os::fd::{AsFd, AsRawFd as _, FromRawFd as _, OwnedFd},
     process::ExitCode,
 };
 
@@ -19,7 +19,8 @@ pub fn main_if_helper() -> Option<ExitCode> {
     let mut args = std::env::args_os().skip(1);
     let which = args.next()?;
     if which == OsStr::new(LAUNCH) {
-        Some(launch_main())
+        let plan = args.next().unwrap_or_default();
+        Some(launch_main(&plan.to_string_lossy()))
     } else if which == OsStr::new(ATTACH) {
         let plan = args.next().unwrap_or_default();
         Some(attach_main(&plan.to_string_lossy()))
@@ -28,18 +29,18 @@ pub fn main_if_helper() -> Option<ExitCode> {
     }
 }
 
-fn launch_main() -> ExitCode {
-    let mut plan = String::new();
-    let result = io::stdin()
-        .read_to_string(&mut plan)
-        .map_err(|e| format!("cannot read the launch plan: {e}"))
-        .and_then(|_| {
-            serde_json::from_str(&plan).map_err(|e| format!("malformed launch plan: {e}"))
+fn launch_main(plan: &str) -> ExitCode {
+    let result = take_socket_from_stdin()
+        .and_then(|()| {
+            serde_json::from_str(plan).map_err(|e| format!("malformed launch plan: {e}"))
         })
-        .and_then(|plan| crate::ns::launch::launch(&plan).map_err(|e| e.to_string()));
+        .and_then(|plan| {
+            // Stdout is line-buffered: the daemon has the pid at once.
+            crate::ns::launch::launch(&plan, |pid| println!("{pid}")).map_err(|e| e.to_string())
+        });
     match result {
-        Ok(pid) => {
-            println!("{pid}");
+        Ok(phases) => {
+            println!("{phases}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -47,6 +48,30 @@ fn launch_main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The launcher is spawned without a pre_exec (so without a fork of the
+/// daemon): it makes its own session, and takes the daemon's socket from
+/// its stdin to [`SOCKET_FD`], leaving /dev/null as stdin.
+fn take_socket_from_stdin() -> Result<(), String> {
+    let is_socket = nix::sys::stat::fstat(io::stdin())
+        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK);
+    if !is_socket {
+        return Err(format!("{LAUNCH} is started by the daemon only"));
+    }
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    let taken = |what: &str| format!("{what}: {}", io::Error::last_os_error());
+    // SAFETY: dup2 onto SOCKET_FD, which nothing in this fresh process
+    // holds (the lowest free descriptor until now: /dev/null opens after).
+    if unsafe { libc::dup2(libc::STDIN_FILENO, SOCKET_FD) } < 0 {
+        return Err(taken("take the socket"));
+    }
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    // SAFETY: dup2 onto stdin, whose socket is now at SOCKET_FD.
+    if unsafe { libc::dup2(null.as_raw_fd(), libc::STDIN_FILENO) } < 0 {
+        return Err(taken("make /dev/null stdin"));
+    }
+    Ok(())
 }
 
 fn attach_main(plan: &str) -> ExitCode {

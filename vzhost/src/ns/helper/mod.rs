@@ -4,8 +4,11 @@
 //!
 //! Each gets a socket from the daemon at fd [`SOCKET_FD`]:
 //!
-//! - `vzhost __launch` reads a [`LaunchPlan`] (JSON) on stdin, builds the
-//!   VPS's PID 1 and prints its host pid on stdout; PID 1 keeps the socket
+//! - `vzhost __launch PLAN`, PLAN a [`LaunchPlan`] (JSON), gets its socket
+//!   on stdin (it moves it to [`SOCKET_FD`] itself), builds the
+//!   VPS's PID 1 and prints its host pid on stdout as soon as PID 1
+//!   exists, then, once PID 1 has built its root, how long each of its
+//!   phases took, on a line of its own; PID 1 keeps the socket
 //!   and waits on it for the go (see [`super::launch`]).
 //! - `vzhost __attach PLAN`, PLAN an [`AttachPlan`] (JSON), joins a running
 //!   VPS and reports on its SOCK_SEQPACKET socket: `ready` (with the pty
@@ -25,7 +28,7 @@ mod report;
 
 pub use entry::main_if_helper;
 use std::{
-    io::{self, Write as _},
+    io,
     os::{
         fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd, RawFd},
         unix::process::{CommandExt as _, ExitStatusExt as _},
@@ -152,32 +155,87 @@ fn status_code(status: ExitStatus) -> i32 {
 }
 
 /// Build the VPS that `plan` describes; returns the host pid of its PID 1
-/// and the daemon's end of the go socket PID 1 waits on.
-pub fn launch(exe: &Path, plan: &LaunchPlan) -> Result<(u32, OwnedFd), HelperError> {
+/// as soon as it exists (the launcher goes on building its root: see
+/// [`Launching::built`]) and the daemon's end of the go socket PID 1 waits
+/// on.
+pub fn launch(exe: &Path, plan: &LaunchPlan) -> Result<(Launching, OwnedFd), HelperError> {
     let (go, theirs) = socket_pair(LAUNCH, SockType::Stream)?;
-    let mut cmd = command(exe, LAUNCH);
-    cmd.stdin(Stdio::piped())
+    // No pre_exec here: std then spawns with posix_spawn (vfork-like)
+    // instead of forking the whole daemon. The launcher makes its own
+    // session and moves the socket from its stdin to SOCKET_FD.
+    let mut child = Command::new(exe)
+        .arg(LAUNCH)
+        .arg(serde_json::to_string(plan).expect("plan serializes"))
+        .stdin(Stdio::from(theirs))
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = spawn(cmd, exe, LAUNCH, theirs)?;
-    let json = serde_json::to_vec(plan).expect("plan serializes");
-    if let Some(mut stdin) = child.stdin.take() {
-        // A launcher that died early is reported by its status below.
-        let _ = stdin.write_all(&json);
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| HelperError::Spawn {
+            which: LAUNCH,
+            exe: exe.display().to_string(),
+            source,
+        })?;
+    let mut out = io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    let read = io::BufRead::read_line(&mut out, &mut line);
+    let mut launching = Launching {
+        child: Some(child),
+        out,
+        pid: 0,
+    };
+    match (read, line.trim().parse()) {
+        (Ok(_), Ok(pid)) => {
+            launching.pid = pid;
+            Ok((launching, go))
+        }
+        _ => Err(launching
+            .finish()
+            .err()
+            .unwrap_or_else(|| HelperError::Launch("the launcher reported no init pid".into()))),
     }
-    // PID 1 hands its stdio over to the console before it waits, so these
-    // pipes close when the launcher exits.
-    let out = child.wait_with_output().map_err(io_err(LAUNCH))?;
-    if !out.status.success() {
-        return Err(HelperError::Launch(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ));
+}
+
+/// A launcher whose PID 1 exists and is building its root.
+pub struct Launching {
+    /// Until it is waited for.
+    child: Option<Child>,
+    out: io::BufReader<std::process::ChildStdout>,
+    /// The host pid of the VPS's PID 1.
+    pub pid: u32,
+}
+
+impl Launching {
+    /// Wait until PID 1 has built its root and the launcher is gone.
+    pub fn built(mut self) -> Result<(), HelperError> {
+        self.finish()
     }
-    let pid = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| HelperError::Launch("the launcher reported no init pid".into()))?;
-    Ok((pid, go))
+
+    /// Wait for the launcher: its phases (logged), or why it failed.
+    fn finish(&mut self) -> Result<(), HelperError> {
+        let Some(child) = self.child.take() else {
+            return Ok(());
+        };
+        let mut rest = String::new();
+        let _ = io::Read::read_to_string(&mut self.out, &mut rest);
+        // PID 1 hands its stdio over to the console before it waits, so
+        // these pipes close when the launcher exits.
+        let out = child.wait_with_output().map_err(io_err(LAUNCH))?;
+        if !out.status.success() {
+            return Err(HelperError::Launch(
+                String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            ));
+        }
+        tracing::debug!("launcher phases: {}", rest.trim());
+        Ok(())
+    }
+}
+
+/// A launcher given up on (its PID 1 is killed) is still waited for: no
+/// zombie stays behind.
+impl Drop for Launching {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
 }
 
 /// A command running inside a VPS, seen from the daemon.
@@ -203,6 +261,7 @@ impl Attached {
 /// stdout and stderr. Returns once the helper has joined the VPS (and
 /// allocated the pty there, if asked), or with what it reported instead.
 pub fn attach(exe: &Path, plan: &AttachPlan, stdio: [Stdio; 3]) -> Result<Attached, HelperError> {
+    super::prime_cgroup_migration();
     let (ours, theirs) = socket_pair(ATTACH, SockType::SeqPacket)?;
     let mut cmd = command(exe, ATTACH);
     let [stdin, stdout, stderr] = stdio;
