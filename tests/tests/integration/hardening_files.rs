@@ -315,7 +315,7 @@ fn an_unprivileged_host_user_reaches_no_template_and_no_layer() -> anyhow::Resul
 /// VPS's lower layer.
 #[test]
 fn a_template_name_is_never_a_path() -> anyhow::Result<()> {
-    let d = Daemon::start("hf-tplname")?;
+    let mut d = Daemon::start("hf-tplname")?;
     let host = d.state.path().join("host-root");
     fs::create_dir_all(host.join("sbin"))?;
     fs::write(host.join("sbin/init"), "#!/bin/sh\n")?;
@@ -337,13 +337,18 @@ fn a_template_name_is_never_a_path() -> anyhow::Result<()> {
         "nothing created"
     );
     assert!(!d.cgroup.path.join("x").exists());
-    // A spec edited on disk to name a path does not start.
+    // A spec edited on disk to name a path does not start. The daemon reads
+    // the specs when it starts (it alone writes them afterwards): one that
+    // does not pass is left out, with the reason in its log.
     d.ok(&["create", "y"]);
     let config = d.root().join("vps/y/config.json");
     let text = fs::read_to_string(&config)?.replace("\"busybox\"", "\"../../host-root\"");
     fs::write(&config, text)?;
+    d.kill9();
+    d.spawn()?;
     let err = d.fails(&["start", "y"]);
-    assert!(err.contains("invalid template"), "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(d.log().contains("invalid template"), "{}", d.log());
     assert!(!d.cgroup.path.join("y").exists(), "nothing of y ran");
     assert_eq!(Snapshot::of(&[&host, &host.join("sbin/init")]), before);
     Ok(())

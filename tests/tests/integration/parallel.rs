@@ -39,6 +39,24 @@ fn start_at_once(d: &Daemon, vpss: &[String]) -> Vec<Output> {
     all_at_once(d, &starts)
 }
 
+/// The first creates on a new daemon, run at once, each build the built-in
+/// template: all of them succeed.
+#[test]
+fn the_first_creates_at_once_all_succeed() -> anyhow::Result<()> {
+    let d = Daemon::start("par-create")?;
+    let vpss = names(8);
+    let creates: Vec<Vec<String>> = vpss
+        .iter()
+        .map(|v| vec!["create".into(), v.clone()])
+        .collect();
+    let outs = all_at_once(&d, &creates);
+    for (v, out) in vpss.iter().zip(&outs) {
+        assert!(out.status.success(), "create {v}: {out:?}");
+    }
+    assert_eq!(d.list().len(), 8);
+    Ok(())
+}
+
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("p{i}")).collect()
 }

@@ -152,7 +152,12 @@ impl Templates {
             return Ok(path);
         }
         if name.as_str() == BUILTIN_BUSYBOX {
-            self.install(name, build_busybox)?;
+            // Creates run side by side, and each may build it: the first to
+            // rename its build into place wins, the others use that one.
+            match self.install(name, build_busybox) {
+                Err(_) if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {}
+                done => done?,
+            }
             return Ok(path);
         }
         Err(TemplateError::Unknown(name.to_string()))
