@@ -310,6 +310,8 @@ pub struct VethEntry {
     /// The MAC address of its eth0.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Its IPv6 address (all zero: none).
+    pub ipv6: [u8; 16],
 }
 
 /// The value of an egress entry that lets through what a less specific
@@ -414,7 +416,7 @@ mod tests {
         assert_eq!(size_of::<KernelLayout>(), 40);
         assert_eq!(size_of::<Config>(), 48);
         assert_eq!(size_of::<VpsEntry>(), 32);
-        assert_eq!(size_of::<VethEntry>(), 24);
+        assert_eq!(size_of::<VethEntry>(), 40);
         assert_eq!(size_of::<MountKey>(), 4 + FSTYPE_LEN);
         assert_eq!(size_of::<DeviceKey>(), 16);
         assert_eq!(size_of::<SysctlKey>(), 4 + SYSCTL_NAME_LEN);

@@ -268,6 +268,7 @@ impl Enforcement {
             ipv4_be: u32::from_ne_bytes(ip.addr.octets()),
             mac: crate::net::vps_mac(spec.id),
             _pad: [0; 2],
+            ipv6: spec.ip6.map_or([0; 16], |ip| ip.octets()),
         };
         ksal.attach_veth(&net.host_veth(spec.id), ifindex, entry)
             .map_err(ksal_err)
@@ -389,6 +390,7 @@ mod tests {
             id: 1,
             disk: None,
             ip: None,
+            ip6: None,
             policy: policy.map(str::to_owned),
         }
     }

@@ -226,7 +226,9 @@ impl StartSteps for RealStart<'_> {
         };
         let started = std::time::Instant::now();
         crate::net::ensure_bridge(&self.host.net)
-            .and_then(|()| crate::net::attach_vps(&self.host.net, self.spec.id, ip, pid))
+            .and_then(|()| {
+                crate::net::attach_vps(&self.host.net, self.spec.id, ip, self.spec.ip6, pid)
+            })
             .map_err(|source| LifecycleError::Net {
                 name: self.name(),
                 source,
