@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use vzhost_tests::{Daemon, run_in_netns, stderr};
 
-use crate::network::net_of;
+use crate::network::{in_vps_netns, net_of};
 
 fn ip6_of(d: &Daemon, vps: &str) -> String {
     d.status(vps).expect("listed")["ip6"]
@@ -68,6 +68,13 @@ fn vpss_reach_each_other_and_the_gateway_over_ipv6() -> anyhow::Result<()> {
         "{}",
         stderr(&host)
     );
+    // Without NAT, IPv6 from the prefix stays on the host, as IPv4 does.
+    let rules = String::from_utf8_lossy(&d.host_run(&["ip", "-6", "rule"])?.stdout).into_owned();
+    let net = prefix.split('/').next().unwrap_or_default().to_owned();
+    assert!(
+        rules.contains(&format!("from {net}")) && rules.contains("unreachable"),
+        "{rules}"
+    );
     // Nothing of it counted as forged.
     assert_eq!(net_of(&d, "a")["spoofed_dropped"].as_u64(), Some(0));
     assert_eq!(net_of(&d, "b")["spoofed_dropped"].as_u64(), Some(0));
@@ -124,6 +131,51 @@ fn stopped_and_destroyed_vpss_leave_no_ipv6_route() -> anyhow::Result<()> {
     d.ok(&["destroy", "b"]);
     let left = routes();
     assert!(!left.contains(&a) && !left.contains(&b), "{left}");
+    Ok(())
+}
+}
+
+/// bind(2) of a new IPv6 stream socket to `addr`:`port`: Ok when the
+/// result is `want` (0: success, else that errno).
+fn bind6(addr: &str, port: u16, want: i32) -> std::io::Result<()> {
+    let ip: std::net::Ipv6Addr = addr.parse().expect("IPv6 literal");
+    // SAFETY: socket calls on a zeroed, filled sockaddr_in6 that outlives them.
+    let got = unsafe {
+        let sock = libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0);
+        let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+        sa.sin6_family = libc::AF_INET6 as u16;
+        sa.sin6_port = port.to_be();
+        sa.sin6_addr.s6_addr = ip.octets();
+        let r = libc::bind(
+            sock,
+            std::ptr::from_ref(&sa).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        );
+        let errno = if r == 0 { 0 } else { *libc::__errno_location() };
+        libc::close(sock);
+        errno
+    };
+    if got == want {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "bind {addr}: errno {got}, wanted {want}"
+        )))
+    }
+}
+
+vzhost_tests::net_test! {
+fn a_vps_binds_its_own_ipv6_address_and_no_other() -> anyhow::Result<()> {
+    let d = Daemon::start("bind6")?;
+    let (a, b, _) = two_v6(&d);
+    assert!(
+        in_vps_netns(&d, "a", move || bind6(&a, 7400, 0)).success(),
+        "a binds its own IPv6 address"
+    );
+    assert!(
+        in_vps_netns(&d, "a", move || bind6(&b, 7401, libc::EPERM)).success(),
+        "a cannot bind b's"
+    );
     Ok(())
 }
 }

@@ -186,7 +186,7 @@ impl Enforcement {
     ) -> Result<bool> {
         let ksal_err = ksal_error(&spec.name);
         self.ksal(&spec.name)?
-            .attach_guards(cgroup.0, cgroup.1, spec.id, ipv4)
+            .attach_guards(cgroup.0, cgroup.1, spec.id, (ipv4, spec.ip6))
             .map_err(ksal_err)?;
         self.apply(spec, cgroup.1, Stage::Building, None)
     }
@@ -300,8 +300,13 @@ impl Enforcement {
         net: &crate::net::NetConfig,
     ) -> Result<bool> {
         if let Some(ksal) = &mut self.ksal {
-            ksal.attach_guards(cgroup.0, cgroup.1, spec.id, spec.ip.map(|ip| ip.addr))
-                .map_err(ksal_error(&spec.name))?;
+            ksal.attach_guards(
+                cgroup.0,
+                cgroup.1,
+                spec.id,
+                (spec.ip.map(|ip| ip.addr), spec.ip6),
+            )
+            .map_err(ksal_error(&spec.name))?;
         }
         let degraded = self.apply(spec, cgroup.1, Stage::Built, root)?;
         self.attach_veth(spec, cgroup.1, net)?;
