@@ -295,6 +295,9 @@ pub struct VpsNet {
     pub vps_id: u32,
     /// Its IPv4 address, network byte order (as in packets and sockaddrs).
     pub ipv4_be: u32,
+    /// Its IPv6 address as four words in network byte order (as in
+    /// sockaddrs); all zero: none.
+    pub ipv6_be: [u32; 4],
 }
 
 /// Value of `KSAL_VETH`, keyed by the ifindex of a VPS's host-side veth:
@@ -310,6 +313,8 @@ pub struct VethEntry {
     /// The MAC address of its eth0.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// Its IPv6 address (all zero: none).
+    pub ipv6: [u8; 16],
 }
 
 /// The value of an egress entry that lets through what a less specific
@@ -414,14 +419,14 @@ mod tests {
         assert_eq!(size_of::<KernelLayout>(), 40);
         assert_eq!(size_of::<Config>(), 48);
         assert_eq!(size_of::<VpsEntry>(), 32);
-        assert_eq!(size_of::<VethEntry>(), 24);
+        assert_eq!(size_of::<VethEntry>(), 40);
         assert_eq!(size_of::<MountKey>(), 4 + FSTYPE_LEN);
         assert_eq!(size_of::<DeviceKey>(), 16);
         assert_eq!(size_of::<SysctlKey>(), 4 + SYSCTL_NAME_LEN);
         assert_eq!(size_of::<FileRuleKey>(), 16);
         assert_eq!(size_of::<FileRule>(), 8);
         assert_eq!(size_of::<Event>(), 24 + 24 + COMM_LEN);
-        assert_eq!(size_of::<VpsNet>(), 8);
+        assert_eq!(size_of::<VpsNet>(), 24);
         assert_eq!(size_of::<NetCounters>(), 40);
         assert_eq!(size_of::<EgressKey>(), 12);
         assert_eq!(size_of::<EventRate>(), 16);

@@ -211,7 +211,8 @@ pub fn ksal_sendmsg6(ctx: SockAddrContext) -> i32 {
     v4_mapped(&ip6(&ctx)).map_or(ALLOW, |ip| egress_allowed(&ctx, ip, Hook::Sendmsg))
 }
 
-/// IPv6 binds: the wildcard, loopback, or the VPS's own address mapped.
+/// IPv6 binds: the wildcard, loopback, the VPS's own IPv6 address, or its
+/// own IPv4 address mapped.
 #[cgroup_sock_addr(bind6)]
 pub fn ksal_bind6(ctx: SockAddrContext) -> i32 {
     let Some(vps) = vps_of_task() else {
@@ -222,7 +223,8 @@ pub fn ksal_bind6(ctx: SockAddrContext) -> i32 {
     let loopback = a == [0, 0, 0, 1u32.to_be()];
     let own = v4_mapped(&a)
         .is_some_and(|ip| ip == vps.ipv4_be || ip == 0 || ip & 0xff == LOOPBACK_NET_LE);
-    if wildcard || loopback || own {
+    let own6 = a == vps.ipv6_be && a != [0; 4];
+    if wildcard || loopback || own || own6 {
         ALLOW
     } else {
         DENY

@@ -2,8 +2,10 @@
 //! the frames the VPS sends). The cgroup hooks see sockets; this sees
 //! every frame whatever made it: any socket family, packets the VPS
 //! forwards or rewrote with its own NAT, replies its kernel generates.
-//! A frame passes only with the VPS's own MAC and, for ARP and IPv4, its
-//! own address, and IPv4 only to destinations its egress rules allow.
+//! A frame passes only with the VPS's own MAC and, for ARP, IPv4 and
+//! IPv6, its own address (IPv6 also its link-local one, and the
+//! unspecified one for neighbour discovery and MLD), and IPv4 only to
+//! destinations its egress rules allow.
 use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     macros::classifier,
@@ -24,6 +26,8 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMPV6: u8 = 58;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 const ICMP_ECHO: u8 = 8;
@@ -36,9 +40,6 @@ enum Verdict {
     /// IPv4 to a destination an egress rule denies (rule id, object as
     /// the connect hook reports it: address << 16 | port).
     Denied(u32, u64),
-    /// IPv6, which no VPS has an address of: its kernel's own neighbour
-    /// discovery and router solicitations are dropped without a word.
-    Quiet,
 }
 
 #[classifier]
@@ -62,7 +63,6 @@ pub fn ksal_veth_egress(ctx: TcContext) -> i32 {
     };
     match verdict(&ctx, veth) {
         Verdict::Pass => TC_ACT_OK,
-        Verdict::Quiet => TC_ACT_SHOT,
         Verdict::Spoofed(object) => {
             count(&ctx, veth.vps_id, |c| c.spoofed_dropped += 1);
             subject.mode = mode::ENFORCE;
@@ -100,7 +100,7 @@ fn verdict(ctx: &TcContext, veth: &VethEntry) -> Verdict {
     match u16::from_be(proto) {
         ETH_P_IP => ipv4(ctx, veth),
         ETH_P_ARP => arp(ctx, veth),
-        ETH_P_IPV6 => Verdict::Quiet,
+        ETH_P_IPV6 => ipv6(ctx, veth),
         other => Verdict::Spoofed(u64::from(other)),
     }
 }
@@ -136,6 +136,39 @@ fn arp(ctx: &TcContext, veth: &VethEntry) -> Verdict {
         return Verdict::Spoofed(u64::from(spa) << 16);
     }
     Verdict::Pass
+}
+
+/// IPv6 from the VPS's own address, its link-local one (fe80::/64 with
+/// the EUI-64 of its MAC), or (neighbour discovery and MLD only) the
+/// unspecified one.
+fn ipv6(ctx: &TcContext, veth: &VethEntry) -> Verdict {
+    let at = ETH_HLEN;
+    // Compared as two words in packet byte order (no memcmp in BPF).
+    let (Ok(next), Ok(hi), Ok(lo)) = (
+        ctx.load::<u8>(at + 6),
+        ctx.load::<u64>(at + 8),
+        ctx.load::<u64>(at + 16),
+    ) else {
+        return Verdict::Spoofed(u64::from(ETH_P_IPV6));
+    };
+    let (own_hi, own_lo) = halves(&veth.ipv6);
+    let own = hi == own_hi && lo == own_lo && (own_hi | own_lo) != 0;
+    let m = veth.mac;
+    let eui64 = u64::from_ne_bytes([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+    let link_local = hi == u64::from_ne_bytes([0xfe, 0x80, 0, 0, 0, 0, 0, 0]) && lo == eui64;
+    let unspecified = hi | lo == 0 && (next == IPPROTO_ICMPV6 || next == IPPROTO_HOPOPTS);
+    if own || link_local || unspecified {
+        Verdict::Pass
+    } else {
+        Verdict::Spoofed(u64::from_be(lo))
+    }
+}
+
+fn halves(ip: &[u8; 16]) -> (u64, u64) {
+    let (mut hi, mut lo) = ([0u8; 8], [0u8; 8]);
+    hi.copy_from_slice(&ip[..8]);
+    lo.copy_from_slice(&ip[8..]);
+    (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo))
 }
 
 fn ipv4(ctx: &TcContext, veth: &VethEntry) -> Verdict {

@@ -446,13 +446,15 @@ impl Daemon {
     }
 
     /// Start `argv` in the background on "the host" (the daemon's network
-    /// namespace); the caller kills it.
+    /// namespace); the caller kills it. Its stdin is a pipe held open by
+    /// the returned child: a server given an empty stdin (nc) would close
+    /// its sending half at once, racing the client's first write.
     pub fn host_spawn(&self, argv: &[&str], log: &Path) -> anyhow::Result<std::process::Child> {
         let ns_fd = self.netns.as_ref().context("no daemon netns")?.as_raw_fd();
         let log = fs::File::create(log)?;
         let mut cmd = Command::new(argv[0]);
         cmd.args(&argv[1..])
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(log.try_clone()?)
             .stderr(log);
         // SAFETY: only setns(2) between fork and exec.

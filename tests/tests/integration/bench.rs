@@ -116,7 +116,7 @@ fn ksal_overhead() -> anyhow::Result<()> {
         };
         ksal.register_entry(vps.id, entry)?;
         ksal.deny_file(9, &other, access::ANY, 100)?;
-        ksal.attach_guards(&vps.path, vps.id, 9, None)?;
+        ksal.attach_guards(&vps.path, vps.id, 9, (None, None))?;
         ksal.deny_egress(9, std::net::Ipv4Addr::new(192, 0, 2, 0), 24, 0, 101)?;
         open_ksal.push(ns_per_op(&vps, ops, open_close));
         conn_ksal.push(ns_per_op(&vps, ops / 10, connect_close));

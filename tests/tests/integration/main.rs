@@ -26,6 +26,7 @@ mod network;
 mod network_guards;
 mod network_host;
 mod network_routed;
+mod network_v6;
 mod parallel;
 mod partitions;
 mod pinning;

@@ -85,6 +85,11 @@ pub enum Command {
         /// VPS subnet; its first address is the gateway on --bridge.
         #[arg(long, default_value = vzhost::net::DEFAULT_SUBNET)]
         subnet: String,
+        /// VPS IPv6 prefix (/48 to /120); its ::1 is the gateway. Default:
+        /// the one in the state directory, else a ULA /64 chosen at random
+        /// (RFC 4193) and kept there.
+        #[arg(long, value_name = "PREFIX")]
+        subnet6: Option<String>,
         /// Masquerade VPS traffic that leaves the host (off by default:
         /// traffic stays on the host).
         #[arg(long)]
@@ -194,6 +199,10 @@ pub struct CreateArgs {
     /// Its address, ADDRESS or ADDRESS/PREFIX (default: the next free one).
     #[arg(long)]
     pub ip: Option<String>,
+    /// Its IPv6 address, inside the daemon's --subnet6 (default: the next
+    /// free one).
+    #[arg(long)]
+    pub ip6: Option<String>,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Seconds between SIGTERM and SIGKILL when stopping.

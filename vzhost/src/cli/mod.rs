@@ -90,6 +90,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             network,
             bridge,
             subnet,
+            subnet6,
             nat,
             policies,
             pins,
@@ -108,6 +109,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 socket: cli.socket.clone(),
                 net: vzhost::net::NetConfig::new(bridge, subnet)?,
                 network: *network,
+                subnet6: subnet6
+                    .as_deref()
+                    .map(|p| vzhost::net::Prefix6::parse("--subnet6", p))
+                    .transpose()?,
                 nat: *nat,
                 metrics,
                 policies: policies.clone(),

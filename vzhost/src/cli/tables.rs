@@ -9,20 +9,21 @@ use vzhost::{
     rootfs::TemplateInfo,
 };
 
-/// NAME STATUS IP HOSTNAME NPROC, as vzlist prints them.
+/// NAME STATUS IP HOSTNAME NPROC, as vzlist prints them, then IP6.
 pub fn vps(rows: &[VpsStatus]) -> String {
     let mut out = format!(
-        "{:<24} {:<8} {:<18} {:<24} {}\n",
-        "NAME", "STATUS", "IP", "HOSTNAME", "NPROC"
+        "{:<24} {:<8} {:<18} {:<24} {:<5} {}\n",
+        "NAME", "STATUS", "IP", "HOSTNAME", "NPROC", "IP6"
     );
     for row in rows {
         out += &format!(
-            "{:<24} {:<8} {:<18} {:<24} {}\n",
+            "{:<24} {:<8} {:<18} {:<24} {:<5} {}\n",
             row.name,
             row.status,
             row.ip.as_deref().unwrap_or("-"),
             row.hostname,
-            row.nproc
+            row.nproc,
+            row.ip6.as_deref().unwrap_or("-")
         );
     }
     out
@@ -204,6 +205,7 @@ mod tests {
             name: name.into(),
             status,
             ip: ip.map(str::to_owned),
+            ip6: ip.map(|_| "fd00::2".to_owned()),
             hostname: format!("{name}.example"),
             nproc: 3,
             template: "busybox".into(),
@@ -221,13 +223,23 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             columns(lines[0]),
-            ["NAME", "STATUS", "IP", "HOSTNAME", "NPROC"]
+            ["NAME", "STATUS", "IP", "HOSTNAME", "NPROC", "IP6"]
         );
         assert_eq!(
             columns(lines[1]),
-            ["web", "running", "10.213.0.2/16", "web.example", "3"]
+            [
+                "web",
+                "running",
+                "10.213.0.2/16",
+                "web.example",
+                "3",
+                "fd00::2"
+            ]
         );
-        assert_eq!(columns(lines[2]), ["db", "stopped", "-", "db.example", "3"]);
+        assert_eq!(
+            columns(lines[2]),
+            ["db", "stopped", "-", "db.example", "3", "-"]
+        );
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn create(client: &Client, out: Output, a: &CreateArgs) -> anyhow::Result<Ex
         labels,
         stop_timeout: a.stop_timeout,
         ip: a.ip.clone(),
+        ip6: a.ip6.clone(),
         policy: a.policy.clone(),
         idmap: a.uid_base.map(|base| IdMap {
             base,

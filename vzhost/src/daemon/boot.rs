@@ -36,7 +36,8 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         .net
         .clone()
         .tagged(&identity)
-        .with_mode(network_mode(&store, cfg.network)?);
+        .with_mode(network_mode(&store, cfg.network)?)
+        .with_subnet6(crate::net::resolve_prefix6(store.root(), cfg.subnet6)?);
     cgroups.prepare()?;
     let _ = crate::ksal::kernel_fs::ensure_mounted(crate::ksal::kernel_fs::BPFFS, "bpf");
     let (mut ksal, lsm_error) = match Ksal::load(cgroups.vps_level(), cfg.pins.as_deref()) {
@@ -73,7 +74,7 @@ pub fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     crate::net::ensure_bridge(&net)?;
     crate::net::set_nat(&net, cfg.nat)?;
     crate::net::fence(&net, !cfg.nat)?;
-    tracing::info!(mode = %net.mode, nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, "network ready");
+    tracing::info!(mode = %net.mode, nat = cfg.nat, bridge = %cfg.net.bridge, subnet = %cfg.net.subnet, subnet6 = ?net.subnet6, "network ready");
     // VPS inits, left behind by their launchers, become the daemon's
     // children: their wait status tells a reboot from a poweroff.
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {

@@ -66,6 +66,8 @@ pub enum DaemonError {
     Nat(#[from] crate::net::NatError),
     #[error("network mode: {0}")]
     Mode(#[from] crate::net::ModeError),
+    #[error("{0}")]
+    Prefix6(#[from] crate::net::Prefix6Error),
     #[error("cannot adopt the running VPSs: {0}")]
     Adopt(#[from] crate::vps::LifecycleError),
 }
@@ -77,6 +79,9 @@ pub struct DaemonConfig {
     /// The network mode asked for (None: keep the stored one, else the
     /// default).
     pub network: Option<crate::net::NetMode>,
+    /// The VPSs' IPv6 prefix asked for (None: the stored one, else a new
+    /// ULA /64).
+    pub subnet6: Option<crate::net::Prefix6>,
     /// Masquerade VPS traffic leaving by other interfaces (off by default).
     pub nat: bool,
     /// Where `/metrics` is served; None turns the endpoint off.

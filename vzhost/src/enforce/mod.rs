@@ -186,7 +186,7 @@ impl Enforcement {
     ) -> Result<bool> {
         let ksal_err = ksal_error(&spec.name);
         self.ksal(&spec.name)?
-            .attach_guards(cgroup.0, cgroup.1, spec.id, ipv4)
+            .attach_guards(cgroup.0, cgroup.1, spec.id, (ipv4, spec.ip6))
             .map_err(ksal_err)?;
         self.apply(spec, cgroup.1, Stage::Building, None)
     }
@@ -268,6 +268,7 @@ impl Enforcement {
             ipv4_be: u32::from_ne_bytes(ip.addr.octets()),
             mac: crate::net::vps_mac(spec.id),
             _pad: [0; 2],
+            ipv6: spec.ip6.map_or([0; 16], |ip| ip.octets()),
         };
         ksal.attach_veth(&net.host_veth(spec.id), ifindex, entry)
             .map_err(ksal_err)
@@ -299,8 +300,13 @@ impl Enforcement {
         net: &crate::net::NetConfig,
     ) -> Result<bool> {
         if let Some(ksal) = &mut self.ksal {
-            ksal.attach_guards(cgroup.0, cgroup.1, spec.id, spec.ip.map(|ip| ip.addr))
-                .map_err(ksal_error(&spec.name))?;
+            ksal.attach_guards(
+                cgroup.0,
+                cgroup.1,
+                spec.id,
+                (spec.ip.map(|ip| ip.addr), spec.ip6),
+            )
+            .map_err(ksal_error(&spec.name))?;
         }
         let degraded = self.apply(spec, cgroup.1, Stage::Built, root)?;
         self.attach_veth(spec, cgroup.1, net)?;
@@ -389,6 +395,7 @@ mod tests {
             id: 1,
             disk: None,
             ip: None,
+            ip6: None,
             policy: policy.map(str::to_owned),
         }
     }

@@ -131,12 +131,19 @@ impl Ksal {
         cgroup_dir: &Path,
         cgroup_id: u64,
         vps_id: u32,
-        ipv4: Option<std::net::Ipv4Addr>,
+        (ipv4, ipv6): (Option<std::net::Ipv4Addr>, Option<std::net::Ipv6Addr>),
     ) -> Result<()> {
         let dir = open_dir(cgroup_dir)?;
+        let mut ipv6_be = [0u32; 4];
+        if let Some(ip) = ipv6 {
+            for (word, bytes) in ipv6_be.iter_mut().zip(ip.octets().chunks_exact(4)) {
+                *word = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            }
+        }
         let net = VpsNet {
             vps_id,
             ipv4_be: ipv4.map_or(0, |ip| u32::from_ne_bytes(ip.octets())),
+            ipv6_be,
         };
         self.typed_map(map_names::VPS_NET)?
             .insert(cgroup_id, net, 0)

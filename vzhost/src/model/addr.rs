@@ -13,9 +13,12 @@ pub enum AddrError {
         why: String,
     },
     #[error("address {addr} is already used by VPS {owner}")]
-    InUse { addr: Ipv4Addr, owner: String },
+    InUse {
+        addr: std::net::IpAddr,
+        owner: String,
+    },
     #[error("no free address left in {0}")]
-    Exhausted(Subnet),
+    Exhausted(String),
 }
 
 impl AddrError {

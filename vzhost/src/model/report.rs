@@ -11,6 +11,8 @@ pub struct VpsStatus {
     pub name: String,
     pub status: Status,
     pub ip: Option<String>,
+    #[serde(default)]
+    pub ip6: Option<String>,
     pub hostname: String,
     pub nproc: u64,
     pub template: String,

@@ -210,6 +210,9 @@ pub struct Spec {
     /// Its address on the host bridge.
     #[serde(default)]
     pub ip: Option<super::Subnet>,
+    /// Its IPv6 address in the daemon's prefix.
+    #[serde(default)]
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// The policy named at create, if any (else its selectors decide).
     #[serde(default)]
     pub policy: Option<String>,

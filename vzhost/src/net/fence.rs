@@ -4,10 +4,11 @@
 //! unreachable. A routed host end forwards (it must, for VPS to VPS), so
 //! without them a VPS's packets would leave the host with a private
 //! source; a bridged one forwards whenever the host does. The host's own
-//! addresses are in the local table, looked up before either rule.
-use std::net::Ipv4Addr;
+//! addresses are in the local table, looked up before either rule. The
+//! same two rules hold the IPv6 prefix (routed mode forwards IPv6).
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use rtnetlink::{Handle, packet_route::rule::RuleAction};
+use rtnetlink::{Handle, RuleAddRequest, packet_route::rule::RuleAction};
 
 use super::{
     NetConfig,
@@ -31,16 +32,44 @@ fn request(h: &Handle, cfg: &NetConfig, within: bool) -> rtnetlink::RuleAddReque
     }
 }
 
+/// The same for `cfg`'s IPv6 prefix, if it has one.
+fn request6(h: &Handle, cfg: &NetConfig, within: bool) -> Option<RuleAddRequest<Ipv6Addr>> {
+    let p6 = cfg.subnet6?;
+    let req = h.rule().add().v6().source_prefix(p6.net, p6.len);
+    Some(if within {
+        req.priority(PRIORITY)
+            .action(RuleAction::ToTable)
+            .destination_prefix(p6.net, p6.len)
+    } else {
+        req.priority(PRIORITY + 1).action(RuleAction::Unreachable)
+    })
+}
+
+/// Add `req`'s rule (`on`) or delete it.
+async fn apply<T>(
+    h: &Handle,
+    mut req: RuleAddRequest<T>,
+    on: bool,
+) -> std::result::Result<(), rtnetlink::Error> {
+    if on {
+        req.execute().await
+    } else {
+        h.rule().del(req.message_mut().clone()).execute().await
+    }
+}
+
 /// Put the rules in place (`on`) or take them away (NAT does the job).
 pub fn fence(cfg: &NetConfig, on: bool) -> Result<()> {
     let cfg = cfg.clone();
     with_netlink(None, move |h| async move {
-        for within in [true, false] {
-            let mut req = request(&h, &cfg, within);
-            let result = if on {
-                req.execute().await
+        for (within, v6) in [(true, false), (false, false), (true, true), (false, true)] {
+            let result = if v6 {
+                match request6(&h, &cfg, within) {
+                    Some(req) => apply(&h, req, on).await,
+                    None => continue,
+                }
             } else {
-                h.rule().del(req.message_mut().clone()).execute().await
+                apply(&h, request(&h, &cfg, within), on).await
             };
             match result {
                 Ok(()) => {}
@@ -52,7 +81,11 @@ pub fn fence(cfg: &NetConfig, on: bool) -> Result<()> {
                         what: format!(
                             "{} the rule keeping {}'s traffic on the host",
                             if on { "add" } else { "remove" },
-                            cfg.subnet
+                            if v6 {
+                                cfg.subnet6.map(|p| p.to_string()).unwrap_or_default()
+                            } else {
+                                cfg.subnet.to_string()
+                            }
                         ),
                         why: e.to_string(),
                     });

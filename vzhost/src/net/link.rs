@@ -4,7 +4,7 @@
 //! only the calling thread).
 use std::{
     future::Future,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd as _, OwnedFd},
 };
 
@@ -42,7 +42,7 @@ pub enum LinkError {
 
 pub type Result<T> = std::result::Result<T, LinkError>;
 
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+pub(super) fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
     let what = what.into();
     move |e| LinkError::Netlink {
         what,
@@ -98,7 +98,7 @@ fn is_bridge(link: &LinkMessage) -> bool {
     })
 }
 
-async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> {
+async fn has_address(handle: &Handle, index: u32, ip: IpAddr) -> Result<bool> {
     let mut addrs = handle
         .address()
         .get()
@@ -108,7 +108,7 @@ async fn has_address(handle: &Handle, index: u32, ip: Ipv4Addr) -> Result<bool> 
         use rtnetlink::packet_route::address::AddressAttribute;
         if a.attributes
             .iter()
-            .any(|at| matches!(at, AddressAttribute::Address(IpAddr::V4(v)) if *v == ip))
+            .any(|at| matches!(at, AddressAttribute::Address(v) if *v == ip))
         {
             return Ok(true);
         }
@@ -139,7 +139,7 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
         };
         let index = link.header.index;
         let gw = cfg.subnet.gateway();
-        if !has_address(&h, index, gw).await? {
+        if !has_address(&h, index, IpAddr::V4(gw)).await? {
             h.address()
                 .add(index, IpAddr::V4(gw), cfg.subnet.prefix)
                 .execute()
@@ -148,6 +148,19 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
                     "add {gw}/{} to {}",
                     cfg.subnet.prefix, cfg.bridge
                 )))?;
+        }
+        if let Some(p6) = cfg.subnet6 {
+            let gw6 = p6.gateway();
+            if !has_address(&h, index, IpAddr::V6(gw6)).await? {
+                super::v6::add_nodad(&h, index, gw6, p6.len)
+                    .await
+                    .map_err(nl(format!("add {gw6}/{} to {}", p6.len, cfg.bridge)))?;
+            }
+            if cfg.mode == NetMode::Routed {
+                // IPv6 is routed between interfaces only with forwarding
+                // on for all of them (no per-interface switch as for IPv4).
+                super::v6::sysctl("all/forwarding", "1")?;
+            }
         }
         h.link()
             .set(LinkUnspec::new_with_index(index).up().build())
@@ -159,10 +172,17 @@ pub fn ensure_bridge(cfg: &NetConfig) -> Result<()> {
 
 /// Give VPS `id` (whose init is `init_pid`) its `eth0` with address `ip`
 /// and a default route via the gateway; its host end plugged into the
-/// bridge, or (routed) routed to with proxy ARP. The veth's peer is made
-/// in the VPS's network namespace as `eth0`, with its MAC: never moved
-/// there (a move waits for an RCU grace period).
-pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result<()> {
+/// bridge, or (routed) routed to with proxy ARP; and its IPv6 address
+/// `ip6` where the daemon has a v6 prefix. The veth's peer is made in the
+/// VPS's network namespace as `eth0`, with its MAC: never moved there (a
+/// move waits for an RCU grace period).
+pub fn attach_vps(
+    cfg: &NetConfig,
+    id: u32,
+    ip: Subnet,
+    ip6: Option<Ipv6Addr>,
+    init_pid: u32,
+) -> Result<()> {
     let host = cfg.host_veth(id);
     let netns = std::fs::File::open(format!("/proc/{init_pid}/ns/net"))
         .map(OwnedFd::from)
@@ -194,11 +214,17 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             })?;
         match host_cfg.mode {
             NetMode::Bridged => plug(&h, &host_cfg.bridge, hv.header.index, &h_name).await?,
-            NetMode::Routed => route_to(&h, &host_cfg, hv.header.index, &h_name, ip.addr).await?,
+            NetMode::Routed => {
+                route_to(&h, &host_cfg, hv.header.index, &h_name, ip.addr).await?;
+                if let (Some(ip6), Some(p6)) = (ip6, host_cfg.subnet6) {
+                    super::v6::route_to(&h, p6, hv.header.index, &h_name, ip6).await?;
+                }
+            }
         }
         Ok(())
     })?;
     let gateway = cfg.subnet.gateway();
+    let v6 = ip6.zip(cfg.subnet6).map(|(ip6, p6)| (ip6, p6, cfg.mode));
     with_netlink(Some(netns), move |h| async move {
         let index = link_by_name(&h, "eth0")
             .await?
@@ -226,7 +252,11 @@ pub fn attach_vps(cfg: &NetConfig, id: u32, ip: Subnet, init_pid: u32) -> Result
             )
             .execute()
             .await
-            .map_err(nl(format!("default route via {gateway}")))
+            .map_err(nl(format!("default route via {gateway}")))?;
+        if let Some((ip6, p6, mode)) = v6 {
+            super::v6::configure_eth0(&h, index, ip6, p6, mode).await?;
+        }
+        Ok(())
     })
 }
 

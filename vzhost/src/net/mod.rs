@@ -1,12 +1,13 @@
 //! VPS networking: a host bridge with the gateway address (the VPSs are
 //! plugged into it, or in routed mode routed to), a veth pair per
 //! VPS with its peer as `eth0` inside the VPS, addresses and routes set
-//! through rtnetlink. IPv4 for now.
+//! through rtnetlink. IPv4 and IPv6.
 mod fence;
 mod host;
 mod link;
 mod mode;
 mod nat;
+mod v6;
 
 use std::{net::Ipv4Addr, str::FromStr as _};
 
@@ -17,6 +18,7 @@ pub use host::host_networks;
 pub use link::{BRIDGE_MAX_PORTS, LinkError, attach_vps, detach_vps, ensure_bridge, veth_index};
 pub use mode::{ModeError, NetMode, UnknownMode, mode_file, resolve as resolve_mode, stored_mode};
 pub use nat::{NatError, set_nat};
+pub use v6::{Prefix6, Prefix6Error, prefix6_file, resolve_prefix6};
 
 pub use crate::model::{AddrError, Subnet};
 
@@ -35,6 +37,9 @@ pub struct NetConfig {
     pub tag: String,
     #[serde(default)]
     pub mode: NetMode,
+    /// The VPSs' IPv6 prefix (none until the daemon resolves it).
+    #[serde(default)]
+    pub subnet6: Option<Prefix6>,
 }
 
 pub const DEFAULT_BRIDGE: &str = "vzbr0";
@@ -61,6 +66,7 @@ impl NetConfig {
             subnet,
             tag: String::new(),
             mode: NetMode::default(),
+            subnet6: None,
         })
     }
 
@@ -96,7 +102,7 @@ impl NetConfig {
         }
         if let Some((owner, _)) = used.iter().find(|(_, a)| *a == ip) {
             return Err(AddrError::InUse {
-                addr: ip,
+                addr: ip.into(),
                 owner: owner.clone(),
             });
         }
@@ -111,7 +117,7 @@ impl NetConfig {
             .map(Ipv4Addr::from)
             .find(|ip| !used.iter().any(|(_, a)| a == ip))
             .map(|ip| self.subnet.with(ip))
-            .ok_or(AddrError::Exhausted(self.subnet))
+            .ok_or_else(|| AddrError::Exhausted(self.subnet.to_string()))
     }
 }
 
@@ -123,6 +129,12 @@ impl NetConfig {
     /// This config with the daemon identity `id` as its interface tag.
     pub fn tagged(mut self, id: &crate::model::DaemonId) -> Self {
         self.tag = id.as_str().chars().take(TAG_LEN).collect();
+        self
+    }
+
+    /// This config with the VPSs' IPv6 prefix `prefix`.
+    pub fn with_subnet6(mut self, prefix: Prefix6) -> Self {
+        self.subnet6 = Some(prefix);
         self
     }
 

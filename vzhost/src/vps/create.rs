@@ -34,6 +34,9 @@ pub struct CreateRequest {
     /// Its address (ADDRESS or ADDRESS/PREFIX); allocated when absent.
     #[serde(default)]
     pub ip: Option<String>,
+    /// Its IPv6 address; allocated when absent.
+    #[serde(default)]
+    pub ip6: Option<String>,
     /// The policy it runs under, instead of the one its name and labels select.
     #[serde(default)]
     pub policy: Option<String>,
@@ -84,6 +87,19 @@ impl Host {
             Some(want) => self.net.check(want, &used)?,
             None => self.net.allocate(&used)?,
         };
+        let ip6 = match self.net.subnet6 {
+            Some(prefix) => {
+                let used: Vec<(String, std::net::Ipv6Addr)> = existing
+                    .iter()
+                    .filter_map(|s| s.ip6.map(|ip| (s.name.to_string(), ip)))
+                    .collect();
+                Some(match &req.ip6 {
+                    Some(want) => prefix.check(want, &used)?,
+                    None => prefix.allocate(&used)?,
+                })
+            }
+            None => None,
+        };
         let mut spec = Spec {
             name,
             template,
@@ -95,6 +111,7 @@ impl Host {
             id,
             disk: None,
             ip: Some(ip),
+            ip6,
             policy: req.policy.clone(),
         };
         // Limits the command line leaves unset come from the policy.
@@ -231,13 +248,16 @@ fn make_layer(
     let own = spec
         .ip
         .map_or_else(|| "127.0.1.1".to_owned(), |ip| ip.addr.to_string());
+    let own6 = spec
+        .ip6
+        .map_or_else(String::new, |ip| format!("{ip} {host}\n"));
     // No resolver runs on the host by default; the gateway is where one
     // (or NAT to the administrator's) would answer.
     for (file, text) in [
         ("hostname", format!("{host}\n")),
         (
             "hosts",
-            format!("127.0.0.1 localhost\n::1 localhost\n{own} {host}\n"),
+            format!("127.0.0.1 localhost\n::1 localhost\n{own} {host}\n{own6}"),
         ),
         ("resolv.conf", format!("nameserver {gateway}\n")),
     ] {

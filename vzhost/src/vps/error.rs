@@ -130,7 +130,7 @@ mod tests {
             ),
             (
                 crate::net::AddrError::InUse {
-                    addr: std::net::Ipv4Addr::LOCALHOST,
+                    addr: std::net::Ipv4Addr::LOCALHOST.into(),
                     owner: name(),
                 }
                 .into(),

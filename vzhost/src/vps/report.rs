@@ -48,6 +48,7 @@ impl Host {
                 last_exit: self.last_exit(&spec.name),
                 name: spec.name.to_string(),
                 ip: spec.ip.map(|ip| ip.to_string()),
+                ip6: spec.ip6.map(|ip| ip.to_string()),
                 hostname: spec.hostname,
                 template: spec.template.into(),
                 limits: spec.limits,

@@ -256,7 +256,7 @@ impl StartSteps for RealStart<'_> {
         crate::net::ensure_bridge(&self.host.net)
             .and_then(|()| {
                 self.phases.mark("bridge");
-                crate::net::attach_vps(&self.host.net, self.spec.id, ip, pid)
+                crate::net::attach_vps(&self.host.net, self.spec.id, ip, self.spec.ip6, pid)
             })
             .map_err(net_err)?;
         self.phases.mark("veth");

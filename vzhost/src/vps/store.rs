@@ -279,6 +279,7 @@ mod tests {
             id: 1,
             disk: None,
             ip: None,
+            ip6: None,
             policy: None,
         }
     }
