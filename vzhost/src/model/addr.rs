@@ -38,23 +38,37 @@ pub struct Subnet {
     pub prefix: u8,
 }
 
+/// `s` as ADDRESS/PREFIX, the prefix within `lengths`; errors name
+/// `field` and show `example`.
+pub fn parse_cidr<A: FromStr>(
+    field: &'static str,
+    s: &str,
+    family: &str,
+    example: &str,
+    lengths: std::ops::RangeInclusive<u8>,
+) -> Result<(A, u8), AddrError> {
+    let bad = |why: String| AddrError::Invalid {
+        field,
+        value: s.to_owned(),
+        why,
+    };
+    let (a, p) = s
+        .split_once('/')
+        .ok_or_else(|| bad(format!("use ADDRESS/PREFIX, e.g. {example}")))?;
+    let addr = A::from_str(a).map_err(|_| bad(format!("not an {family} address")))?;
+    let (low, high) = (lengths.start(), lengths.end());
+    let prefix: u8 = p
+        .parse()
+        .map_err(|_| bad(format!("the prefix must be a number from {low} to {high}")))?;
+    if !lengths.contains(&prefix) {
+        return Err(bad(format!("the prefix must be from {low} to {high}")));
+    }
+    Ok((addr, prefix))
+}
+
 impl Subnet {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, AddrError> {
-        let bad = |why: &str| AddrError::Invalid {
-            field,
-            value: s.to_owned(),
-            why: why.to_owned(),
-        };
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| bad("use ADDRESS/PREFIX, e.g. 10.213.0.5/16"))?;
-        let addr = Ipv4Addr::from_str(a).map_err(|_| bad("not an IPv4 address"))?;
-        let prefix: u8 = p
-            .parse()
-            .map_err(|_| bad("the prefix must be a number from 8 to 30"))?;
-        if !(8..=30).contains(&prefix) {
-            return Err(bad("the prefix must be from 8 to 30"));
-        }
+        let (addr, prefix) = parse_cidr(field, s, "IPv4", "10.213.0.5/16", 8..=30)?;
         Ok(Self { addr, prefix })
     }
 

@@ -11,7 +11,7 @@ mod spec;
 mod template;
 pub mod text;
 
-pub use addr::{AddrError, Subnet};
+pub use addr::{AddrError, Subnet, parse_cidr};
 pub use dir::{DiskBackend, InitExit, InitKind, Runtime, VpsDir};
 pub use identity::DaemonId;
 pub use kind::ErrorKind;

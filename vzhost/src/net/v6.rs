@@ -18,6 +18,7 @@ use rtnetlink::{
 use serde::{Deserialize, Serialize};
 
 use super::{AddrError, LinkError, NetMode, link::nl};
+use crate::model::parse_cidr;
 
 /// An IPv6 prefix: its network address and length (48 to 120).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,21 +30,8 @@ pub struct Prefix6 {
 
 impl Prefix6 {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, AddrError> {
-        let bad = |why: &str| AddrError::Invalid {
-            field,
-            value: s.to_owned(),
-            why: why.to_owned(),
-        };
-        let (a, p) = s
-            .split_once('/')
-            .ok_or_else(|| bad("use ADDRESS/PREFIX, e.g. fd12:3456:789a:1::/64"))?;
-        let addr = Ipv6Addr::from_str(a).map_err(|_| bad("not an IPv6 address"))?;
-        let len: u8 = p
-            .parse()
-            .map_err(|_| bad("the prefix must be a number from 48 to 120"))?;
-        if !(48..=120).contains(&len) {
-            return Err(bad("the prefix must be from 48 to 120"));
-        }
+        let (addr, len): (Ipv6Addr, u8) =
+            parse_cidr(field, s, "IPv6", "fd12:3456:789a:1::/64", 48..=120)?;
         let mask = u128::MAX << (128 - len);
         Ok(Self {
             net: Ipv6Addr::from(u128::from(addr) & mask),
