@@ -41,7 +41,7 @@ impl Host {
                     Some(r) => {
                         let open = self.open_cgroup(&spec.name, r.started_at);
                         open.tasks()
-                            .unwrap_or_else(|| self.cgroup(&spec.name).usage().nproc)
+                            .unwrap_or_else(|| self.cgroup(&spec.name).pids().len() as u64)
                     }
                     None => 0,
                 },
